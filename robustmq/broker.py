@@ -1,0 +1,74 @@
+"""The broker: builds every part from the settings and runs them on one event loop.
+
+Start order: the store (recovery) first, then the services that live on the subject space
+(the agent layer), then the network listeners, so no client connects before its data is ready.
+Stop order is the reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from robustmq.config import Settings
+from robustmq.router import Router
+
+log = logging.getLogger("robustmq.broker")
+
+
+class BrokerStartError(Exception):
+    """The broker could not start (a port is taken, the data directory is unusable, ...)."""
+
+
+class Component(Protocol):
+    """A part of the broker with a life cycle. Listeners also report where they are bound."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Listener(Component, Protocol):
+    def addresses(self) -> list[tuple[str, int]]: ...
+
+
+class Broker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.router = Router()
+        self.components: list[Component] = []
+        self._started: list[Component] = []
+
+    def _build(self) -> None:
+        from robustmq.nats.server import NatsServer
+
+        s = self.settings
+        if s.nats.port is not None:
+            self.components.append(NatsServer(self))
+
+    async def start(self) -> None:
+        self._build()
+        for component in self.components:
+            try:
+                await component.start()
+            except OSError as exc:
+                raise BrokerStartError(f"cannot start {component.name}: {exc.strerror or exc}") from None
+            self._started.append(component)
+
+    async def stop(self) -> None:
+        while self._started:
+            component = self._started.pop()
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("error while stopping %s", component.name)
+
+    def bound_addresses(self) -> list[tuple[str, str, int]]:
+        out = []
+        for component in self.components:
+            addresses = getattr(component, "addresses", None)
+            if addresses is not None:
+                out.extend((component.name, host, port) for host, port in addresses())
+        return out

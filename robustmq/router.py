@@ -1,0 +1,179 @@
+"""The router: one subject space shared by every front-end and by in-process services.
+
+A publish from any protocol is delivered to every matching subscription, whatever protocol
+owns it: plain subscriptions all get it, each queue group gives it to one member. Streams of
+the store subscribe here too; their ``deliver`` returns an awaitable that completes when the
+message is durable, which ``publish_durable`` gathers so a front-end can acknowledge after it.
+
+Headers travel as a NATS header block (``NATS/1.0\\r\\nKey: Value\\r\\n\\r\\n``) or ``None``;
+``robustmq.headers`` converts to and from key/value lists for the other protocols.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from robustmq.subjects import SubjectTrie
+
+# deliver(subject, reply, headers, payload) -> None, or an awaitable for a durable write
+DeliverFn = Callable[[str, str | None, bytes | None, bytes], Awaitable[Any] | None]
+
+
+class NoResponders(Exception):
+    """An in-process request found nobody subscribed to its subject."""
+
+
+class Subscription:
+    """One interest in a subject pattern.
+
+    In-process users pass a ``deliver`` callback; front-ends may subclass and define ``deliver``
+    as a method instead. ``owner`` identifies the connection or service that holds it (used to
+    honour NATS ``echo: false`` and to drop everything a connection held when it closes).
+    """
+
+    __slots__ = ("subject", "queue", "deliver", "owner", "__weakref__")
+
+    def __init__(
+        self, subject: str, deliver: DeliverFn | None = None, queue: str | None = None, owner: Any = None
+    ) -> None:
+        self.subject = subject
+        self.queue = queue
+        self.owner = owner
+        if deliver is not None:
+            self.deliver = deliver
+
+    def __repr__(self) -> str:
+        q = f" queue={self.queue}" if self.queue else ""
+        return f"<Subscription {self.subject}{q}>"
+
+
+class Router:
+    def __init__(self) -> None:
+        self.trie = SubjectTrie()
+        self._inbox_prefix = "_INBOX." + os.urandom(8).hex() + "."
+        self._inbox_seq = itertools.count(1)
+        self._inbox_waiters: dict[str, asyncio.Future] = {}
+        self._inbox_sub: Subscription | None = None
+        self._rng = random.Random()
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    def subscribe(
+        self, subject: str, deliver: DeliverFn, queue: str | None = None, owner: Any = None
+    ) -> Subscription:
+        """Add an in-process subscription; ``subject`` must already be valid."""
+        sub = Subscription(subject, deliver, queue, owner)
+        self.trie.insert(sub)
+        return sub
+
+    def add(self, sub: Subscription) -> None:
+        """Add a subscription object built by a front-end."""
+        self.trie.insert(sub)
+
+    def unsubscribe(self, sub: Subscription) -> bool:
+        return self.trie.remove(sub)
+
+    def has_interest(self, subject: str) -> bool:
+        return bool(self.trie.match(subject))
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        reply: str | None = None,
+        headers: bytes | None = None,
+        skip_owner: Any = None,
+    ) -> int:
+        """Deliver to every match; returns how many subscriptions received it.
+
+        ``skip_owner``: subscriptions held by this owner are passed over (NATS ``echo: false``).
+        """
+        result = self.trie.match(subject)
+        if not result:
+            return 0
+        count = 0
+        for sub in result.plain:
+            if skip_owner is not None and sub.owner is skip_owner:
+                continue
+            sub.deliver(subject, reply, headers, payload)
+            count += 1
+        for members in result.queues:
+            member = self._pick(members, skip_owner)
+            if member is not None:
+                member.deliver(subject, reply, headers, payload)
+                count += 1
+        return count
+
+    def publish_durable(
+        self,
+        subject: str,
+        payload: bytes,
+        reply: str | None = None,
+        headers: bytes | None = None,
+        skip_owner: Any = None,
+    ) -> tuple[int, list[Awaitable[Any]]]:
+        """Like ``publish``, also returning the awaitables of every durable write it caused."""
+        result = self.trie.match(subject)
+        if not result:
+            return 0, []
+        pending: list[Awaitable[Any]] = []
+        count = 0
+        for sub in result.plain:
+            if skip_owner is not None and sub.owner is skip_owner:
+                continue
+            done = sub.deliver(subject, reply, headers, payload)
+            if done is not None:
+                pending.append(done)
+            count += 1
+        for members in result.queues:
+            member = self._pick(members, skip_owner)
+            if member is not None:
+                done = member.deliver(subject, reply, headers, payload)
+                if done is not None:
+                    pending.append(done)
+                count += 1
+        return count, pending
+
+    def _pick(self, members: tuple, skip_owner: Any) -> Any:
+        if skip_owner is None or len(members) == 1:
+            if skip_owner is not None and members[0].owner is skip_owner:
+                return None
+            return members[self._rng.randrange(len(members))] if len(members) > 1 else members[0]
+        eligible = [m for m in members if m.owner is not skip_owner]
+        return self._rng.choice(eligible) if eligible else None
+
+    # -- in-process request/reply ----------------------------------------------------------------
+
+    def new_inbox(self) -> str:
+        return f"{self._inbox_prefix}{next(self._inbox_seq)}"
+
+    async def request(
+        self, subject: str, payload: bytes, headers: bytes | None = None, timeout: float = 5.0
+    ) -> tuple[bytes | None, bytes]:
+        """Publish with a fresh reply subject and wait for the first reply: ``(headers, payload)``.
+
+        Raises ``NoResponders`` at once when nobody is subscribed, ``TimeoutError`` after ``timeout``.
+        """
+        if self._inbox_sub is None:
+            self._inbox_sub = self.subscribe(self._inbox_prefix + "*", self._on_inbox_reply)
+        inbox = self.new_inbox()
+        fut = asyncio.get_running_loop().create_future()
+        self._inbox_waiters[inbox] = fut
+        try:
+            if self.publish(subject, payload, inbox, headers) == 0:
+                raise NoResponders(subject)
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._inbox_waiters.pop(inbox, None)
+
+    def _on_inbox_reply(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        fut = self._inbox_waiters.pop(subject, None)
+        if fut is not None and not fut.done():
+            fut.set_result((headers, payload))
