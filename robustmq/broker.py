@@ -47,6 +47,11 @@ class Broker:
         s = self.settings
         if s.nats.port is not None:
             self.components.append(NatsServer(self))
+        # keep the control plane last: /readyz answers only once everything before it has started
+        if s.http.port is not None:
+            from api.server import HttpServer
+
+            self.components.append(HttpServer(self))
 
     async def start(self) -> None:
         self._build()
@@ -64,6 +69,10 @@ class Broker:
                 await component.stop()
             except Exception:
                 log.exception("error while stopping %s", component.name)
+
+    def is_started(self, component: Component) -> bool:
+        """Has ``component`` finished starting (and not begun stopping)?"""
+        return component in self._started
 
     def bound_addresses(self) -> list[tuple[str, str, int]]:
         out = []

@@ -68,9 +68,20 @@ class MqttSettings(_Section):
     _check_port = field_validator("port", "ws_port", mode="before")(lambda cls, v: _port(v))
 
 
+class ApiToken(_Section):
+    """A bearer token for the control plane (REST): admin may do everything, reader GET only."""
+
+    token: str = Field(min_length=1)
+    role: Literal["admin", "reader"] = "reader"
+
+
 class HttpSettings(_Section):
     port: int | None = 8080
     max_request_bytes: int = Field(1024 * 1024, gt=0)
+    # No tokens (and no auth.token / auth.users) = the control plane is open.
+    tokens: list[ApiToken] = Field(default_factory=list)
+    query_max_rows: int = Field(10_000, gt=0)
+    query_timeout_ms: int = Field(5_000, gt=0)
 
     _check_port = field_validator("port", mode="before")(lambda cls, v: _port(v))
 

@@ -1,0 +1,132 @@
+"""RFC 9457 problem details: every error the control plane returns is ``application/problem+json``.
+
+``code`` carries the same number the NATS agent API uses for the same failure (400, 401, 403, 404,
+408, 409, 413, 502, 503), so a client sees one vocabulary on both transports.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger("robustmq.api")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# error texts, one place
+UNAUTHENTICATED = "a valid bearer token is required"
+READ_ONLY_ROLE = "the reader role may only use GET"
+BODY_TOO_LARGE = "the request body exceeds {limit} bytes"
+BAD_CURSOR = "cursor is not one this server issued"
+BAD_TEST_SUBJECT = "test: not a valid subject: {subject!r}"
+INTERNAL = "internal error"
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (plus ``code`` and, for invalid input, ``errors``)."""
+
+    type: str = Field("about:blank", description="a URI identifying the problem type")
+    title: str = Field(description="the HTTP reason phrase of the status")
+    status: int = Field(description="the HTTP status code")
+    detail: str | None = Field(None, description="what went wrong, for a human")
+    instance: str | None = Field(None, description="the request path")
+    code: int = Field(description="the same error code the NATS API uses")
+    errors: list[FieldError] | None = Field(None, description="per-field errors of invalid input")
+
+
+class ProblemError(Exception):
+    """Raise anywhere in a request to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        code: int | None = None,
+        headers: dict[str, str] | None = None,
+        errors: list[FieldError] | None = None,
+    ) -> None:
+        super().__init__(detail or HTTPStatus(status).phrase)
+        self.status = status
+        self.detail = detail
+        self.code = code if code is not None else status
+        self.headers = headers
+        self.errors = errors
+
+
+def problem_body(status: int, detail: str | None, instance: str | None, **extra: Any) -> bytes:
+    doc: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "code": extra.pop("code", None) or status,
+    }
+    doc.update({k: v for k, v in extra.items() if v is not None})
+    return orjson.dumps(doc)
+
+
+def problem_response(
+    status: int,
+    detail: str | None,
+    instance: str | None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    return Response(
+        problem_body(status, detail, instance, **extra),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+async def _on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProblemError)
+    errors = [e.model_dump() for e in exc.errors] if exc.errors else None
+    return problem_response(
+        exc.status, exc.detail, request.url.path, exc.headers, code=exc.code, errors=errors
+    )
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem_response(exc.status_code, detail, request.url.path, exc.headers)
+
+
+async def _on_invalid_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else None
+    detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else "invalid request"
+    return problem_response(400, detail, request.url.path, errors=errors)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(500, INTERNAL, request.url.path)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_invalid_request)
+    app.add_exception_handler(Exception, _on_unexpected)
