@@ -1,0 +1,93 @@
+"""Persistence of the agent API: one stream of the store holding task, event and agent records.
+
+Records are JSON objects appended without waiting (the store's group commit makes them durable
+within milliseconds) and read back in order at start-up. Without a store (in-process tests) the
+records stay in memory.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from robustmq.agents.api import limits
+from robustmq.agents.api.tasks import MemoryJournal, TaskJournal
+
+log = logging.getLogger("robustmq.agents.api")
+
+REPLAY_BATCH_RECORDS = 4096
+TASK_RETENTION_S = 7 * 24 * 3600.0
+
+
+class StoreJournal:
+    """Appends records to ``limits.TASK_STREAM`` and replays them from its first offset."""
+
+    def __init__(self, store: Any, stream: str = limits.TASK_STREAM) -> None:
+        self.store = store
+        self.stream = stream
+        self._failed = False
+
+    async def open(self) -> None:
+        from robustmq.store import StreamConfig
+
+        existing = await _maybe_await(self.store.stream_info(self.stream)) if self._has_stream() else None
+        if existing is None:
+            config = StreamConfig(
+                name=self.stream,
+                subjects=[],
+                max_age_s=TASK_RETENTION_S,
+                kind="agent_api",
+                description="agent API tasks, task events and agent registrations",
+            )
+            await _maybe_await(self.store.create_stream(config))
+
+    def _has_stream(self) -> bool:
+        try:
+            names = self.store.list_streams()
+        except Exception:
+            return False
+        return any(getattr(s, "name", s) == self.stream for s in names)
+
+    def write(self, record: dict[str, Any]) -> None:
+        try:
+            self.store.append(self.stream, orjson.dumps(record))
+        except Exception as exc:
+            if not self._failed:  # one line, not one per record
+                log.error("agent API journal: cannot append to stream %s: %s", self.stream, exc)
+                self._failed = True
+
+    async def replay(self) -> Iterable[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        info = await _maybe_await(self.store.stream_info(self.stream))
+        offset = getattr(info, "first_offset", 0) if info is not None else 0
+        while True:
+            batch = await _maybe_await(self.store.read(self.stream, offset, REPLAY_BATCH_RECORDS))
+            if not batch:
+                break
+            for rec in batch:
+                try:
+                    out.append(orjson.loads(rec.payload))
+                except orjson.JSONDecodeError:
+                    continue
+            offset = batch[-1].offset + 1
+        return out
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def journal_for(broker: Any) -> TaskJournal:
+    """The broker's store journal, or a memory journal when the broker has no store."""
+    store = getattr(broker, "store", None)
+    if store is None:
+        return MemoryJournal()
+    journal = StoreJournal(store)
+    await journal.open()
+    return journal

@@ -1,0 +1,163 @@
+"""The agent API's view of the agent registry: cards plus what the API adds (owner, mailbox, limits).
+
+One registry serves mq9 and the agent API: cards are mirrored into the mq9 registry when it is
+present, so mq9 DISCOVER sees agents registered here, and agents registered through mq9 show up
+here (without instances). The API's own fields are journalled with the tasks.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class AgentRecord:
+    __slots__ = ("name", "card", "mailbox", "metadata", "max_concurrency", "heartbeat_interval_ms",
+                 "owner", "created_ms")  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        card: dict[str, Any],
+        *,
+        created_ms: int,
+        mailbox: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_concurrency: int = 1,
+        heartbeat_interval_ms: int = 5000,
+        owner: str | None = None,
+    ) -> None:
+        self.name = name
+        self.card = card
+        self.mailbox = mailbox
+        self.metadata = metadata or {}
+        self.max_concurrency = max_concurrency
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.owner = owner
+        self.created_ms = created_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AgentRecord:
+        return cls(
+            data["name"],
+            data.get("card") or {"name": data["name"]},
+            created_ms=data.get("created_ms") or 0,
+            mailbox=data.get("mailbox"),
+            metadata=data.get("metadata"),
+            max_concurrency=data.get("max_concurrency") or 1,
+            heartbeat_interval_ms=data.get("heartbeat_interval_ms") or 5000,
+            owner=data.get("owner"),
+        )
+
+    def skill_matches(self, capability: str) -> bool:
+        for skill in self.card.get("skills") or ():
+            if not isinstance(skill, dict):
+                continue
+            if skill.get("id") == capability or capability in (skill.get("tags") or ()):
+                return True
+        return False
+
+    def tags(self) -> set[str]:
+        out: set[str] = set()
+        for skill in self.card.get("skills") or ():
+            if isinstance(skill, dict):
+                out.update(t for t in skill.get("tags") or () if isinstance(t, str))
+        return out
+
+
+def card_text(card: dict[str, Any]) -> str:
+    """The searchable text of a card: name, description, and each skill's fields."""
+    parts = [str(card.get("name", "")), str(card.get("description", ""))]
+    for skill in card.get("skills") or ():
+        if isinstance(skill, dict):
+            parts.append(str(skill.get("name", "")))
+            parts.append(str(skill.get("description", "")))
+            parts.extend(str(t) for t in skill.get("tags") or ())
+            parts.extend(str(e) for e in skill.get("examples") or ())
+    return " ".join(parts)
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ies", "es", "ed", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def _terms(text: str) -> list[str]:
+    return [_stem(w) for w in _WORD.findall(text.lower())]
+
+
+class KeywordRanker:
+    """A small BM25 over cards: the fallback ranker when the shared discovery engine is absent."""
+
+    def rank(self, query: str, records: list[AgentRecord]) -> list[tuple[str, float]]:
+        q = set(_terms(query))
+        if not q or not records:
+            return []
+        docs = [(r.name, _terms(card_text(r.card))) for r in records]
+        n = len(docs)
+        avg_len = sum(len(d) for _, d in docs) / n or 1.0
+        df: dict[str, int] = {}
+        for _, terms in docs:
+            for t in set(terms) & q:
+                df[t] = df.get(t, 0) + 1
+        scored = []
+        for name, terms in docs:
+            score = 0.0
+            length = len(terms) or 1
+            for t in q:
+                tf = terms.count(t)
+                if not tf:
+                    continue
+                idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
+                score += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * length / avg_len))
+            if score > 0:
+                scored.append((name, round(score, 4)))
+        scored.sort(key=lambda item: -item[1])
+        return scored
+
+
+class AgentDirectory:
+    """Agent records by name; ``ranker(query, records)`` ranks them for DISCOVER and intents.
+
+    ``journal(record)`` persists a change.
+    """
+
+    def __init__(self, journal: Callable[[dict[str, Any]], None], ranker: Any = None) -> None:
+        self._records: dict[str, AgentRecord] = {}
+        self._journal = journal
+        self.ranker = ranker or KeywordRanker()
+
+    def get(self, name: str) -> AgentRecord | None:
+        return self._records.get(name)
+
+    def put(self, record: AgentRecord) -> None:
+        self._records[record.name] = record
+        self._journal({"k": "agent", **record.to_dict()})
+
+    def remove(self, name: str) -> AgentRecord | None:
+        record = self._records.pop(name, None)
+        if record is not None:
+            self._journal({"k": "agent-del", "name": name})
+        return record
+
+    def all(self) -> list[AgentRecord]:
+        return list(self._records.values())
+
+    def recover(self, rec: dict[str, Any]) -> None:
+        if rec.get("k") == "agent":
+            record = AgentRecord.from_dict(rec)
+            self._records[record.name] = record
+        elif rec.get("k") == "agent-del":
+            self._records.pop(rec.get("name", ""), None)
+
+    def rank(self, query: str, records: list[AgentRecord], semantic: bool = False) -> list[tuple[str, float]]:
+        return self.ranker.rank(query, records)

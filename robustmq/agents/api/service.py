@@ -1,0 +1,532 @@
+"""The agent API service: ``$mq9.AI.API.*`` request/reply on the router, a broker component.
+
+It answers every API subject, records the events agents publish on ``$mq9.AI.TASK.EVENT.<id>``,
+republishes them on ``$mq9.AI.TASK.UPDATES.<id>``, and answers ``$SRV.*`` for registered agents.
+Requests are handled synchronously in ``deliver``; a sync INVOKE is answered when its task ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from robustmq.agents.api import errors, limits, micro
+from robustmq.agents.api.errors import ApiError
+from robustmq.agents.api.instances import Instance, InstanceTable, new_instance_id
+from robustmq.agents.api.invoke import Invoker, outcome_reply
+from robustmq.agents.api.journal import journal_for
+from robustmq.agents.api.registry import AgentDirectory, AgentRecord
+from robustmq.agents.api.schemas import (
+    AgentTaskEvent,
+    DeregisterRequest,
+    DiscoverRequest,
+    HeartbeatRequest,
+    IntentInvokeRequest,
+    InvokeRequest,
+    ListRequest,
+    RegisterRequest,
+    TaskEventsRequest,
+    parse_request,
+)
+from robustmq.agents.api.tasks import Task, TaskJournal, TaskTable, new_task_id
+
+log = logging.getLogger("robustmq.agents.api")
+
+API_PREFIX = "$mq9.AI.API."
+API_SUBJECT = "$mq9.AI.API.>"
+TASK_EVENT_PREFIX = "$mq9.AI.TASK.EVENT."
+TASK_EVENT_SUBJECT = "$mq9.AI.TASK.EVENT.*"
+TASK_UPDATES_PREFIX = "$mq9.AI.TASK.UPDATES."
+MAX_INTENT_CANDIDATES = 5
+
+# handler(service, name_or_id, reply, payload, origin) -> reply body, or None when answered later
+Handler = Callable[[Any, str, str | None, bytes, Any], dict[str, Any] | None]
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class AgentApiService:
+    """Owns the agent directory, the live instances, the tasks and the invoker."""
+
+    name = "agent-api"
+
+    def __init__(self, broker: Any, journal: TaskJournal | None = None, clock_ms: Callable[[], int] = wall_clock_ms):
+        self.broker = broker
+        self.router = broker.router
+        settings = getattr(broker, "settings", None)
+        self.auth_enabled = bool(settings is not None and settings.auth.enabled)
+        self._journal = journal
+        self._clock_ms = clock_ms
+        self._subs: list = []
+        self._sweeper: asyncio.TimerHandle | None = None
+        # (family, verb) -> (handler, whether the subject carries a name after the verb)
+        self.handlers: dict[tuple[str, str], tuple[Handler, bool]] = {
+            ("AGENT", "REGISTER"): (AgentApiService._register, False),
+            ("AGENT", "DEREGISTER"): (AgentApiService._deregister, True),
+            ("AGENT", "HEARTBEAT"): (AgentApiService._heartbeat, True),
+            ("AGENT", "INFO"): (AgentApiService._info, True),
+            ("AGENT", "LIST"): (AgentApiService._list, False),
+            ("AGENT", "STATUS"): (AgentApiService._status, True),
+            ("AGENT", "DISCOVER"): (AgentApiService._discover, False),
+            ("AGENT", "INVOKE"): (AgentApiService._invoke, True),
+            ("INVOKE", ""): (AgentApiService._invoke_intent, False),
+            ("TASK", "GET"): (AgentApiService._task_get, True),
+            ("TASK", "EVENTS"): (AgentApiService._task_events, True),
+            ("TASK", "CANCEL"): (AgentApiService._task_cancel, True),
+        }
+
+    # -- life cycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        journal = self._journal or await journal_for(self.broker)
+        self._journal = journal
+        records = list(await journal.replay())
+        self.directory = AgentDirectory(journal.write)
+        self.tasks = TaskTable(journal, self._clock_ms, on_event=self._publish_update)
+        self.instances = InstanceTable(self._instance_down, self._clock_ms)
+        self.invoker = Invoker(self.router, self.instances, self.tasks, self._clock_ms, failover=self._next_agent)
+        for rec in records:
+            self.directory.recover(rec)
+        unfinished = self.tasks.recover(records)
+        self._subs = [
+            self.router.subscribe(API_SUBJECT, self._on_api),
+            self.router.subscribe(TASK_EVENT_SUBJECT, self._on_task_event),
+            self.router.subscribe(micro.SRV_SUBJECT, self._on_srv),
+        ]
+        for task in unfinished:
+            self.invoker.resume(task)
+        self._schedule_sweep()
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            self.router.unsubscribe(sub)
+        self._subs = []
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self.invoker.close()
+        close = getattr(self._journal, "close", None)
+        if close is not None:
+            await close()
+
+    def _schedule_sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(limits.LIVENESS_SWEEP_MS / 1000, self._sweep)
+
+    def _sweep(self) -> None:
+        try:
+            self.instances.sweep(self._clock_ms())
+        finally:
+            self._schedule_sweep()
+
+    # -- dispatch -------------------------------------------------------------------------------------
+
+    def _on_api(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        origin = getattr(self.router, "current_origin", None)
+        try:
+            body = self._handle(subject, reply, payload, origin)
+        except ApiError as exc:
+            body = exc.reply()
+        except Exception:
+            log.exception("agent API request on %s failed", subject)
+            body = {"error": "internal error", "code": 500}
+        if body is not None and reply:
+            self.router.publish(reply, orjson.dumps(body))
+
+    def _handle(self, subject: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any] | None:
+        tokens = subject[len(API_PREFIX) :].split(".")
+        family = tokens[0]
+        verb = tokens[1] if len(tokens) > 1 else ""
+        entry = self.handlers.get((family, verb))
+        if entry is None:
+            raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_SUBJECT.format(subject=subject))
+        handler, named = entry
+        if named:
+            if len(tokens) != 3 or not tokens[2]:
+                raise ApiError(errors.BAD_REQUEST, errors.MISSING_NAME)
+            arg = tokens[2]
+        else:
+            expected = 2 if verb else 1
+            if len(tokens) != expected:
+                raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_SUBJECT.format(subject=subject))
+            arg = ""
+        return handler(self, arg, reply, payload, origin)
+
+    def _user(self, origin: Any) -> str | None:
+        return getattr(origin, "user", None) if self.auth_enabled else None
+
+    def _check_owner(self, record: AgentRecord | None, origin: Any, name: str) -> None:
+        if not self.auth_enabled or record is None or record.owner is None:
+            return
+        if self._user(origin) != record.owner:
+            raise ApiError(errors.FORBIDDEN, errors.NOT_AUTHORIZED.format(name=name))
+
+    # -- registration and liveness --------------------------------------------------------------------
+
+    def _register(self, _: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+        req = parse_request(RegisterRequest, payload, empty_ok=False)
+        name = req.name
+        user = self._user(origin)
+        record = self.directory.get(name)
+        if self.auth_enabled and record is not None and record.owner is not None and record.owner != user:
+            raise ApiError(errors.FORBIDDEN, errors.AGENT_NAME_TAKEN.format(name=name))
+        now = self._clock_ms()
+        card = req.card()
+        if record is None:
+            record = AgentRecord(name, card, created_ms=now, owner=user)
+        record.card = card
+        if req.mailbox:
+            record.mailbox = req.mailbox
+        record.metadata = req.metadata
+        record.max_concurrency = req.max_concurrency
+        record.heartbeat_interval_ms = req.heartbeat_interval_ms
+        if record.owner is None:
+            record.owner = user
+        self.directory.put(record)
+        self._share_registration(record)
+        inst = Instance(
+            name, new_instance_id(), req.max_concurrency, req.heartbeat_interval_ms, now, origin=origin, user=user
+        )
+        self.instances.add(inst)
+        # queued tasks go out once the reply is on its way (the instance subscribes after it)
+        asyncio.get_running_loop().call_soon(self.invoker.drain, name)
+        return {
+            "error": "",
+            "name": name,
+            "instance_id": inst.instance_id,
+            "serve_subject": inst.serve_subject,
+            "heartbeat_interval_ms": inst.heartbeat_interval_ms,
+        }
+
+    def _share_registration(self, record: AgentRecord) -> None:
+        """Mirror the card into the mq9 registry and create the mailbox, when mq9 is present."""
+        mq9 = getattr(self.broker, "mq9", None)
+        if mq9 is None:
+            return
+        try:
+            register_card = getattr(mq9, "register_card", None)
+            if register_card is not None:
+                register_card(record.name, record.card)
+            ensure_mailbox = getattr(mq9, "ensure_mailbox", None)
+            if record.mailbox and ensure_mailbox is not None:
+                ensure_mailbox(record.mailbox, owner=record.owner)
+        except Exception as exc:  # the registration itself stands; the mirror is best effort
+            log.warning("could not share agent %s with mq9: %s", record.name, exc)
+
+    def _heartbeat(self, name: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+        req = parse_request(HeartbeatRequest, payload, empty_ok=False)
+        inst = self.instances.get(name, req.instance_id)
+        if inst is None:
+            if self.directory.get(name) is None:
+                raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_AGENT.format(name=name))
+            raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_INSTANCE.format(instance_id=req.instance_id, name=name))
+        self._check_owner(self.directory.get(name), origin, name)
+        if not inst.alive:
+            raise ApiError(errors.NOT_FOUND, errors.INSTANCE_DOWN.format(instance_id=req.instance_id, name=name))
+        now = self._clock_ms()
+        inst.last_heartbeat_ms = now
+        if req.in_flight is not None:
+            inst.reported_in_flight = req.in_flight
+        if req.processed is not None:
+            inst.reported_processed = req.processed
+        return {"error": "", "status": inst.status(now)}
+
+    def _deregister(self, name: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+        req = parse_request(DeregisterRequest, payload)
+        record = self.directory.get(name)
+        if record is None and not self.instances.of(name):
+            raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_AGENT.format(name=name))
+        self._check_owner(record, origin, name)
+        if req.instance_id is not None:
+            removed = self.instances.remove(name, req.instance_id)
+            if not removed:
+                raise ApiError(
+                    errors.NOT_FOUND, errors.UNKNOWN_INSTANCE.format(instance_id=req.instance_id, name=name)
+                )
+        else:
+            removed = self.instances.remove(name)
+            self.directory.remove(name)
+            mq9 = getattr(self.broker, "mq9", None)
+            unregister_card = getattr(mq9, "unregister_card", None)
+            if unregister_card is not None:
+                try:
+                    unregister_card(name)
+                except Exception as exc:
+                    log.warning("could not unregister agent %s from mq9: %s", name, exc)
+        for inst in removed:
+            self.invoker.instance_down(inst, "deregistered")
+        self.invoker.drain(name)
+        return {"error": "", "name": name, "removed_instances": len(removed)}
+
+    # -- views -----------------------------------------------------------------------------------------
+
+    def agent_status(self, name: str, now_ms: int) -> str:
+        instances = self.instances.of(name)
+        if not any(i.alive for i in instances):
+            return "down"
+        if all(i.status(now_ms) == "healthy" for i in instances):
+            return "healthy"
+        return "degraded"
+
+    def instance_info(self, inst: Instance, now_ms: int) -> dict[str, Any]:
+        return {
+            "instance_id": inst.instance_id,
+            "status": inst.status(now_ms),
+            "in_flight": inst.in_flight,
+            "last_heartbeat_ms": inst.last_heartbeat_ms,
+            "processed": inst.processed,
+            "failed": inst.failed,
+            "client_id": inst.client_id,
+        }
+
+    def agent_info(self, record: AgentRecord, now_ms: int) -> dict[str, Any]:
+        return {
+            "name": record.name,
+            "card": record.card,
+            "mailbox": record.mailbox,
+            "status": self.agent_status(record.name, now_ms),
+            "instances": [self.instance_info(i, now_ms) for i in self.instances.of(record.name)],
+            "created_ms": record.created_ms,
+            "metadata": record.metadata,
+            "max_concurrency": record.max_concurrency,
+        }
+
+    def _record_or_404(self, name: str) -> AgentRecord:
+        record = self.directory.get(name)
+        if record is None:
+            raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_AGENT.format(name=name))
+        return record
+
+    def _info(self, name: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+        record = self._record_or_404(name)
+        return {"error": "", "agent": self.agent_info(record, self._clock_ms())}
+
+    def _list(self, _: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+        req = parse_request(ListRequest, payload)
+        now = self._clock_ms()
+        infos = [self.agent_info(r, now) for r in sorted(self.directory.all(), key=lambda r: r.name)]
+        if req.status is not None:
+            infos = [i for i in infos if i["status"] == req.status]
+        start = (req.page - 1) * req.limit
+        return {"error": "", "agents": infos[start : start + req.limit], "total": len(infos)}
+
+    def _status(self, name: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+        self._record_or_404(name)
+        now = self._clock_ms()
+        instances = self.instances.of(name)
+        live = [i for i in instances if i.alive]
+        counters = self.invoker.counters_of(name)
+        return {
+            "error": "",
+            "status": self.agent_status(name, now),
+            "instances": [self.instance_info(i, now) for i in instances],
+            "active_tasks": self.invoker.active_count(name),
+            "total_processed": counters.processed,
+            "total_failed": counters.failed,
+            "avg_latency_ms": counters.avg_latency_ms(),
+            "p99_latency_ms": counters.p99_latency_ms(),
+            "uptime_seconds": round((now - min(i.registered_ms for i in live)) / 1000, 3) if live else 0.0,
+        }
+
+    def _discover(self, _: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+        req = parse_request(DiscoverRequest, payload)
+        now = self._clock_ms()
+        found = self.discover(req.capability, req.text, req.semantic, req.tags, req.live_only)
+        start = (req.page - 1) * req.limit
+        agents = []
+        for record, score in found[start : start + req.limit]:
+            status = self.agent_status(record.name, now)
+            agents.append({"name": record.name, "score": score, "status": status, "card": record.card})
+        return {"error": "", "agents": agents}
+
+    def discover(
+        self,
+        capability: str | None = None,
+        text: str | None = None,
+        semantic: str | None = None,
+        tags: list[str] | None = None,
+        live_only: bool = True,
+    ) -> list[tuple[AgentRecord, float]]:
+        """Agents matching the filters, best first, as ``(record, score)``."""
+        records = self.directory.all()
+        if capability:
+            records = [r for r in records if r.skill_matches(capability)]
+        if tags:
+            wanted = set(tags)
+            records = [r for r in records if wanted <= r.tags()]
+        if live_only:
+            records = [r for r in records if self.instances.has_live(r.name)]
+        query = semantic or text
+        if not query:
+            return [(r, 1.0) for r in sorted(records, key=lambda r: r.name)]
+        by_name = {r.name: r for r in records}
+        ranked = self.directory.rank(query, records, semantic=bool(semantic))
+        return [(by_name[name], score) for name, score in ranked if name in by_name]
+
+    # -- invocation -----------------------------------------------------------------------------------
+
+    def _invoke(self, name: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any] | None:
+        req = parse_request(InvokeRequest, payload)
+        if self.directory.get(name) is None:
+            raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_AGENT.format(name=name))
+        return self._start_task(name, req, reply, origin)
+
+    def _invoke_intent(self, _: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any] | None:
+        req = parse_request(IntentInvokeRequest, payload, empty_ok=False)
+        live_only = req.on_offline == "fail"
+        ranked = [r.name for r, _ in self.discover(text=req.intent, semantic=req.intent, live_only=live_only)]
+        if not ranked:
+            raise ApiError(errors.NO_LIVE_INSTANCE, errors.NO_AGENT_FOR_INTENT, state="rejected")
+        return self._start_task(
+            ranked[0], req, reply, origin, intent=req.intent, candidates=ranked[1:MAX_INTENT_CANDIDATES]
+        )
+
+    def _start_task(
+        self,
+        agent: str,
+        req: InvokeRequest,
+        reply: str | None,
+        origin: Any,
+        intent: str | None = None,
+        candidates: list[str] | None = None,
+    ) -> dict[str, Any] | None:
+        sync = req.mode == "sync" and bool(reply)
+        if req.idempotency_key:
+            earlier = self.tasks.by_idempotency_key("" if intent else agent, req.idempotency_key)
+            if earlier is not None:
+                return self._answer_again(earlier, reply, sync)
+        now = self._clock_ms()
+        task = Task(
+            new_task_id(),
+            agent,
+            req.input,
+            skill=req.skill,
+            created_ms=now,
+            deadline_ms=now + req.timeout_ms,
+            mode=req.mode,
+            on_offline=req.on_offline,
+            retries=req.retries,
+            idempotency_key=req.idempotency_key,
+            sender=self._user(origin),
+            intent=intent,
+            candidates=candidates,
+        )
+        if sync:
+            task.waiters.append(reply)  # type: ignore[arg-type]
+        self.invoker.submit(task)
+        if sync:
+            return None  # answered by the invoker when the task ends (maybe already)
+        if task.finished:
+            return outcome_reply(task, now)
+        body = {"error": "", "task_id": task.id, "state": "submitted"}
+        if intent:
+            body["agent"] = task.agent
+        return body
+
+    def _answer_again(self, task: Task, reply: str | None, sync: bool) -> dict[str, Any] | None:
+        """The same idempotency key again: the first task's outcome, or wait for it."""
+        if task.finished:
+            return outcome_reply(task, self._clock_ms())
+        if sync:
+            task.waiters.append(reply)  # type: ignore[arg-type]
+            self.tasks.write_snapshot(task)
+            return None
+        return {"error": "", "task_id": task.id, "state": task.state}
+
+    def _next_agent(self, task: Task) -> str | None:
+        while task.candidates:
+            name = task.candidates.pop(0)
+            if name != task.agent and (self.instances.has_live(name) or task.on_offline == "queue"):
+                return name
+        return None
+
+    def _instance_down(self, inst: Instance, reason: str) -> None:
+        self.invoker.instance_down(inst, reason)
+
+    # -- tasks ---------------------------------------------------------------------------------------
+
+    def _task_or_404(self, task_id: str, origin: Any) -> Task:
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_TASK.format(task_id=task_id))
+        if self.auth_enabled:
+            user = self._user(origin)
+            record = self.directory.get(task.agent)
+            if user != task.sender and (record is None or user != record.owner):
+                raise ApiError(errors.FORBIDDEN, errors.NOT_AUTHORIZED_TASK.format(task_id=task_id))
+        return task
+
+    def _task_get(self, task_id: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+        return {"error": "", "task": self._task_or_404(task_id, origin).record()}
+
+    def _task_events(self, task_id: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+        req = parse_request(TaskEventsRequest, payload)
+        task = self._task_or_404(task_id, origin)
+        return {"error": "", "events": self.tasks.events_after(task, req.after_seq), "state": task.state}
+
+    def _task_cancel(self, task_id: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+        task = self._task_or_404(task_id, origin)
+        if task.finished:
+            raise ApiError(
+                errors.CONFLICT, errors.TASK_FINISHED.format(task_id=task_id, state=task.state), state=task.state
+            )
+        self.invoker.cancel(task)
+        return {"error": "", "state": "canceled"}
+
+    def _on_task_event(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        origin = getattr(self.router, "current_origin", None)
+        try:
+            body = self._record_agent_event(subject[len(TASK_EVENT_PREFIX) :], payload, origin)
+        except ApiError as exc:
+            body = exc.reply()
+        if reply:
+            self.router.publish(reply, orjson.dumps(body))
+
+    def _record_agent_event(self, task_id: str, payload: bytes, origin: Any) -> dict[str, Any]:
+        event = parse_request(AgentTaskEvent, payload, empty_ok=False)
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_TASK.format(task_id=task_id))
+        if self.auth_enabled:
+            record = self.directory.get(task.agent)
+            if record is not None and record.owner is not None and self._user(origin) != record.owner:
+                raise ApiError(errors.FORBIDDEN, errors.NOT_AUTHORIZED.format(name=task.agent))
+        if task.finished:
+            raise ApiError(errors.CONFLICT, errors.TASK_FINISHED.format(task_id=task_id, state=task.state))
+        if event.type == "input-required":
+            task.state = "input-required"
+        elif task.state in ("input-required", "submitted"):
+            task.state = "working"
+        recorded = self.tasks.add_event(task, event.type, event.data)
+        return {"error": "", "seq": recorded["seq"]}
+
+    def _publish_update(self, task: Task, event: dict[str, Any]) -> None:
+        subject = TASK_UPDATES_PREFIX + task.id
+        if self.router.has_interest(subject):
+            self.router.publish(subject, orjson.dumps({"task_id": task.id, "state": task.state, **event}))
+
+    # -- NATS micro ----------------------------------------------------------------------------------
+
+    def _on_srv(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        if not reply:
+            return
+        request = micro.parse_srv_subject(subject)
+        if request is None:
+            return
+        build = micro.BUILDERS[request.verb]
+        names = [request.name] if request.name else list(self.instances.agents())
+        for name in names:
+            record = self.directory.get(name)
+            if record is None:
+                continue
+            for inst in self.instances.live(name):
+                if request.instance_id and inst.instance_id != request.instance_id:
+                    continue
+                self.router.publish(reply, orjson.dumps(build(inst, record.card, record.metadata)))

@@ -1,0 +1,36 @@
+"""Every error text an mq9 reply can carry, in one place.
+
+The texts are RobustMQ's where it has one (MQ9.md), so clients that match on them keep working.
+"""
+
+from __future__ import annotations
+
+
+class Mq9Error(Exception):
+    """A request failed; ``str(exc)`` is the text of the ``error`` field of the reply."""
+
+
+PREFIX_EMPTY = "prefix must not be empty"
+NAME_CHARACTERS = "name may only contain lowercase letters, digits, and dots"
+NAME_EDGES = "prefix must start and end with a lowercase letter or digit"
+NAME_TOO_LONG = "name must be at most {max} characters"
+MAILBOX_EXISTS = "mailbox {addr} already exists"
+MAILBOX_MISSING = "mailbox {addr} does not exist"
+MAILBOX_NOT_FOUND = "mailbox not found: {addr}"
+INVALID_MSG_ID = "invalid msg_id: {value}"
+PAYLOAD_EMPTY = "payload must not be empty"
+AGENT_INFO_EMPTY = "agent_info must not be empty"
+AGENT_NAME_EMPTY = "agent name must not be empty"
+UNRECOGNIZED_SUBJECT = "unrecognized mq9 subject: {subject}"
+INVALID_PAYLOAD = "invalid {command} payload: {reason}"
+INVALID_QUERY = "invalid query request: {reason}"
+BODY_TOO_LARGE = "message body too large: {size} bytes (max {max} bytes)"
+TOO_MANY_MAILBOXES = "too many mailboxes (max {max})"
+INTERNAL = "internal error: {reason}"
+
+
+def invalid_payload(command: str, reason: str) -> Mq9Error:
+    """The error for a body that is not valid JSON or breaks the request's schema."""
+    if command == "MSG.QUERY":
+        return Mq9Error(INVALID_QUERY.format(reason=reason))
+    return Mq9Error(INVALID_PAYLOAD.format(command=command, reason=reason))

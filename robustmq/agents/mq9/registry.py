@@ -1,0 +1,219 @@
+"""The mq9 agent registry: registered AgentCards by name, their search index and last reports.
+
+Agents are kept in memory and indexed for discovery; every change is handed to a journal so
+the registry comes back after a restart (``AgentJournal``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from robustmq.agents.discovery import DocumentIndex, Embedder, Hit, agent_card_document
+
+DEFAULT_TENANT = "default"
+DISCOVER_DEFAULT_LIMIT = 20
+# rewrite the journal when it holds this many more entries than live agents
+JOURNAL_COMPACT_SLACK = 1000
+
+
+@dataclass
+class AgentEntry:
+    name: str
+    agent_info: str  # the stored info, a JSON string (usually the AgentCard)
+    create_time: int
+    card: dict[str, Any] | None = None  # the parsed AgentCard when the info is one
+    report_info: str | None = None
+    report_time: int | None = None
+
+    @property
+    def description(self) -> str:
+        return str((self.card or {}).get("description") or "")
+
+    def agent_id(self, tenant: str = DEFAULT_TENANT) -> str:
+        return f"{tenant}\u0000{self.name}"
+
+
+class AgentJournal(Protocol):
+    def load(self) -> list[dict[str, Any]]: ...
+
+    def append(self, entry: dict[str, Any]) -> None: ...
+
+    def rewrite(self, entries: list[dict[str, Any]]) -> None: ...
+
+
+class NullJournal:
+    """Keeps nothing (tests and in-memory brokers)."""
+
+    def load(self) -> list[dict[str, Any]]:
+        return []
+
+    def append(self, entry: dict[str, Any]) -> None:
+        pass
+
+    def rewrite(self, entries: list[dict[str, Any]]) -> None:
+        pass
+
+
+class FileJournal:
+    """One JSON object per line, appended; rewritten atomically when it grows stale.
+
+    Registry changes are rare (registrations, not messages), so each append is written and
+    flushed at once; the file is small and read whole at start-up.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: Any = None
+
+    def load(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return out
+        for line in data.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                out.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                break  # a torn last line after a crash
+        return out
+
+    def append(self, entry: dict[str, Any]) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the broker's life
+        self._file.write(orjson.dumps(entry) + b"\n")
+        self._file.flush()
+
+    def rewrite(self, entries: list[dict[str, Any]]) -> None:
+        self.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            for entry in entries:
+                f.write(orjson.dumps(entry) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class AgentRegistry:
+    """Agents by name plus their discovery index."""
+
+    def __init__(self, journal: AgentJournal | None = None, embedder: Embedder | None = None) -> None:
+        self.agents: dict[str, AgentEntry] = {}
+        self.index = DocumentIndex(embedder)
+        self.journal = journal or NullJournal()
+        self._journal_entries = 0
+
+    def __len__(self) -> int:
+        return len(self.agents)
+
+    def load(self) -> None:
+        for op in self.journal.load():
+            self._journal_entries += 1
+            kind = op.get("op")
+            if kind == "register":
+                self._put(op["name"], op["agent_info"], op.get("create_time", 0))
+            elif kind == "unregister":
+                self._drop(op["name"])
+            elif kind == "report":
+                entry = self.agents.get(op["name"])
+                if entry is not None:
+                    entry.report_info = op.get("report_info")
+                    entry.report_time = op.get("report_time")
+        if self._journal_entries > len(self.agents) + JOURNAL_COMPACT_SLACK:
+            self._compact()
+
+    def register(self, name: str, agent_info: str, card: dict[str, Any] | None = None) -> AgentEntry:
+        """Add or replace an agent (a re-registration updates the card and its index)."""
+        entry = self._put(name, agent_info, int(time.time()), card)
+        self._log({"op": "register", "name": name, "agent_info": agent_info, "create_time": entry.create_time})
+        return entry
+
+    def unregister(self, name: str) -> None:
+        if self._drop(name):
+            self._log({"op": "unregister", "name": name})
+
+    def report(self, name: str, report_info: str | None) -> None:
+        now = int(time.time())
+        entry = self.agents.get(name)
+        if entry is not None:
+            entry.report_info = report_info
+            entry.report_time = now
+        self._log({"op": "report", "name": name, "report_info": report_info, "report_time": now})
+
+    def listing(self) -> list[AgentEntry]:
+        return list(self.agents.values())
+
+    def search_text(self, text: str, limit: int, page: int) -> list[tuple[AgentEntry, Hit]]:
+        return self._entries(self.index.search_text(text, limit, (page - 1) * limit))
+
+    def search_semantic(self, text: str, limit: int, page: int) -> list[tuple[AgentEntry, Hit]]:
+        return self._entries(self.index.search_semantic(text, limit, (page - 1) * limit))
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _entries(self, hits: list[Hit]) -> list[tuple[AgentEntry, Hit]]:
+        return [(self.agents[h.doc_id], h) for h in hits if h.doc_id in self.agents]
+
+    def _put(
+        self, name: str, agent_info: str, create_time: int, card: dict[str, Any] | None = None
+    ) -> AgentEntry:
+        if card is None:
+            card = parse_card(agent_info)
+        previous = self.agents.get(name)
+        entry = AgentEntry(name, agent_info, previous.create_time if previous else create_time, card)
+        self.agents[name] = entry
+        if card is not None:
+            self.index.add(agent_card_document(name, card))
+        else:
+            self.index.remove(name)
+        return entry
+
+    def _drop(self, name: str) -> bool:
+        if self.agents.pop(name, None) is None:
+            return False
+        self.index.remove(name)
+        return True
+
+    def _log(self, op: dict[str, Any]) -> None:
+        self.journal.append(op)
+        self._journal_entries += 1
+        if self._journal_entries > 2 * len(self.agents) + JOURNAL_COMPACT_SLACK:
+            self._compact()
+
+    def _compact(self) -> None:
+        entries: list[dict[str, Any]] = []
+        for e in self.agents.values():
+            entries.append({"op": "register", "name": e.name, "agent_info": e.agent_info, "create_time": e.create_time})
+            if e.report_time is not None:
+                entries.append(
+                    {"op": "report", "name": e.name, "report_info": e.report_info, "report_time": e.report_time}
+                )
+        self.journal.rewrite(entries)
+        self._journal_entries = len(entries)
+
+
+def parse_card(agent_info: str) -> dict[str, Any] | None:
+    """The AgentCard inside a stored info string, or ``None`` when it is not one."""
+    from robustmq.agents.mq9.schemas import is_agent_card
+
+    try:
+        value = orjson.loads(agent_info)
+    except orjson.JSONDecodeError:
+        return None
+    return value if is_agent_card(value) else None

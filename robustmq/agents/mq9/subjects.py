@@ -1,0 +1,104 @@
+"""Parsing of ``$mq9.AI.*`` subjects into commands, for the current and the legacy layout.
+
+Pure functions: a subject in, a ``Command`` (or ``None`` for subjects mq9 must leave alone) out.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import NamedTuple
+
+PREFIX = "$mq9.AI."
+SERVICE_SUBJECT = "$mq9.AI.>"
+
+# Subject families under the prefix that belong to other services or are ordinary routed subjects
+# (MQ9.md section 3): mq9 neither answers nor rejects them.
+FOREIGN_SECOND_TOKENS = frozenset({"API", "INVOKE", "TOOL", "TASK"})
+
+LEGACY_PRIORITIES = ("high", "normal", "low")
+
+
+class Kind(Enum):
+    MAILBOX_CREATE = "MAILBOX.CREATE"
+    MSG_SEND = "MSG.SEND"
+    MSG_FETCH = "MSG.FETCH"
+    MSG_ACK = "MSG.ACK"
+    MSG_QUERY = "MSG.QUERY"
+    MSG_DELETE = "MSG.DELETE"
+    AGENT_REGISTER = "AGENT.REGISTER"
+    AGENT_UNREGISTER = "AGENT.UNREGISTER"
+    AGENT_REPORT = "AGENT.REPORT"
+    AGENT_DISCOVER = "AGENT.DISCOVER"
+    LEGACY_SEND = "MAILBOX.MSG"
+    LEGACY_LIST = "MAILBOX.LIST"
+    LEGACY_DELETE = "MAILBOX.DELETE"
+    UNKNOWN = "UNKNOWN"
+
+
+class Command(NamedTuple):
+    kind: Kind
+    address: str = ""
+    # MSG.DELETE / MAILBOX.DELETE: the raw last token (validated by the service)
+    msg_id: str = ""
+    # MAILBOX.MSG: the legacy priority token
+    priority: str = ""
+
+
+_AGENT = {
+    "REGISTER": Kind.AGENT_REGISTER,
+    "UNREGISTER": Kind.AGENT_UNREGISTER,
+    "REPORT": Kind.AGENT_REPORT,
+    "DISCOVER": Kind.AGENT_DISCOVER,
+}
+_MSG_WITH_ADDRESS = {
+    "SEND": Kind.MSG_SEND,
+    "FETCH": Kind.MSG_FETCH,
+    "ACK": Kind.MSG_ACK,
+    "QUERY": Kind.MSG_QUERY,
+}
+_UNKNOWN = Command(Kind.UNKNOWN)
+_CREATE = Command(Kind.MAILBOX_CREATE)
+
+
+def parse(subject: str) -> Command | None:
+    """The command a ``$mq9.AI.*`` subject names; ``None`` when mq9 must ignore the subject."""
+    if not subject.startswith(PREFIX):
+        return None
+    tokens = subject.split(".")
+    n = len(tokens)
+    if n < 3:
+        return _UNKNOWN
+    family = tokens[2]
+    if family in FOREIGN_SECOND_TOKENS:
+        return None
+    if any(not t for t in tokens):
+        return _UNKNOWN
+    if family == "MSG" and n >= 4:
+        verb = tokens[3]
+        kind = _MSG_WITH_ADDRESS.get(verb)
+        if kind is not None:
+            if n < 5:
+                return _UNKNOWN
+            return Command(kind, ".".join(tokens[4:]))
+        if verb == "DELETE" and n >= 6:
+            return Command(Kind.MSG_DELETE, ".".join(tokens[4:-1]), tokens[-1])
+        return _UNKNOWN
+    if family == "AGENT" and n == 4:
+        kind = _AGENT.get(tokens[3])
+        return Command(kind) if kind is not None else _UNKNOWN
+    if family == "MAILBOX" and n >= 4:
+        verb = tokens[3]
+        if verb == "CREATE":
+            return _CREATE if n == 4 else _UNKNOWN
+        if verb == "MSG" and n >= 6 and tokens[-1] in LEGACY_PRIORITIES:
+            return Command(Kind.LEGACY_SEND, ".".join(tokens[4:-1]), priority=tokens[-1])
+        if verb == "LIST" and n >= 5:
+            return Command(Kind.LEGACY_LIST, ".".join(tokens[4:]))
+        if verb == "DELETE" and n >= 6:
+            return Command(Kind.LEGACY_DELETE, ".".join(tokens[4:-1]), tokens[-1])
+    return _UNKNOWN
+
+
+def legacy_delivery_subject(address: str, priority: str) -> str:
+    """Where a legacy mailbox subscriber receives a message of ``priority`` (high|normal|low)."""
+    return f"{PREFIX}MAILBOX.MSG.{address}.{priority}"
