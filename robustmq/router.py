@@ -60,6 +60,10 @@ class Router:
         self._inbox_waiters: dict[str, asyncio.Future] = {}
         self._inbox_sub: Subscription | None = None
         self._rng = random.Random()
+        # The client object whose publish is being delivered right now (None for in-process
+        # publishes without one). Front-end clients offer client_id, protocol, user, name,
+        # remote and add_close_callback(fn).
+        self.current_origin: Any = None
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -90,25 +94,32 @@ class Router:
         reply: str | None = None,
         headers: bytes | None = None,
         skip_owner: Any = None,
+        origin: Any = None,
     ) -> int:
         """Deliver to every match; returns how many subscriptions received it.
 
         ``skip_owner``: subscriptions held by this owner are passed over (NATS ``echo: false``).
+        ``origin``: the client that published (a connection object, see ``current_origin``).
         """
         result = self.trie.match(subject)
         if not result:
             return 0
+        previous = self.current_origin
+        self.current_origin = origin
         count = 0
-        for sub in result.plain:
-            if skip_owner is not None and sub.owner is skip_owner:
-                continue
-            sub.deliver(subject, reply, headers, payload)
-            count += 1
-        for members in result.queues:
-            member = self._pick(members, skip_owner)
-            if member is not None:
-                member.deliver(subject, reply, headers, payload)
+        try:
+            for sub in result.plain:
+                if skip_owner is not None and sub.owner is skip_owner:
+                    continue
+                sub.deliver(subject, reply, headers, payload)
                 count += 1
+            for members in result.queues:
+                member = self._pick(members, skip_owner)
+                if member is not None:
+                    member.deliver(subject, reply, headers, payload)
+                    count += 1
+        finally:
+            self.current_origin = previous
         return count
 
     def publish_durable(
@@ -118,6 +129,7 @@ class Router:
         reply: str | None = None,
         headers: bytes | None = None,
         skip_owner: Any = None,
+        origin: Any = None,
     ) -> tuple[int, list[Awaitable[Any]]]:
         """Like ``publish``, also returning the awaitables of every durable write it caused."""
         result = self.trie.match(subject)
@@ -125,20 +137,25 @@ class Router:
             return 0, []
         pending: list[Awaitable[Any]] = []
         count = 0
-        for sub in result.plain:
-            if skip_owner is not None and sub.owner is skip_owner:
-                continue
-            done = sub.deliver(subject, reply, headers, payload)
-            if done is not None:
-                pending.append(done)
-            count += 1
-        for members in result.queues:
-            member = self._pick(members, skip_owner)
-            if member is not None:
-                done = member.deliver(subject, reply, headers, payload)
+        previous = self.current_origin
+        self.current_origin = origin
+        try:
+            for sub in result.plain:
+                if skip_owner is not None and sub.owner is skip_owner:
+                    continue
+                done = sub.deliver(subject, reply, headers, payload)
                 if done is not None:
                     pending.append(done)
                 count += 1
+            for members in result.queues:
+                member = self._pick(members, skip_owner)
+                if member is not None:
+                    done = member.deliver(subject, reply, headers, payload)
+                    if done is not None:
+                        pending.append(done)
+                    count += 1
+        finally:
+            self.current_origin = previous
         return count, pending
 
     def _pick(self, members: tuple, skip_owner: Any) -> Any:

@@ -1,0 +1,436 @@
+"""One NATS client connection: a thin asyncio Protocol around the sans-IO parser.
+
+It applies CONNECT options, authentication and permissions, routes publishes through the broker's
+router, and queues outbound frames that the server writes once per loop tick (``flush``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from robustmq.nats import encoder, errors
+from robustmq.nats.errors import ProtocolViolation
+from robustmq.nats.events import Connect, Ping, Pong, Pub, Sub, Unsub
+from robustmq.nats.parser import ClientParser
+from robustmq.router import Subscription
+from robustmq.subjects import is_valid_publish_subject, is_valid_subject
+
+if TYPE_CHECKING:
+    from robustmq.auth import Permissions, SubjectRule
+    from robustmq.nats.server import NatsServer
+
+OK = encoder.OK
+PONG = encoder.PONG
+CRLF = b"\r\n"
+
+# "<size>\r\n" for the payload sizes seen so far (most traffic uses a handful of sizes)
+_SIZE_LINES: dict[int, bytes] = {}
+_SIZE_LINES_MAX = 4096
+
+
+def _size_line(size: int) -> bytes:
+    line = _SIZE_LINES.get(size)
+    if line is None:
+        line = b"%d\r\n" % size
+        if len(_SIZE_LINES) < _SIZE_LINES_MAX:
+            _SIZE_LINES[size] = line
+    return line
+
+
+def _b(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+_BOOL_OPTIONS = ("verbose", "pedantic", "echo", "headers", "no_responders", "tls_required")
+_STR_OPTIONS = ("name", "lang", "version", "user", "pass", "auth_token", "sig", "jwt", "nkey", "account")
+
+
+class NatsSubscription(Subscription):
+    """A subscription held by a network client: delivering queues a MSG/HMSG frame on it."""
+
+    __slots__ = ("sid", "conn", "max_msgs", "delivered", "rule", "_subject", "_msg_prefix", "_hmsg_prefix", "_sid_b")
+
+    def __init__(self, conn: NatsConnection, subject: str, queue: str | None, sid: str) -> None:
+        super().__init__(subject, None, queue, conn)
+        self.conn = conn
+        self.sid = sid
+        self.max_msgs = 0
+        self.delivered = 0
+        self.rule: SubjectRule | None = None  # deny list checked per delivery, when needed
+        self._sid_b = b" " + _b(sid) + b" "
+        self._subject = ""
+        self._msg_prefix = b""
+        self._hmsg_prefix = b""
+
+    def deliver(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        conn = self.conn
+        if conn.closed:
+            return None
+        if self.rule is not None and not self.rule.permits_literal(subject):
+            return None
+        if subject != self._subject:
+            self._subject = subject
+            subj = _b(subject)
+            self._msg_prefix = b"MSG " + subj + self._sid_b
+            self._hmsg_prefix = b"HMSG " + subj + self._sid_b
+        size = len(payload)
+        out = conn.out
+        if headers is None or not conn.headers:
+            if reply is None:
+                head = self._msg_prefix + _size_line(size)
+            else:
+                head = self._msg_prefix + _b(reply) + b" " + _size_line(size)
+        else:
+            hsize = len(headers)
+            total = hsize + size
+            if reply is None:
+                head = self._hmsg_prefix + b"%d %d\r\n" % (hsize, total) + headers
+            else:
+                head = self._hmsg_prefix + _b(reply) + b" %d %d\r\n" % (hsize, total) + headers
+        out.append(head)
+        out.append(payload)
+        out.append(CRLF)
+        conn.out_msgs += 1
+        conn.out_bytes += size
+        conn.pending_bytes += len(head) + size + 2
+        if not conn.dirty:
+            conn.server.schedule_flush(conn)
+        self.delivered += 1
+        if self.max_msgs and self.delivered >= self.max_msgs:
+            conn.remove_subscription(self)
+        return None
+
+
+class NatsConnection(asyncio.Protocol):
+    """One client. Also the ``origin`` of its publishes (client_id, protocol, user, name, remote)."""
+
+    protocol = "nats"
+
+    def __init__(self, server: NatsServer) -> None:
+        self.server = server
+        self.router = server.router
+        self.client_id = server.next_client_id()
+        settings = server.settings
+        self.parser = ClientParser(settings.max_payload_bytes, settings.max_control_line_bytes)
+        self.max_pending_bytes = settings.max_pending_bytes
+        self.max_subscriptions = settings.max_subscriptions
+        self.transport: asyncio.Transport | None = None
+        self.subs: dict[str, NatsSubscription] = {}
+        self.out: list[bytes] = []
+        self.pending_bytes = 0
+        self.dirty = False
+        self.closed = False
+        # CONNECT options, with nats-server's defaults until CONNECT arrives
+        self.connect_received = False
+        self.verbose = True
+        self.pedantic = True
+        self.echo = True
+        self.headers = False
+        self.no_responders = False
+        self.name: str | None = None
+        self.lang: str | None = None
+        self.version: str | None = None
+        self.user: str | None = None
+        self.permissions: Permissions | None = None
+        self.ip = ""
+        self.port = 0
+        self.start_time = time.time()
+        self.in_msgs = 0
+        self.in_bytes = 0
+        self.out_msgs = 0
+        self.out_bytes = 0
+        self.pings_outstanding = 0
+        self.ping_sent_at = 0.0
+        self.next_ping_at = 0.0
+        self.rtt_s: float | None = None
+        self.close_reason = ""
+        self._close_callbacks: list[Callable[[], Any]] | None = None
+
+    # -- the client object contract (router.current_origin) ------------------------------------
+
+    @property
+    def remote(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    def add_close_callback(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn()`` once when this connection closes, for any reason (at once if it has)."""
+        if self.closed:
+            fn()
+            return
+        if self._close_callbacks is None:
+            self._close_callbacks = []
+        self._close_callbacks.append(fn)
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.ip, self.port = peer[0], peer[1]
+        server = self.server
+        self.next_ping_at = time.monotonic() + server.settings.ping_interval_s
+        self.send(server.info_frame(self))
+        if not server.register(self):
+            self.fail(errors.MAX_CONNECTIONS)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.parser.feed(data)
+        except ProtocolViolation as exc:
+            self.handle(exc.events)
+            if not self.closed:
+                self.fail(exc.text, exc.reason)
+            return
+        self.handle(events)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._teardown(self.close_reason or ("client closed" if exc is None else str(exc)))
+
+    def pause_writing(self) -> None:
+        pass  # slow consumers are cut off at max_pending_bytes instead (see flush)
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- events --------------------------------------------------------------------------------
+
+    def handle(self, events: list[Any]) -> None:
+        router = self.router
+        for ev in events:
+            if self.closed:
+                return
+            kind = type(ev)
+            if kind is Pub:
+                subject = ev.subject
+                if not self.connect_received and self.server.auth_required:
+                    self.fail(errors.AUTHORIZATION_VIOLATION)
+                    return
+                if self.permissions is not None and not self.permissions.may_publish(subject):
+                    self.send(encoder.err(errors.publish_violation(subject)))
+                    continue
+                if self.pedantic and not is_valid_publish_subject(subject):
+                    self.send(encoder.err(errors.INVALID_PUBLISH_SUBJECT))
+                headers = ev.headers
+                if headers is not None and not self.headers:
+                    self.fail(None, "message headers not supported")
+                    return
+                payload = ev.payload
+                self.in_msgs += 1
+                self.in_bytes += len(payload)
+                reply = ev.reply
+                count = router.publish(subject, payload, reply, headers, None if self.echo else self, self)
+                if count == 0 and reply and self.no_responders:
+                    self._send_no_responders(subject, reply)
+                if self.verbose:
+                    self.send(OK)
+            elif kind is Ping:
+                if not self.connect_received and self.server.auth_required:
+                    self.fail(errors.AUTHORIZATION_VIOLATION)
+                    return
+                self.send(PONG)
+            elif kind is Sub:
+                self._on_sub(ev)
+            elif kind is Unsub:
+                self._on_unsub(ev)
+            elif kind is Pong:
+                self.pings_outstanding = 0
+                if self.ping_sent_at:
+                    self.rtt_s = time.monotonic() - self.ping_sent_at
+                    self.ping_sent_at = 0.0
+            elif kind is Connect:
+                self._on_connect(ev.options)
+
+    def _on_connect(self, options: dict[str, Any]) -> None:
+        for key in _BOOL_OPTIONS:
+            if key in options and not isinstance(options[key], bool):
+                self.fail(None, f"bad CONNECT field {key}")
+                return
+        for key in _STR_OPTIONS:
+            value = options.get(key)
+            if value is not None and not isinstance(value, str):
+                self.fail(None, f"bad CONNECT field {key}")
+                return
+        proto = options.get("protocol", 0)
+        if not isinstance(proto, int) or isinstance(proto, bool) or not 0 <= proto <= 1:
+            self.fail(errors.INVALID_CLIENT_PROTOCOL)
+            return
+        server = self.server
+        if server.auth_required:
+            principal = server.authenticator.authenticate(
+                options.get("user"), options.get("pass"), options.get("auth_token")
+            )
+            if principal is None:
+                self.fail(errors.AUTHORIZATION_VIOLATION)
+                return
+            self.user = principal.user
+            self.permissions = principal.permissions
+        self.verbose = options.get("verbose", True)
+        self.pedantic = options.get("pedantic", True)
+        self.echo = options.get("echo", True)
+        self.headers = options.get("headers", False)
+        self.no_responders = options.get("no_responders", False)
+        if self.no_responders and not self.headers:
+            self.fail(errors.NO_RESPONDERS_NEEDS_HEADERS)
+            return
+        self.name = options.get("name")
+        self.lang = options.get("lang")
+        self.version = options.get("version")
+        self.connect_received = True
+        if self.verbose:
+            self.send(OK)
+
+    def _on_sub(self, ev: Sub) -> None:
+        if not self.connect_received and self.server.auth_required:
+            self.fail(errors.AUTHORIZATION_VIOLATION)
+            return
+        subject = ev.subject
+        if not is_valid_subject(subject):
+            self.send(encoder.err(errors.INVALID_SUBJECT))
+            return
+        if ev.sid in self.subs:
+            if self.verbose:
+                self.send(OK)
+            return
+        if self.max_subscriptions and len(self.subs) >= self.max_subscriptions:
+            self.send(encoder.err(errors.MAX_SUBSCRIPTIONS))
+            return
+        sub = NatsSubscription(self, subject, ev.queue, ev.sid)
+        perms = self.permissions
+        if perms is not None:
+            if not perms.may_subscribe(subject):
+                self.send(encoder.err(errors.subscribe_violation(subject)))
+                return
+            sub.rule = perms.delivery_filter(subject)
+        self.subs[ev.sid] = sub
+        self.router.add(sub)
+        if self.verbose:
+            self.send(OK)
+
+    def _on_unsub(self, ev: Unsub) -> None:
+        if not self.connect_received and self.server.auth_required:
+            self.fail(errors.AUTHORIZATION_VIOLATION)
+            return
+        sub = self.subs.get(ev.sid)
+        if sub is not None:
+            if ev.max_msgs and ev.max_msgs > sub.delivered:
+                sub.max_msgs = ev.max_msgs
+            else:
+                self.remove_subscription(sub)
+        if self.verbose:
+            self.send(OK)
+
+    def _send_no_responders(self, subject: str, reply: str) -> None:
+        """A 503 status to the requester's own subscription on ``reply``, as nats-server does."""
+        result = self.router.trie.match(reply)
+        for sub in (*result.plain, *(m for group in result.queues for m in group)):
+            if sub.owner is self:
+                sub.deliver(reply, None, encoder.no_responders_headers(subject), b"")
+                return
+
+    # -- subscriptions and output ----------------------------------------------------------------
+
+    def remove_subscription(self, sub: NatsSubscription) -> None:
+        if self.subs.get(sub.sid) is sub:
+            del self.subs[sub.sid]
+        self.router.unsubscribe(sub)
+
+    def send(self, frame: bytes) -> None:
+        """Queue a control frame; it goes out with everything else at the end of this loop tick."""
+        if self.closed:
+            return
+        self.out.append(frame)
+        self.pending_bytes += len(frame)
+        if not self.dirty:
+            self.server.schedule_flush(self)
+
+    def flush(self) -> None:
+        """Write everything queued in one ``transport.write``; cut off a slow consumer."""
+        self.dirty = False
+        out = self.out
+        if not out or self.closed:
+            out.clear()
+            self.pending_bytes = 0
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self.pending_bytes = 0
+        transport = self.transport
+        assert transport is not None
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.max_pending_bytes:
+            self.close_reason = "slow consumer"
+            self.server.slow_consumers += 1
+            self._teardown("slow consumer")
+            transport.abort()
+
+    def ping(self, now: float) -> None:
+        """Called by the server's sweep: PING, or close a client that left too many unanswered."""
+        if self.pings_outstanding >= self.server.settings.max_pings_outstanding:
+            self.fail(errors.STALE_CONNECTION)
+            return
+        self.pings_outstanding += 1
+        self.ping_sent_at = now
+        self.send(encoder.PING)
+
+    def fail(self, text: str | None, reason: str = "") -> None:
+        """Send ``-ERR text`` (when there is one), flush, and close."""
+        if self.closed:
+            return
+        if text is not None:
+            self.send(encoder.err(text))
+        self.close(reason or text or "protocol violation")
+
+    def close(self, reason: str = "server closed") -> None:
+        if self.closed:
+            return
+        if self.dirty or self.out:
+            self.flush()
+        self.close_reason = reason
+        self._teardown(reason)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _teardown(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = self.close_reason or reason
+        for sub in self.subs.values():
+            self.router.unsubscribe(sub)
+        self.subs.clear()
+        self.out.clear()
+        self.server.unregister(self)
+        callbacks, self._close_callbacks = self._close_callbacks, None
+        for fn in callbacks or ():
+            try:
+                fn()
+            except Exception:  # a failing callback must not stop the others
+                self.server.log.exception("close callback failed")
+
+    # -- introspection -------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """Per-connection figures, like nats-server's connz entry."""
+        transport = self.transport
+        buffered = transport.get_write_buffer_size() if transport is not None and not self.closed else 0
+        return {
+            "cid": self.client_id,
+            "ip": self.ip,
+            "port": self.port,
+            "name": self.name or "",
+            "lang": self.lang or "",
+            "version": self.version or "",
+            "user": self.user,
+            "subscriptions": len(self.subs),
+            "in_msgs": self.in_msgs,
+            "in_bytes": self.in_bytes,
+            "out_msgs": self.out_msgs,
+            "out_bytes": self.out_bytes,
+            "pending_bytes": self.pending_bytes + buffered,
+            "start": self.start_time,
+            "rtt_s": self.rtt_s,
+        }

@@ -1,0 +1,22 @@
+"""Every protocol constant and default of the NATS front-end, in one place.
+
+Configurable limits live in ``robustmq.config.NatsSettings``; these are the fixed ones.
+"""
+
+from __future__ import annotations
+
+# What INFO advertises. nats-py reads ``version`` as semver for feature checks, so we report
+# the nats-server release whose wire behaviour we follow.
+COMPAT_SERVER_VERSION = "2.15.1"
+PROTOCOL_VERSION = 1
+GO_FIELD = "python"
+
+# nats-server's MAX_CONTROL_LINE_SIZE: the longest operation line (without payload).
+DEFAULT_MAX_CONTROL_LINE_BYTES = 4096
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+DEFAULT_MAX_PENDING_BYTES = 64 * 1024 * 1024
+
+# How often the idle sweep runs, at most: PINGs and authentication timeouts are checked by it.
+SWEEP_INTERVAL_MAX_S = 1.0
+# A stopping server gives its connections this long to drain their write buffers.
+STOP_DRAIN_S = 1.0

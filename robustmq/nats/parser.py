@@ -1,0 +1,204 @@
+"""The sans-IO parser of the operations a NATS client sends: bytes in, events out.
+
+Frames may be split at any byte and many may arrive in one read; the parser keeps the unfinished
+tail and returns every complete operation in order. A broken stream raises ``ProtocolViolation``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from robustmq.nats import errors
+from robustmq.nats.errors import ProtocolViolation
+from robustmq.nats.events import PING, PONG, Connect, Pub, Sub, Unsub
+from robustmq.nats.limits import DEFAULT_MAX_CONTROL_LINE_BYTES, DEFAULT_MAX_PAYLOAD_BYTES
+
+_MAX_SIZE_DIGITS = 9  # nats-server parses at most 9 digits of a size
+_BLANKS = b" \t"
+_NEED_ARGS = frozenset((b"PUB", b"HPUB", b"SUB", b"UNSUB", b"CONNECT"))
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _size(raw: bytes, what: str) -> int:
+    if not raw.isdigit() or len(raw) > _MAX_SIZE_DIGITS:
+        raise ProtocolViolation(None, f"bad or missing {what} size")
+    return int(raw)
+
+
+class ClientParser:
+    """Decodes CONNECT, PUB, HPUB, SUB, UNSUB, PING and PONG.
+
+    ``feed(data)`` returns the complete operations found so far. On a violation it raises
+    ``ProtocolViolation`` carrying the events decoded before it; the parser then stays broken.
+    """
+
+    __slots__ = ("max_payload_bytes", "max_control_line_bytes", "_buf", "_parts", "_have", "_need", "_error")
+
+    def __init__(
+        self,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_control_line_bytes: int = DEFAULT_MAX_CONTROL_LINE_BYTES,
+    ) -> None:
+        self.max_payload_bytes = max_payload_bytes
+        self.max_control_line_bytes = max_control_line_bytes
+        self._buf = b""
+        # while a large payload is arriving: its chunks, their length, and the length needed
+        self._parts: list[bytes] = []
+        self._have = 0
+        self._need = 0
+        self._error: ProtocolViolation | None = None
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buf) + self._have
+
+    def feed(self, data: bytes) -> list[Any]:
+        if self._error is not None:
+            raise self._error
+        if self._need:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            buf = b"".join(self._parts)
+            self._parts = []
+            self._have = self._need = 0
+        elif self._buf:
+            buf = self._buf + data
+        else:
+            buf = data
+        events: list[Any] = []
+        try:
+            pos = self._parse(buf, events)
+        except ProtocolViolation as exc:
+            exc.events = events
+            self._error = exc
+            self._buf = b""
+            raise
+        if pos < len(buf):
+            rest = buf[pos:]
+            if self._need:
+                self._parts = [rest]
+                self._have = len(rest)
+                self._buf = b""
+            else:
+                self._buf = rest
+        else:
+            self._buf = b""
+        return events
+
+    def _parse(self, buf: bytes, events: list[Any]) -> int:
+        """Append every complete operation in ``buf`` to ``events``; return where parsing stopped."""
+        max_line = self.max_control_line_bytes
+        max_payload = self.max_payload_bytes
+        n = len(buf)
+        pos = 0
+        find = buf.find
+        append = events.append
+        while pos < n:
+            nl = find(b"\n", pos)
+            if nl < 0:
+                if n - pos > max_line and n - pos - (buf[n - 1] == 13) > max_line:
+                    raise ProtocolViolation(errors.MAX_CONTROL_LINE)
+                return pos
+            end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+            if end - pos > max_line:
+                raise ProtocolViolation(errors.MAX_CONTROL_LINE)
+            parts = buf[pos:end].split()
+            if not parts or buf[pos] in _BLANKS:
+                raise ProtocolViolation(errors.UNKNOWN_OPERATION)
+            op = parts[0].upper()
+            if len(parts) == 1 and op in _NEED_ARGS:
+                raise ProtocolViolation(errors.UNKNOWN_OPERATION)
+            if op == b"PUB":
+                nargs = len(parts)
+                if nargs == 3:
+                    reply = None
+                elif nargs == 4:
+                    reply = _text(parts[2])
+                else:
+                    raise ProtocolViolation(None, "bad PUB arguments")
+                size = _size(parts[-1], "payload")
+                if size > max_payload:
+                    raise ProtocolViolation(errors.MAX_PAYLOAD)
+                start = nl + 1
+                stop = start + size
+                if stop + 2 > n:
+                    self._need = stop + 2 - pos
+                    return pos
+                if buf[stop : stop + 2] != b"\r\n":
+                    raise ProtocolViolation(errors.UNKNOWN_OPERATION)
+                append(Pub(_text(parts[1]), reply, None, buf[start:stop]))
+                pos = stop + 2
+            elif op == b"HPUB":
+                nargs = len(parts)
+                if nargs == 4:
+                    reply = None
+                elif nargs == 5:
+                    reply = _text(parts[2])
+                else:
+                    raise ProtocolViolation(None, "bad HPUB arguments")
+                hsize = _size(parts[-2], "header")
+                size = _size(parts[-1], "total")
+                if hsize > size:
+                    raise ProtocolViolation(None, "header size larger than total size")
+                if size > max_payload:
+                    raise ProtocolViolation(errors.MAX_PAYLOAD)
+                start = nl + 1
+                stop = start + size
+                if stop + 2 > n:
+                    self._need = stop + 2 - pos
+                    return pos
+                if buf[stop : stop + 2] != b"\r\n":
+                    raise ProtocolViolation(errors.UNKNOWN_OPERATION)
+                split = start + hsize
+                # an empty header block is delivered as a plain message, as nats-server does
+                headers = buf[start:split] if hsize else None
+                append(Pub(_text(parts[1]), reply, headers, buf[split:stop]))
+                pos = stop + 2
+            elif op == b"SUB":
+                nargs = len(parts)
+                if nargs == 3:
+                    append(Sub(_text(parts[1]), None, _text(parts[2])))
+                elif nargs == 4:
+                    append(Sub(_text(parts[1]), _text(parts[2]), _text(parts[3])))
+                else:
+                    raise ProtocolViolation(None, "bad SUB arguments")
+                pos = nl + 1
+            elif op == b"PING":
+                append(PING)
+                pos = nl + 1
+            elif op == b"PONG":
+                append(PONG)
+                pos = nl + 1
+            elif op == b"UNSUB":
+                nargs = len(parts)
+                if nargs == 2:
+                    append(Unsub(_text(parts[1]), 0))
+                elif nargs == 3:
+                    # nats-server reads a bad count (``x``, ``-1``) as 0: remove at once
+                    count = parts[2]
+                    append(Unsub(_text(parts[1]), int(count) if count.isdigit() and len(count) <= 9 else 0))
+                else:
+                    raise ProtocolViolation(None, "bad UNSUB arguments")
+                pos = nl + 1
+            elif op == b"CONNECT":
+                raw = buf[pos:end].split(None, 1)
+                try:
+                    options = orjson.loads(raw[1]) if len(raw) == 2 else None
+                except orjson.JSONDecodeError:
+                    options = None
+                if not isinstance(options, dict):
+                    raise ProtocolViolation(None, "bad CONNECT JSON")
+                append(Connect(options))
+                pos = nl + 1
+            elif op == b"INFO" or op == b"+OK":
+                pos = nl + 1  # nats-server ignores both from a client
+            else:
+                raise ProtocolViolation(errors.UNKNOWN_OPERATION)
+        return pos

@@ -1,0 +1,194 @@
+"""The NATS listener: a broker Component that accepts clients and flushes their output each tick.
+
+It owns the per-server state every connection shares (INFO, authentication, the flush list,
+the idle sweep that PINGs clients and enforces the authentication timeout) and the connz/subsz views.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from robustmq.auth import Authenticator
+from robustmq.nats import encoder, errors
+from robustmq.nats.connection import NatsConnection, NatsSubscription
+from robustmq.nats.limits import (
+    COMPAT_SERVER_VERSION,
+    GO_FIELD,
+    PROTOCOL_VERSION,
+    STOP_DRAIN_S,
+    SWEEP_INTERVAL_MAX_S,
+)
+
+if TYPE_CHECKING:
+    from robustmq.broker import Broker
+
+log = logging.getLogger("robustmq.nats")
+
+
+def _server_id() -> str:
+    """56 upper-case base32 characters starting with N, the shape of a nats-server id."""
+    return "N" + base64.b32encode(os.urandom(35)).decode()[:55]
+
+
+class NatsServer:
+    name = "nats"
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.router = broker.router
+        self.settings = broker.settings.nats
+        self.host = broker.settings.host
+        self.authenticator = Authenticator(broker.settings.auth)
+        self.auth_required = self.authenticator.required
+        self.server_id = _server_id()
+        self.log = log
+        self.connections_by_id: dict[int, NatsConnection] = {}
+        self.slow_consumers = 0
+        self.total_connections = 0
+        self._next_cid = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dirty: list[NatsConnection] = []
+        self._flush_scheduled = False
+        self._sweeper: asyncio.Task | None = None
+        self._info_base: dict[str, Any] = {}
+        self._bound: list[tuple[str, int]] = []
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await self._loop.create_server(
+            lambda: NatsConnection(self), self.host, self.settings.port, backlog=1024
+        )
+        self._bound = [s.getsockname()[:2] for s in self._server.sockets]
+        port = self._bound[0][1]
+        info: dict[str, Any] = {
+            "server_id": self.server_id,
+            "server_name": self.settings.server_name or self.server_id,
+            "version": COMPAT_SERVER_VERSION,
+            "proto": PROTOCOL_VERSION,
+            "go": GO_FIELD,
+            "host": self.host,
+            "port": port,
+            "headers": True,
+            "max_payload": self.settings.max_payload_bytes,
+        }
+        if self.auth_required:
+            info["auth_required"] = True
+        self._info_base = info
+        self._sweeper = self._loop.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        self._flush_all()
+        connections = list(self.connections_by_id.values())
+        for conn in connections:
+            conn.close("server shutdown")
+        deadline = time.monotonic() + STOP_DRAIN_S
+        while any(c.transport is not None and not c.transport.is_closing() for c in connections):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        for conn in connections:
+            if conn.transport is not None and conn.transport.get_write_buffer_size():
+                conn.transport.abort()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), STOP_DRAIN_S)
+        self._server = None
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return list(self._bound)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def next_client_id(self) -> int:
+        self._next_cid += 1
+        return self._next_cid
+
+    def info_frame(self, conn: NatsConnection) -> bytes:
+        return encoder.info({**self._info_base, "client_id": conn.client_id, "client_ip": conn.ip})
+
+    def register(self, conn: NatsConnection) -> bool:
+        """Admit a new connection; False when the server is at ``max_connections``."""
+        if len(self.connections_by_id) >= self.settings.max_connections:
+            return False
+        self.connections_by_id[conn.client_id] = conn
+        self.total_connections += 1
+        return True
+
+    def unregister(self, conn: NatsConnection) -> None:
+        self.connections_by_id.pop(conn.client_id, None)
+
+    # -- output: one write per connection per loop tick ------------------------------------------
+
+    def schedule_flush(self, conn: NatsConnection) -> None:
+        conn.dirty = True
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_all)
+
+    def _flush_all(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            if conn.dirty:
+                conn.flush()
+
+    # -- the idle sweep ------------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        interval = min(self.settings.ping_interval_s, self.settings.auth_timeout_s / 2, SWEEP_INTERVAL_MAX_S)
+        auth_timeout = self.settings.auth_timeout_s
+        ping_interval = self.settings.ping_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            wall = time.time()
+            for conn in list(self.connections_by_id.values()):
+                if conn.closed:
+                    continue
+                if self.auth_required and not conn.connect_received:
+                    if wall - conn.start_time > auth_timeout:
+                        conn.fail(errors.AUTHENTICATION_TIMEOUT)
+                    continue
+                if now >= conn.next_ping_at:
+                    conn.next_ping_at = now + ping_interval
+                    conn.ping(now)
+
+    # -- introspection (connz / subsz) -----------------------------------------------------------
+
+    def connections(self) -> list[dict[str, Any]]:
+        return [conn.info() for conn in self.connections_by_id.values()]
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        out = []
+        for conn in self.connections_by_id.values():
+            for sub in conn.subs.values():
+                out.append(_subscription_info(sub))
+        return out
+
+
+def _subscription_info(sub: NatsSubscription) -> dict[str, Any]:
+    return {
+        "cid": sub.conn.client_id,
+        "subject": sub.subject,
+        "queue": sub.queue,
+        "sid": sub.sid,
+        "msgs": sub.delivered,
+        "max": sub.max_msgs,
+    }
