@@ -40,11 +40,16 @@ class Broker:
         self.router = Router()
         self.components: list[Component] = []
         self._started: list[Component] = []
+        self.store = None  # robustmq.store.Store, built first in _build
 
     def _build(self) -> None:
         from robustmq.nats.server import NatsServer
 
         s = self.settings
+        from robustmq.store import Store
+
+        self.store = Store(s.store, router=self.router, streams=s.streams)
+        self.components.append(self.store)
         if s.nats.port is not None:
             self.components.append(NatsServer(self))
         # keep the control plane last: /readyz answers only once everything before it has started

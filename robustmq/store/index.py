@@ -1,0 +1,371 @@
+"""The DuckDB index: message metadata (no payloads) fed by a worker thread in large appender
+batches, sealed segments exported to Parquet, queries and read-only SQL run off the event loop.
+
+The log is the truth; the index may lag by a batch and is caught up from the log at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import duckdb
+
+from robustmq.config import StoreSettings
+from robustmq.store import records
+from robustmq.store.errors import SQL_FAILED, SQL_TIMEOUT, QueryError, QueryTimeout
+from robustmq.store.query import MessageQuery, build_message_query, check_read_only
+
+log = logging.getLogger("robustmq.store.index")
+
+INDEX_FILE = "index.duckdb"
+PARQUET_DIR = "parquet"
+SWITCH_INTERVAL_S = 0.001  # lets the worker thread get the GIL between DuckDB calls
+CATCH_UP_BATCH_ROWS = 50_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS msg_index(
+    stream VARCHAR, partition INTEGER, off BIGINT, ts BIGINT, subject VARCHAR, key BLOB,
+    priority UTINYINT, tags VARCHAR[], expires_at BIGINT, deliver_after BIGINT, size INTEGER);
+CREATE TABLE IF NOT EXISTS deletions(stream VARCHAR, partition INTEGER, off BIGINT, ts BIGINT);
+CREATE INDEX IF NOT EXISTS msg_key ON msg_index(key);
+"""
+EXPORT_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS export_buf(
+    stream VARCHAR, partition INTEGER, off BIGINT, ts BIGINT, subject VARCHAR, key BLOB,
+    priority UTINYINT, tags VARCHAR[], expires_at BIGINT, deliver_after BIGINT,
+    headers BLOB, payload BLOB);
+"""
+
+
+def _parquet_path(root: Path, stream: str, partition: int, base: int) -> Path:
+    return root / PARQUET_DIR / quote(stream, safe="") / str(partition) / f"{base:020d}.parquet"
+
+
+class IndexWorker:
+    """Owns the DuckDB database. One writer thread (its own cursor), one query thread (another)."""
+
+    def __init__(self, data_dir: Path, settings: StoreSettings) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.path = self.data_dir / INDEX_FILE
+        self.batch_rows = settings.index_batch_rows
+        self.flush_s = settings.index_flush_ms / 1000.0
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self._ops: collections.deque = collections.deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._lag = 0
+        self._lag_lock = threading.Lock()
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-query")
+        self._read_cur: duckdb.DuckDBPyConnection | None = None
+        self.indexed_rows = 0
+        self.failed = False
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (or rebuild, when damaged) the database file."""
+        (self.data_dir / PARQUET_DIR).mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = self._connect()
+        except duckdb.Error as exc:
+            log.error("index %s is unreadable (%s); rebuilding it from the log", self.path, exc)
+            for p in (self.path, self.path.with_suffix(".duckdb.wal")):
+                if p.exists():
+                    os.replace(p, p.with_suffix(p.suffix + ".broken"))
+            self.con = self._connect()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(str(self.path))
+        con.execute("SET checkpoint_threshold = '8MB'")
+        con.execute(SCHEMA)
+        con.execute(f"SET allowed_directories = ['{self.data_dir}/']")
+        con.execute("SET enable_external_access = false")
+        return con
+
+    def start(self, plan: list[tuple[str, int, int, list[tuple[int, int, str]]]]) -> None:
+        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self._ops.append(("catch_up", plan))
+        self._thread = threading.Thread(target=self._run, name="store-index", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(60)
+        self._reader.shutdown(wait=True)
+        if self.con is not None:
+            try:
+                self.con.execute("CHECKPOINT")
+            except duckdb.Error:
+                pass
+            self.con.close()
+            self.con = None
+
+    # -- feeding (event loop side; cheap) --------------------------------------------------------
+
+    def feed(self, rows: list[tuple]) -> None:
+        self._ops.append(("rows", rows))
+        with self._lag_lock:
+            self._lag += len(rows)
+            big = self._lag >= self.batch_rows
+        if big:
+            self._wake.set()
+
+    def deleted(self, stream: str, partition: int, offsets: list[int], ts: int) -> None:
+        self._ops.append(("deleted", [(stream, partition, o, ts) for o in offsets]))
+
+    def dropped(self, stream: str, partition: int, first_offset: int, bases: list[int]) -> None:
+        self._ops.append(("dropped", stream, partition, first_offset, bases))
+
+    def sealed(self, stream: str, partition: int, base: int, end: int, path: str) -> None:
+        self._ops.append(("sealed", stream, partition, base, end, path))
+
+    def drop_stream(self, stream: str) -> None:
+        self._ops.append(("drop_stream", stream))
+        self._wake.set()
+
+    def lag(self) -> int:
+        return self._lag
+
+    async def sync(self, timeout_s: float = 30.0) -> None:
+        """Until everything fed so far is in the index."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._ops.append(("sync", loop, fut))
+        self._wake.set()
+        await asyncio.wait_for(fut, timeout_s)
+
+    # -- the worker thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self.con is not None
+        cur = self.con.cursor()
+        cur.execute(EXPORT_TABLE)
+        buf: list[tuple] = []
+        last_flush = time.monotonic()
+        while True:
+            self._wake.wait(self.flush_s)
+            self._wake.clear()
+            ops = self._ops
+            while ops:
+                op = ops.popleft()
+                kind = op[0]
+                if kind == "rows":
+                    buf.extend(op[1])
+                    if len(buf) >= self.batch_rows:
+                        self._append(cur, buf)
+                        buf = []
+                        last_flush = time.monotonic()
+                    continue
+                if buf:
+                    self._append(cur, buf)
+                    buf = []
+                    last_flush = time.monotonic()
+                try:
+                    self._apply(cur, op)
+                except Exception:
+                    log.exception("index operation %s failed", kind)
+            if buf and (time.monotonic() - last_flush >= self.flush_s or self._stop):
+                self._append(cur, buf)
+                buf = []
+                last_flush = time.monotonic()
+            if self._stop and not ops:
+                break
+        cur.close()
+
+    def _append(self, cur: duckdb.DuckDBPyConnection, rows: list[tuple]) -> None:
+        try:
+            app = cur.appender("msg_index")
+            app.append_rows(rows)
+            app.flush()
+        except Exception as exc:
+            if not self.failed:
+                log.error("cannot write the index (%s); it will be rebuilt from the log at restart", exc)
+            self.failed = True
+        self.indexed_rows += len(rows)
+        with self._lag_lock:
+            self._lag -= len(rows)
+
+    def _apply(self, cur: duckdb.DuckDBPyConnection, op: tuple) -> None:
+        kind = op[0]
+        if kind == "sync":
+            _, loop, fut = op
+            loop.call_soon_threadsafe(_resolve, fut)
+        elif kind == "deleted":
+            app = cur.appender("deletions")
+            app.append_rows(op[1])
+            app.flush()
+        elif kind == "dropped":
+            _, stream, partition, first, bases = op
+            cur.execute("DELETE FROM msg_index WHERE stream = ? AND partition = ? AND off < ?", [stream, partition, first])
+            cur.execute("DELETE FROM deletions WHERE stream = ? AND partition = ? AND off < ?", [stream, partition, first])
+            for base in bases:
+                _parquet_path(self.data_dir, stream, partition, base).unlink(missing_ok=True)
+        elif kind == "sealed":
+            self._export(cur, *op[1:])
+        elif kind == "drop_stream":
+            stream = op[1]
+            cur.execute("DELETE FROM msg_index WHERE stream = ?", [stream])
+            cur.execute("DELETE FROM deletions WHERE stream = ?", [stream])
+            shutil.rmtree(self.data_dir / PARQUET_DIR / quote(stream, safe=""), ignore_errors=True)
+        elif kind == "catch_up":
+            self._catch_up(cur, op[1])
+
+    def _catch_up(self, cur: duckdb.DuckDBPyConnection, plan: list) -> None:
+        """Index what the log holds beyond the index (after a crash or with a new index file)."""
+        have = {
+            (s, p): (mx, n)
+            for s, p, mx, n in cur.execute(
+                "SELECT stream, partition, max(off), count(*) FROM msg_index GROUP BY stream, partition"
+            ).fetchall()
+        }
+        known = set()
+        for stream, partition, end, segs in plan:
+            known.add((stream, partition))
+            mx, _n = have.get((stream, partition), (-1, 0))
+            if mx is not None and mx >= end:
+                cur.execute(
+                    "DELETE FROM msg_index WHERE stream = ? AND partition = ? AND off >= ?", [stream, partition, end]
+                )
+                mx = end - 1
+            start = (mx if mx is not None else -1) + 1
+            if start < end:
+                with self._lag_lock:
+                    self._lag += end - start
+                self._index_from_log(cur, stream, partition, start, end, segs)
+        for stream, partition in set(have) - known:
+            cur.execute("DELETE FROM msg_index WHERE stream = ? AND partition = ?", [stream, partition])
+
+    def _index_from_log(self, cur, stream: str, partition: int, start: int, end: int, segs: list) -> None:
+        rows: list[tuple] = []
+        for base, seg_end, path in segs:
+            if seg_end <= start or base >= end:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            for _pos, rec in records.iter_records(data, partition):
+                if rec.offset < start or rec.offset >= end:
+                    continue
+                rows.append(_row(stream, partition, rec, _record_size(rec)))
+                if len(rows) >= CATCH_UP_BATCH_ROWS:
+                    self._append(cur, rows)
+                    rows = []
+        if rows:
+            self._append(cur, rows)
+        with self._lag_lock:
+            self._lag = max(0, self._lag)
+
+    def _export(self, cur, stream: str, partition: int, base: int, end: int, path: str) -> None:
+        """Write a sealed segment (metadata, headers and payloads) to Parquet via DuckDB's COPY."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return
+        rows = [
+            (stream, partition, rec.offset, rec.timestamp_ms, rec.subject, rec.key,
+             records.PRIORITY_CODE[rec.priority], list(rec.tags), rec.expires_at_ms or 0,
+             rec.deliver_after_ms or 0, rec.headers, rec.payload)
+            for _pos, rec in records.iter_records(data, partition)
+        ]  # fmt: skip
+        target = _parquet_path(self.data_dir, stream, partition, base)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".parquet.tmp")
+        cur.execute("DELETE FROM export_buf")
+        if rows:
+            app = cur.appender("export_buf")
+            app.append_rows(rows)
+            app.flush()
+        cur.execute(
+            f"COPY (SELECT * FROM export_buf ORDER BY off) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
+        )
+        cur.execute("DELETE FROM export_buf")
+        os.replace(tmp, target)
+
+    # -- queries (query thread) ------------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._read_cur is None:
+            assert self.con is not None
+            self._read_cur = self.con.cursor()
+        return self._read_cur
+
+    async def run_query(self, q: MessageQuery, now_ms: int, limit: int, skip: int) -> list[tuple[int, int]]:
+        sql, params = build_message_query(q, now_ms, limit, skip)
+
+        def run() -> list[tuple[int, int]]:
+            return self._cursor().execute(sql, params).fetchall()
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+        except duckdb.Error as exc:
+            raise QueryError(SQL_FAILED.format(reason=exc)) from None
+
+    async def run_sql(self, text: str, max_rows: int, timeout_s: float) -> dict[str, Any]:
+        check_read_only(text)
+        timed_out = threading.Event()
+
+        def run() -> dict[str, Any]:
+            cur = self._cursor()
+            self._refresh_archive_view(cur)
+            timer = threading.Timer(timeout_s, lambda: (timed_out.set(), cur.interrupt()))
+            timer.start()
+            try:
+                cur.execute(text)
+                columns = [d[0] for d in cur.description or []]
+                rows = cur.fetchmany(max_rows + 1)
+            finally:
+                timer.cancel()
+            return {"columns": columns, "rows": rows[:max_rows], "truncated": len(rows) > max_rows}
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+        except duckdb.Error as exc:
+            if timed_out.is_set():
+                raise QueryTimeout(SQL_TIMEOUT.format(seconds=timeout_s)) from None
+            raise QueryError(SQL_FAILED.format(reason=exc)) from None
+
+    def _refresh_archive_view(self, cur: duckdb.DuckDBPyConnection) -> None:
+        cur.execute("CREATE OR REPLACE TEMP VIEW messages AS SELECT * FROM msg_index")
+        root = self.data_dir / PARQUET_DIR
+        if any(root.rglob("*.parquet")):
+            cur.execute(
+                f"CREATE OR REPLACE TEMP VIEW archive AS SELECT * FROM read_parquet('{root}/**/*.parquet', union_by_name = true)"
+            )
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _record_size(rec: records.Record) -> int:
+    return (
+        records.HEADER_BYTES + len(rec.subject.encode()) + len(rec.key or b"") + len(rec.headers or b"")
+        + len(records.encode_tags(rec.tags)) + len(rec.payload)
+    )  # fmt: skip
+
+
+def _row(stream: str, partition: int, rec: records.Record, size: int) -> tuple:
+    return (
+        stream, partition, rec.offset, rec.timestamp_ms, rec.subject, rec.key,
+        records.PRIORITY_CODE[rec.priority], list(rec.tags), rec.expires_at_ms or 0,
+        rec.deliver_after_ms or 0, size,
+    )  # fmt: skip

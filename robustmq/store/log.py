@@ -1,0 +1,732 @@
+"""The log of one stream partition: segments, recovery, rollover, retention, compaction, reads.
+
+The active segment takes group-committed batches; sealed segments carry an index snapshot. The
+in-memory state (offset positions, timestamps, priority lists, key map, deleted set, delayed
+records, consumer cursors) is rebuilt from snapshots, the active segment and the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+import shutil
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from robustmq.store import records
+from robustmq.store.errors import CORRUPT_RECORD, RECORD_TOO_LARGE, RecordTooLarge
+from robustmq.store.journal import Journal, frame
+from robustmq.store.records import BODY, FLAG_KEY, PREFIX_BYTES, Corrupt, Record, check_at, decode_body
+from robustmq.store.segment import HOLE, Segment, segment_name
+
+if TYPE_CHECKING:
+    from robustmq.config import StoreSettings
+    from robustmq.store.consumers import ConsumerState
+    from robustmq.store.stream import StreamConfig
+
+log = logging.getLogger("robustmq.store")
+
+JOURNAL_REWRITE_BYTES = 4 * 1024 * 1024
+READ_CHUNK_RECORDS = 512
+
+
+class PartitionLog:
+    """Records of one partition of one stream, offsets from 0."""
+
+    def __init__(
+        self,
+        stream: str,
+        partition: int,
+        config: StreamConfig,
+        directory: Path | None,
+        settings: StoreSettings,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self.stream = stream
+        self.partition = partition
+        self.config = config
+        self.directory = directory
+        self.settings = settings
+        self.now_ms = now_ms
+        self.max_record_bytes = settings.max_record_bytes
+        self.segments: list[Segment] = []
+        self.bases: list[int] = []
+        self.first_offset = 0  # first offset retention keeps (logical)
+        self.end_offset = 0  # committed: offsets below are readable
+        self.next_offset = 0  # assigned to the next append
+        self.last_ts = 0
+        self.bytes = 0
+        self.keys: dict[bytes, int] = {}
+        self.deleted: set[int] = set()
+        self.by_class = (None, array("q"), array("q"))  # offsets of urgent and critical records
+        self.delayed: list[tuple[int, int]] = []  # heap of (deliver_after_ms, offset), not yet due
+        self.active_keys: list[tuple[int, bytes]] = []  # keyed records of the active segment
+        self.active_delayed: list[tuple[int, int]] = []
+        self.consumers: dict[str, ConsumerState] = {}
+        self.journal = Journal(directory)
+        # pending: appended, not yet committed
+        self.pending_chunks: list[bytes] = []
+        self.pending_meta: list[tuple] = []  # index rows (see index.COLUMNS)
+        self.pending_bytes = 0
+        self.pending_future: asyncio.Future | None = None
+        self.pending_journal: list[bytes] = []
+        self.journal_future: asyncio.Future | None = None
+        self.waiters: list[asyncio.Future] = []
+        self.on_commit: Callable[[PartitionLog, list[tuple]], None] | None = None
+        self.on_seal: Callable[[PartitionLog, Segment], None] | None = None
+        self.on_drop: Callable[[PartitionLog, list[Segment]], None] | None = None
+        self.on_delete: Callable[[PartitionLog, list[int]], None] | None = None
+        self.reported_corrupt: set[tuple[int, int]] = set()
+
+    def __repr__(self) -> str:
+        return f"<PartitionLog {self.stream}/{self.partition} {self.first_offset}..{self.end_offset}>"
+
+    # -- opening and recovery --------------------------------------------------------------------
+
+    def open(self) -> list[dict[str, Any]]:
+        """Recover segments and return the journal entries (for consumers to replay)."""
+        now = self.now_ms()
+        if self.directory is None or self.config.storage == "memory":
+            self.directory = None
+            self.journal = Journal(None)
+            self._new_segment(0, now)
+            return []
+        self.directory.mkdir(parents=True, exist_ok=True)
+        files = sorted(p for p in self.directory.iterdir() if p.suffix == ".log")
+        for i, path in enumerate(files):
+            last = i == len(files) - 1
+            seg = Segment(int(path.stem), path, now)
+            seg.size = path.stat().st_size
+            seg.open(create=False)
+            if self.segments and seg.base > self.segments[-1].end:
+                self._pad(self.segments[-1], seg.base)
+            snap = None if last else seg.load_snapshot()
+            if snap is None:
+                keys, delayed = self._scan(seg, last)
+                if not last:
+                    seg.sealed = True
+                    seg.write_snapshot(keys, delayed)
+            else:
+                keys, delayed = snap
+                seg.sealed = True
+            self._adopt(seg, keys, delayed, last)
+        if not self.segments:
+            self._new_segment(0, now)
+        elif self.segments[-1].sealed:
+            self._new_segment(self.segments[-1].end, now)
+        self.end_offset = self.next_offset = self.segments[-1].end
+        self.first_offset = self.segments[0].base
+        while self.first_offset < self.end_offset:
+            seg = self._segment_for(self.first_offset)
+            if seg.positions[self.first_offset - seg.base] != HOLE:
+                break
+            self.first_offset += 1
+        entries = self.journal.open()
+        return entries
+
+    def _pad(self, seg: Segment, end: int) -> None:
+        while seg.end < end:
+            seg.positions.append(HOLE)
+            seg.timestamps.append(seg.timestamps[-1] if seg.timestamps else 0)
+            seg.prios.append(0)
+
+    def _scan(self, seg: Segment, last: bool) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
+        buf = seg.read_all()
+        result = records.scan(buf)
+        keys: list[tuple[int, bytes]] = []
+        delayed: list[tuple[int, int]] = []
+        corrupt = sorted(result.corrupt)
+        ci = 0
+        unpack = BODY.unpack_from
+        positions, timestamps, prios = seg.positions, seg.timestamps, seg.prios
+        for off, pos, _size in result.entries:
+            expected = seg.base + len(positions)
+            while expected < off:  # a hole: a corrupt record or one removed by compaction
+                if ci < len(corrupt) and corrupt[ci][0] < pos:
+                    positions.append(corrupt[ci][0])
+                    seg.corrupt.add(expected)
+                    ci += 1
+                else:
+                    positions.append(HOLE)
+                timestamps.append(timestamps[-1] if timestamps else 0)
+                prios.append(0)
+                expected += 1
+            flags, prio, _o, ts, _exp, dl, sl, kl, _hl, _tl = unpack(buf, pos + PREFIX_BYTES)
+            positions.append(pos)
+            timestamps.append(ts)
+            prios.append(prio)
+            if flags & FLAG_KEY:
+                k0 = pos + PREFIX_BYTES + BODY.size + sl
+                keys.append((off, bytes(buf[k0 : k0 + kl])))
+            if dl > ts:
+                delayed.append((off, dl))
+        if corrupt:
+            for p, _n in corrupt:
+                log.error("corrupt record in %s at position %d: checksum mismatch, skipped", seg.path, p)
+        if result.valid_end < seg.size:
+            if last:
+                log.warning(
+                    "truncating torn tail of %s: %d bytes after position %d",
+                    seg.path, seg.size - result.valid_end, result.valid_end,
+                )  # fmt: skip
+                assert seg.fd is not None
+                os.ftruncate(seg.fd, result.valid_end)
+                seg.size = result.valid_end
+            else:
+                log.error("unreadable tail in sealed segment %s after position %d", seg.path, result.valid_end)
+        if timestamps:
+            seg.created_ms = timestamps[0]
+        return keys, delayed
+
+    def _adopt(self, seg: Segment, keys: list, delayed: list, active: bool) -> None:
+        self.segments.append(seg)
+        self.bases.append(seg.base)
+        self.bytes += seg.size
+        if seg.timestamps:
+            self.last_ts = max(self.last_ts, seg.timestamps[-1])
+        if any(seg.prios):
+            urgent, critical = self.by_class[1], self.by_class[2]
+            base = seg.base
+            for i, p in enumerate(seg.prios):
+                if p == 1:
+                    urgent.append(base + i)
+                elif p == 2:
+                    critical.append(base + i)
+        self.keys.update(keys)
+        now = self.now_ms()
+        for off, dl in delayed:
+            if dl > now:
+                heapq.heappush(self.delayed, (dl, off))
+        if active:
+            self.active_keys = list(keys)
+            self.active_delayed = list(delayed)
+
+    def _new_segment(self, base: int, now: int) -> Segment:
+        path = self.directory / (segment_name(base) + ".log") if self.directory is not None else None
+        seg = Segment(base, path, now)
+        seg.open(create=True)
+        self.segments.append(seg)
+        self.bases.append(base)
+        self.active_keys = []
+        self.active_delayed = []
+        return seg
+
+    def close(self) -> None:
+        for seg in self.segments:
+            seg.close()
+        self.journal.close()
+        for fut in self.waiters:
+            if not fut.done():
+                fut.set_result(False)
+        self.waiters.clear()
+
+    def destroy(self) -> None:
+        self.close()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    # -- appending -------------------------------------------------------------------------------
+
+    @property
+    def pending_count(self) -> int:
+        return len(self.pending_chunks)
+
+    def append(
+        self,
+        payload: bytes,
+        subject: str,
+        headers: bytes | None,
+        key: bytes | None,
+        prio: int,
+        tags: tuple[str, ...] | list[str],
+        ttl_ms: int | None,
+        deliver_after_ms: int | None,
+        now: int,
+    ) -> int:
+        """Buffer one record for the next commit and return its offset (no I/O here)."""
+        if now < self.last_ts:
+            now = self.last_ts
+        else:
+            self.last_ts = now
+        off = self.next_offset
+        if ttl_ms is None:
+            ttl_ms = self.config.default_ttl_ms
+        exp = now + ttl_ms if ttl_ms else 0
+        dl = now + deliver_after_ms if deliver_after_ms and deliver_after_ms > 0 else 0
+        sb = subject.encode()
+        tb = records.encode_tags(tags) if tags else b""
+        if len(sb) > records.MAX_SUBJECT_BYTES or len(tb) > records.MAX_TAGS_BYTES or (
+            key is not None and len(key) > records.MAX_KEY_BYTES
+        ):
+            raise RecordTooLarge("subject, key or tags too long")
+        rec = records.encode(off, now, payload, sb, headers, key, prio, tb, exp, dl)
+        size = len(rec)
+        if size > self.max_record_bytes:
+            raise RecordTooLarge(RECORD_TOO_LARGE.format(size=size, limit=self.max_record_bytes))
+        self.pending_chunks.append(rec)
+        self.pending_meta.append(
+            (self.stream, self.partition, off, now, subject, key, prio, list(tags) if tags else [], exp, dl, size)
+        )
+        self.pending_bytes += size
+        self.next_offset = off + 1
+        if self.pending_future is None:
+            self.pending_future = asyncio.get_running_loop().create_future()
+        return off
+
+    def add_journal(self, entry: dict[str, Any]) -> asyncio.Future:
+        self.pending_journal.append(frame(entry))
+        if self.journal_future is None:
+            self.journal_future = asyncio.get_running_loop().create_future()
+        return self.journal_future
+
+    def write_pending(self) -> None:
+        """Write the pending batch (called by the committer; raises OSError, nothing half-written)."""
+        if self.pending_chunks:
+            seg = self.segments[-1]
+            now = self.now_ms()
+            if seg.size and (
+                seg.size + self.pending_bytes > self.settings.segment_max_bytes
+                or now - seg.created_ms >= self.settings.segment_max_age_s * 1000
+            ):
+                self._roll(now)
+                seg = self.segments[-1]
+            self._write_base = seg.size
+            seg.write(b"".join(self.pending_chunks))
+        if self.pending_journal:
+            self.journal.write(b"".join(self.pending_journal))
+
+    def sync(self) -> None:
+        self.segments[-1].sync()
+        if self.journal.fd is not None:
+            self.journal.sync()
+
+    def complete_pending(self) -> None:
+        """The batch is on disk: make it visible, resolve its future, wake readers."""
+        meta = self.pending_meta
+        if meta:
+            seg = self.segments[-1]
+            pos = self._write_base
+            positions, timestamps, prios = seg.positions, seg.timestamps, seg.prios
+            for m in meta:
+                positions.append(pos)
+                pos += m[10]
+                timestamps.append(m[3])
+                prio = m[6]
+                prios.append(prio)
+                if prio:
+                    self.by_class[prio].append(m[2])
+                if m[5] is not None:
+                    self.keys[m[5]] = m[2]
+                    self.active_keys.append((m[2], m[5]))
+                if m[9]:
+                    heapq.heappush(self.delayed, (m[9], m[2]))
+                    self.active_delayed.append((m[2], m[9]))
+            self.bytes += self.pending_bytes
+            self.end_offset = self.next_offset
+            self.pending_chunks = []
+            self.pending_meta = []
+            self.pending_bytes = 0
+            if self.on_commit is not None:
+                self.on_commit(self, meta)
+            if self.config.max_msgs:
+                self.apply_retention(self.now_ms())
+        fut, self.pending_future = self.pending_future, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        if self.pending_journal:
+            self.pending_journal = []
+        jfut, self.journal_future = self.journal_future, None
+        if jfut is not None and not jfut.done():
+            jfut.set_result(None)
+        if meta:
+            self.wake()
+
+    def fail_pending(self, err: Exception) -> None:
+        """The batch could not be written: forget it, give the error to its producers."""
+        self.next_offset = self.end_offset
+        self.pending_chunks = []
+        self.pending_meta = []
+        self.pending_bytes = 0
+        self.pending_journal = []
+        for fut in (self.pending_future, self.journal_future):
+            if fut is not None and not fut.done():
+                fut.set_exception(err)
+                fut.exception()  # retrieved: the producer may not be waiting
+        self.pending_future = self.journal_future = None
+
+    def _roll(self, now: int) -> None:
+        old = self.segments[-1]
+        nxt = Segment(old.end, self.directory / (segment_name(old.end) + ".log") if self.directory else None, now)
+        nxt.open(create=True)  # raises before anything changes if the directory is unwritable
+        try:
+            old.sync()
+            old.sealed = True
+            old.write_snapshot(self.active_keys, self.active_delayed)
+        except OSError:
+            nxt.close()
+            if nxt.path is not None:
+                nxt.path.unlink(missing_ok=True)
+            old.sealed = False
+            raise
+        self.segments.append(nxt)
+        self.bases.append(nxt.base)
+        self.active_keys = []
+        self.active_delayed = []
+        if self.on_seal is not None:
+            self.on_seal(self, old)
+
+    def seal_active(self) -> None:
+        """Seal the active segment now (if it holds anything), e.g. before compaction."""
+        if self.segments[-1].positions:
+            self._roll(self.now_ms())
+
+    # -- waiting ---------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(True)
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Until something new may be visible (a commit, a delayed record released) or the timeout."""
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            if fut in self.waiters:
+                self.waiters.remove(fut)
+
+    def release_due(self, now: int) -> bool:
+        """Pop delayed records that are now due; True when any was released."""
+        released = False
+        while self.delayed and self.delayed[0][0] <= now:
+            heapq.heappop(self.delayed)
+            released = True
+        if released:
+            self.wake()
+        return released
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _segment_for(self, off: int) -> Segment:
+        return self.segments[bisect_right(self.bases, off) - 1]
+
+    def visible(self, rec: Record, now: int) -> bool:
+        if rec.expires_at_ms is not None and rec.expires_at_ms <= now:
+            return False
+        if rec.deliver_after_ms is not None and rec.deliver_after_ms > now:
+            return False
+        if self.config.compact and rec.key is not None and self.keys.get(rec.key) != rec.offset:
+            return False
+        return True
+
+    def _report(self, seg: Segment, pos: int, off: int) -> None:
+        seg.corrupt.add(off)
+        if (seg.base, pos) not in self.reported_corrupt:
+            self.reported_corrupt.add((seg.base, pos))
+            log.error("%s", CORRUPT_RECORD.format(path=seg.path or "memory", pos=pos, offset=off))
+
+    def read(
+        self,
+        offset: int,
+        max_records: int,
+        now: int,
+        not_due: list[tuple[int, int]] | None = None,
+        end: int | None = None,
+        include_invisible: bool = False,
+    ) -> list[Record]:
+        """Up to ``max_records`` visible records from ``offset`` on, in offset order.
+
+        Not-yet-due records met on the way are reported in ``not_due`` as (deliver_after, offset).
+        """
+        out: list[Record] = []
+        off = max(offset, self.first_offset)
+        end = self.end_offset if end is None else min(end, self.end_offset)
+        deleted = self.deleted
+        part = self.partition
+        while off < end and len(out) < max_records:
+            si = bisect_right(self.bases, off) - 1
+            seg = self.segments[si]
+            i0 = off - seg.base
+            n = min(len(seg.positions) - i0, end - off, max(max_records - len(out), 16), READ_CHUNK_RECORDS)
+            if n <= 0:
+                off = seg.end
+                continue
+            positions = seg.positions
+            start = None
+            for i in range(i0, i0 + n):
+                if positions[i] != HOLE:
+                    start = positions[i]
+                    break
+            if start is None:
+                off += n
+                continue
+            stop = seg.span_end(i0 + n - 1)
+            buf = seg.pread(start, stop - start)
+            for i in range(i0, i0 + n):
+                pos = positions[i]
+                o = seg.base + i
+                if pos == HOLE or (deleted and o in deleted):
+                    continue
+                if seg.corrupt and o in seg.corrupt:
+                    continue
+                try:
+                    body, _size = check_at(buf, pos - start)
+                except Corrupt:
+                    self._report(seg, pos, o)
+                    continue
+                rec = decode_body(body, part)
+                if include_invisible or self.visible(rec, now):
+                    out.append(rec)
+                    if len(out) >= max_records:
+                        break
+                elif not_due is not None and rec.deliver_after_ms is not None and rec.deliver_after_ms > now:
+                    not_due.append((rec.deliver_after_ms, o))
+            else:
+                off = seg.base + i0 + n
+                continue
+            break
+        return out
+
+    def get(self, off: int, now: int, include_invisible: bool = False) -> Record | None:
+        """The record at ``off`` if it is readable (and visible, unless asked otherwise)."""
+        if off < self.first_offset or off >= self.end_offset or off in self.deleted:
+            return None
+        seg = self._segment_for(off)
+        i = off - seg.base
+        pos = seg.positions[i]
+        if pos == HOLE or off in seg.corrupt:
+            return None
+        buf = seg.pread(pos, seg.span_end(i) - pos)
+        try:
+            body, _ = check_at(buf, 0)
+        except Corrupt:
+            self._report(seg, pos, off)
+            return None
+        rec = decode_body(body, self.partition)
+        if include_invisible or self.visible(rec, now):
+            return rec
+        return None
+
+    def priority_of(self, off: int) -> int:
+        seg = self._segment_for(off)
+        return seg.prios[off - seg.base]
+
+    def read_class(
+        self, prio: int, offset: int, max_records: int, now: int, not_due: list | None = None
+    ) -> tuple[list[Record], int]:
+        """Visible records of one priority class from ``offset``; also the next offset to look at."""
+        if prio == 0:
+            out: list[Record] = []
+            off = max(offset, self.first_offset)
+            end = self.end_offset
+            while off < end and len(out) < max_records:
+                chunk = self.read(off, max_records - len(out), now, not_due, include_invisible=True)
+                if not chunk:
+                    return out, end
+                for rec in chunk:
+                    if len(out) >= max_records:
+                        break
+                    off = rec.offset + 1
+                    if self.priority_of(rec.offset) != 0:
+                        continue
+                    if self.visible(rec, now):
+                        out.append(rec)
+                    elif not_due is not None and rec.deliver_after_ms and rec.deliver_after_ms > now:
+                        not_due.append((rec.deliver_after_ms, rec.offset))
+            return out, off
+        offs = self.by_class[prio]
+        i = bisect_left(offs, max(offset, self.first_offset))
+        out = []
+        nxt = offset
+        while i < len(offs) and len(out) < max_records:
+            o = offs[i]
+            i += 1
+            nxt = o + 1
+            rec = self.get(o, now, include_invisible=True)
+            if rec is None:
+                continue
+            if self.visible(rec, now):
+                out.append(rec)
+            elif not_due is not None and rec.deliver_after_ms and rec.deliver_after_ms > now:
+                not_due.append((rec.deliver_after_ms, o))
+        if i >= len(offs):
+            nxt = max(nxt, self.end_offset)
+        return out, nxt
+
+    def first_offset_at_or_after(self, time_ms: int) -> int | None:
+        for seg in self.segments:
+            ts = seg.timestamps
+            if not ts or seg.end <= self.first_offset or ts[-1] < time_ms:
+                continue
+            i = bisect_left(ts, time_ms)
+            off = max(seg.base + i, self.first_offset)
+            while off < self.end_offset:
+                s = self._segment_for(off)
+                if s.positions[off - s.base] != HOLE and off not in self.deleted:
+                    return off
+                off += 1
+            return None
+        return None
+
+    # -- deleting, retention, compaction ---------------------------------------------------------
+
+    def delete(self, off: int) -> asyncio.Future | None:
+        """Tombstone one record; None when it is not there (or already deleted)."""
+        if off < self.first_offset or off >= self.end_offset or off in self.deleted:
+            return None
+        seg = self._segment_for(off)
+        if seg.positions[off - seg.base] == HOLE:
+            return None
+        self.deleted.add(off)
+        if self.on_delete is not None:
+            self.on_delete(self, [off])
+        return self.add_journal({"t": "del", "o": off})
+
+    def apply_retention(self, now: int) -> int:
+        """Move the first offset by max_msgs / max_age, drop whole segments; returns records dropped."""
+        cfg = self.config
+        first = self.first_offset
+        if cfg.max_msgs:
+            first = max(first, self.end_offset - cfg.max_msgs)
+        if cfg.max_age_ms:
+            cut = self.first_offset_at_or_after(now - cfg.max_age_ms)
+            first = max(first, self.end_offset if cut is None else cut)
+        if cfg.max_bytes:
+            total = self.bytes
+            i = 0
+            while total > cfg.max_bytes and i < len(self.segments) - 1:
+                total -= self.segments[i].size
+                first = max(first, self.segments[i].end)
+                i += 1
+        dropped = first - self.first_offset
+        self.first_offset = first
+        gone: list[Segment] = []
+        while len(self.segments) > 1 and self.segments[0].end <= first:
+            seg = self.segments.pop(0)
+            self.bases.pop(0)
+            self.bytes -= seg.size
+            seg.close()
+            if seg.path is not None:
+                seg.path.unlink(missing_ok=True)
+                seg.idx_path.unlink(missing_ok=True)
+            gone.append(seg)
+        if gone:
+            lo = self.segments[0].base
+            self.deleted = {o for o in self.deleted if o >= lo}
+            for cls in (1, 2):
+                offs = self.by_class[cls]
+                cut_i = bisect_left(offs, lo)
+                if cut_i:
+                    del offs[:cut_i]
+            if self.on_drop is not None:
+                self.on_drop(self, gone)
+        if self.segments[-1].end <= first and self.segments[-1].positions and self.end_offset == self.next_offset:
+            pass  # the active segment is dropped when it rolls over
+        if dropped and self.config.compact:
+            self.keys = {k: o for k, o in self.keys.items() if o >= first}
+        return dropped
+
+    def plan_compaction(self, now: int) -> list[tuple[Segment, list[int]]]:
+        """For each sealed segment, the indexes of records that can go (deleted, expired, superseded)."""
+        plans = []
+        compact = self.config.compact
+        for seg in self.segments[:-1]:
+            if seg.end <= self.first_offset:
+                continue
+            drop: list[int] = []
+            for i, pos in enumerate(seg.positions):
+                if pos == HOLE:
+                    continue
+                off = seg.base + i
+                if off in self.deleted or off < self.first_offset or off in seg.corrupt:
+                    drop.append(i)
+            dropped = set(drop)
+            for rec in self.read(seg.base, len(seg.positions), now, end=seg.end, include_invisible=True):
+                i = rec.offset - seg.base
+                if i in dropped:
+                    continue
+                if rec.expires_at_ms is not None and rec.expires_at_ms <= now:
+                    drop.append(i)
+                elif compact and rec.key is not None and self.keys.get(rec.key) != rec.offset:
+                    drop.append(i)
+            if drop:
+                plans.append((seg, sorted(drop)))
+        return plans
+
+    def rewrite_segment(self, seg: Segment, drop: list[int]) -> tuple[Path, Path, array] | None:
+        """Write the survivors of a sealed segment to temporary files (safe off the event loop)."""
+        if seg.path is None:
+            return None
+        data = seg.read_all()
+        dropset = set(drop)
+        new_positions = array("I")
+        chunks: list[bytes] = []
+        pos = 0
+        for i, p in enumerate(seg.positions):
+            if p == HOLE or i in dropset:
+                new_positions.append(HOLE)
+                continue
+            end = seg.span_end(i)
+            chunks.append(data[p:end])
+            new_positions.append(pos)
+            pos += end - p
+        tmp = seg.path.with_suffix(".log.compact")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"".join(chunks))
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        return tmp, seg.path, new_positions
+
+    def install_rewrite(self, seg: Segment, tmp: Path, new_positions: array, drop: list[int]) -> int:
+        """Swap a compacted segment in (on the event loop); returns bytes reclaimed."""
+        if seg not in self.segments:
+            tmp.unlink(missing_ok=True)
+            return 0
+        assert seg.path is not None
+        old_size = seg.size
+        os.replace(tmp, seg.path)
+        seg.close()
+        seg.open(create=False)
+        seg.size = os.fstat(seg.fd).st_size if seg.fd is not None else 0
+        seg.positions = new_positions
+        self.bytes += seg.size - old_size
+        for i in drop:
+            seg.corrupt.discard(seg.base + i)
+        keys = []
+        delayed = []
+        now = self.now_ms()
+        for rec in self.read(seg.base, len(seg.positions), now, end=seg.end, include_invisible=True):
+            if rec.key is not None:
+                keys.append((rec.offset, rec.key))
+            if rec.deliver_after_ms and rec.deliver_after_ms > rec.timestamp_ms:
+                delayed.append((rec.offset, rec.deliver_after_ms))
+        seg.write_snapshot(keys, delayed)
+        dropped_offsets = {seg.base + i for i in drop}
+        self.deleted -= dropped_offsets
+        if self.on_seal is not None:
+            self.on_seal(self, seg)
+        return old_size - seg.size
+
+    # -- journal snapshot ------------------------------------------------------------------------
+
+    def journal_snapshot(self) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = [{"t": "del", "o": o} for o in sorted(self.deleted)]
+        for state in self.consumers.values():
+            entries.extend(state.snapshot_entries())
+        return entries
+
+    def maybe_rewrite_journal(self) -> None:
+        if self.journal.size > JOURNAL_REWRITE_BYTES and not self.pending_journal:
+            self.journal.rewrite(self.journal_snapshot())
