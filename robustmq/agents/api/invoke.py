@@ -73,8 +73,11 @@ class Invoker:
         tasks: TaskTable,
         clock_ms: Callable[[], int],
         failover: Callable[[Task], str | None] | None = None,
+        private_delivery: bool = False,
     ) -> None:
         self.router = router
+        # with authentication on, work goes only to the registering connection's subscriptions
+        self.private_delivery = private_delivery
         self.instances = instances
         self.tasks = tasks
         self._clock_ms = clock_ms
@@ -172,25 +175,45 @@ class Invoker:
 
     def _dispatch(self, task: Task, inst: Instance) -> bool:
         """Send ``task`` to ``inst``; False when the instance is not subscribed to its serve subject yet."""
+        targets = self._targets(inst)
+        if not targets:
+            self._retry_later(task.agent)
+            return False
         body = orjson.dumps(
             {"task_id": task.id, "skill": task.skill, "input": task.input, "deadline_ms": task.deadline_ms}
         )
-        headers = self._headers_for(task.sender)
         inst.in_flight += 1
+        inst.tasks.add(task.id)
         task.instance = inst
-        self._running[task.id] = task
-        if self.router.publish(inst.serve_subject, body, self._inbox + task.id, headers) == 0:
-            inst.in_flight -= 1
-            task.instance = None
-            del self._running[task.id]
-            self._retry_later(task.agent)
-            return False
-        task.dispatched_ns = time.perf_counter_ns()
         task.attempts += 1
         task.queued = False
-        inst.tasks.add(task.id)
+        self._running[task.id] = task
         self.tasks.set_state(task, "working", instance_id=inst.instance_id)
+        task.dispatched_ns = time.perf_counter_ns()
+        # an in-process instance may answer inside this call; the task is ready for it
+        reply, headers = self._inbox + task.id, self._headers_for(task.sender)
+        if targets is True:
+            self.router.publish(inst.serve_subject, body, reply, headers)
+        else:
+            for sub in targets:
+                sub.deliver(inst.serve_subject, reply, headers, body)
         return True
+
+    def _targets(self, inst: Instance) -> Any:
+        """True when anyone may receive ``inst``'s work, else the instance connection's subscriptions."""
+        if not self.private_delivery or inst.origin is None:
+            return self.router.has_interest(inst.serve_subject)
+        result = self.router.trie.match(inst.serve_subject)
+        if not result:
+            return []
+        owner = inst.origin
+        out = [sub for sub in result.plain if sub.owner is owner]
+        for members in result.queues:
+            for sub in members:
+                if sub.owner is owner:
+                    out.append(sub)
+                    break
+        return out
 
     def _headers_for(self, sender: str | None) -> bytes | None:
         if sender is None:
@@ -306,7 +329,12 @@ class Invoker:
             self._release(task)
             if inst is not None and inst.alive:
                 body = orjson.dumps({"task_id": task.id, "cancel": True})
-                self.router.publish(inst.serve_subject, body, None, self._headers_for(task.sender))
+                targets = self._targets(inst)
+                if targets is True:
+                    self.router.publish(inst.serve_subject, body, None, self._headers_for(task.sender))
+                elif targets:
+                    for sub in targets:
+                        sub.deliver(inst.serve_subject, None, self._headers_for(task.sender), body)
                 self.drain(task.agent)
 
     def cancel(self, task: Task) -> None:

@@ -42,6 +42,7 @@ API_SUBJECT = "$mq9.AI.API.>"
 TASK_EVENT_PREFIX = "$mq9.AI.TASK.EVENT."
 TASK_EVENT_SUBJECT = "$mq9.AI.TASK.EVENT.*"
 TASK_UPDATES_PREFIX = "$mq9.AI.TASK.UPDATES."
+SERVE_FAMILY_PREFIX = "$mq9.AI."
 MAX_INTENT_CANDIDATES = 5
 
 # handler(service, name_or_id, reply, payload, origin) -> reply body, or None when answered later
@@ -91,7 +92,14 @@ class AgentApiService:
         self.directory = AgentDirectory(journal.write)
         self.tasks = TaskTable(journal, self._clock_ms, on_event=self._publish_update)
         self.instances = InstanceTable(self._instance_down, self._clock_ms)
-        self.invoker = Invoker(self.router, self.instances, self.tasks, self._clock_ms, failover=self._next_agent)
+        self.invoker = Invoker(
+            self.router,
+            self.instances,
+            self.tasks,
+            self._clock_ms,
+            failover=self._next_agent,
+            private_delivery=self.auth_enabled,
+        )
         for rec in records:
             self.directory.recover(rec)
         unfinished = self.tasks.recover(records)
@@ -167,6 +175,25 @@ class AgentApiService:
             return
         if self._user(origin) != record.owner:
             raise ApiError(errors.FORBIDDEN, errors.NOT_AUTHORIZED.format(name=name))
+
+    def may_subscribe(self, user: str | None, subject: str) -> bool:
+        """May ``user`` subscribe to ``subject``? Serve subjects of an agent belong to its owner.
+
+        For the front-ends' subscription checks; wildcard subscriptions are allowed because work
+        is delivered only to the instance's own connection when authentication is on.
+        """
+        if not self.auth_enabled or not subject.startswith(SERVE_FAMILY_PREFIX):
+            return True
+        tokens = subject.split(".")
+        if len(tokens) < 4 or tokens[2] not in ("INVOKE", "TOOL") or tokens[3] in ("*", ">"):
+            return True
+        record = self.directory.get(tokens[3])
+        return record is None or record.owner is None or record.owner == user
+
+    def owner_of(self, name: str) -> str | None:
+        """The user an agent name is bound to (None when unbound or authentication is off)."""
+        record = self.directory.get(name)
+        return record.owner if record is not None and self.auth_enabled else None
 
     # -- registration and liveness --------------------------------------------------------------------
 

@@ -1,0 +1,389 @@
+"""The agent API service in-process: a Router, fake connections and agents written on the router."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from robustmq.agents.api.tasks import MemoryJournal
+from robustmq.config import Settings
+from test_agent_api_fakes import (
+    EchoInstance,
+    FakeBroker,
+    FakeConnection,
+    card,
+    publish_as,
+    request_as,
+    start_service,
+)
+
+API = "$mq9.AI.API."
+
+
+async def register(router, conn, name: str, **extra) -> dict:
+    reply = await request_as(router, conn, API + "AGENT.REGISTER", card(name, **extra))
+    assert reply["error"] == "", reply
+    return reply
+
+
+async def test_register_replies_with_instance_and_serve_subject():
+    broker, service = await start_service()
+    conn = FakeConnection()
+    reply = await register(broker.router, conn, "echo")
+    assert reply["name"] == "echo"
+    assert reply["serve_subject"] == f"$mq9.AI.INVOKE.echo.{reply['instance_id']}"
+    assert reply["heartbeat_interval_ms"] == 5000
+    info = await request_as(broker.router, None, API + "AGENT.INFO.echo")
+    assert info["agent"]["status"] == "healthy"
+    assert info["agent"]["instances"][0]["instance_id"] == reply["instance_id"]
+    assert info["agent"]["card"]["skills"][0]["id"] == "echo"
+    await service.stop()
+
+
+async def test_sync_invoke_returns_the_agents_output():
+    broker, service = await start_service()
+    reg = await register(broker.router, FakeConnection(), "echo")
+    agent = EchoInstance(broker.router, reg["serve_subject"])
+    reply = await request_as(broker.router, None, API + "AGENT.INVOKE.echo", {"input": {"x": 1}, "skill": "echo"})
+    assert reply["error"] == ""
+    assert reply["state"] == "completed"
+    assert reply["output"] == {"x": 1}
+    assert reply["instance_id"] == reg["instance_id"]
+    assert agent.received[0]["skill"] == "echo"
+    assert agent.received[0]["deadline_ms"] > 0
+    task = await request_as(broker.router, None, API + f"TASK.GET.{reply['task_id']}")
+    assert task["task"]["state"] == "completed"
+    assert task["task"]["output"] == {"x": 1}
+    await service.stop()
+
+
+async def test_no_live_instance_is_rejected_with_503():
+    broker, service = await start_service()
+    await register(broker.router, FakeConnection(), "echo")
+    conn_gone = FakeConnection()
+    await register(broker.router, conn_gone, "lonely")
+    conn_gone.close()
+    reply = await request_as(broker.router, None, API + "AGENT.INVOKE.lonely", {"input": 1})
+    assert reply["code"] == 503
+    assert reply["state"] == "rejected"
+    await service.stop()
+
+
+async def test_connection_close_takes_the_instance_down_at_once():
+    broker, service = await start_service()
+    conn = FakeConnection()
+    await register(broker.router, conn, "echo")
+    conn.close()
+    status = await request_as(broker.router, None, API + "AGENT.STATUS.echo")
+    assert status["status"] == "down"
+    assert status["instances"][0]["status"] == "down"
+    await service.stop()
+
+
+async def test_least_loaded_instance_gets_the_next_task_and_max_concurrency_holds():
+    broker, service = await start_service()
+    r = broker.router
+    a = await register(r, FakeConnection(), "work", max_concurrency=1)
+    b = await register(r, FakeConnection(), "work", max_concurrency=1)
+    ia = EchoInstance(r, a["serve_subject"], hold=True)
+    ib = EchoInstance(r, b["serve_subject"], hold=True)
+    calls = [asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.work", {"input": i})) for i in range(3)]
+    await asyncio.sleep(0.01)
+    assert len(ia.received) == 1 and len(ib.received) == 1  # the third waits for a free slot
+    ia.release()
+    await asyncio.sleep(0.01)
+    assert len(ia.received) + len(ib.received) == 3
+    ia.release()
+    ib.release()
+    replies = await asyncio.gather(*calls)
+    assert sorted(x["output"] for x in replies) == [0, 1, 2]
+    await service.stop()
+
+
+async def test_queued_invocation_is_dispatched_when_an_instance_registers():
+    broker, service = await start_service()
+    r = broker.router
+    conn = FakeConnection()
+    await register(r, conn, "later")
+    conn.close()
+    call = asyncio.ensure_future(
+        request_as(r, None, API + "AGENT.INVOKE.later", {"input": "hi", "on_offline": "queue", "timeout_ms": 3000})
+    )
+    await asyncio.sleep(0.02)
+    assert not call.done()
+    reg = await register(r, FakeConnection(), "later")
+    EchoInstance(r, reg["serve_subject"])  # subscribes after the registration reply, as a client would
+    reply = await call
+    assert reply["output"] == "hi"
+    await service.stop()
+
+
+async def test_deadline_gives_408_and_the_instance_is_told_to_cancel():
+    broker, service = await start_service()
+    reg = await register(broker.router, FakeConnection(), "slow")
+    agent = EchoInstance(broker.router, reg["serve_subject"], hold=True)
+    reply = await request_as(broker.router, None, API + "AGENT.INVOKE.slow", {"input": 1, "timeout_ms": 50})
+    assert reply["code"] == 408
+    assert reply["state"] == "failed"
+    assert agent.cancels == [reply["task_id"]]
+    await service.stop()
+
+
+async def test_agent_error_gives_502():
+    broker, service = await start_service()
+    reg = await register(broker.router, FakeConnection(), "bad")
+    EchoInstance(broker.router, reg["serve_subject"], fail="boom")
+    reply = await request_as(broker.router, None, API + "AGENT.INVOKE.bad", {"input": 1})
+    assert reply["code"] == 502
+    assert reply["state"] == "failed"
+    assert "boom" in reply["error"]
+    await service.stop()
+
+
+async def test_instance_dying_mid_task_retries_on_another_instance():
+    broker, service = await start_service()
+    r = broker.router
+    c1, c2 = FakeConnection(), FakeConnection()
+    a = await register(r, c1, "w", max_concurrency=1)
+    held = EchoInstance(r, a["serve_subject"], hold=True)
+    call = asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.w", {"input": 7, "retries": 1}))
+    await asyncio.sleep(0.01)
+    assert len(held.received) == 1
+    b = await register(r, c2, "w")
+    EchoInstance(r, b["serve_subject"])
+    c1.close()
+    reply = await call
+    assert reply["output"] == 7
+    assert reply["instance_id"] == b["instance_id"]
+    await service.stop()
+
+
+async def test_instance_dying_mid_task_without_retries_fails_the_task():
+    broker, service = await start_service()
+    r = broker.router
+    c1 = FakeConnection()
+    a = await register(r, c1, "w")
+    EchoInstance(r, a["serve_subject"], hold=True)
+    call = asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.w", {"input": 7}))
+    await asyncio.sleep(0.01)
+    c1.close()
+    reply = await call
+    assert reply["code"] == 502
+    assert reply["state"] == "failed"
+    await service.stop()
+
+
+async def test_async_invoke_and_events_replayed_after_seq():
+    broker, service = await start_service()
+    r = broker.router
+    conn = FakeConnection()
+    reg = await register(r, conn, "a")
+    agent = EchoInstance(r, reg["serve_subject"], hold=True)
+    reply = await request_as(r, None, API + "AGENT.INVOKE.a", {"input": "x", "mode": "async"})
+    assert reply == {"error": "", "task_id": reply["task_id"], "state": "submitted"}
+    task_id = reply["task_id"]
+    updates: list[dict] = []
+    r.subscribe(f"$mq9.AI.TASK.UPDATES.{task_id}", lambda s, rp, h, p: updates.append(orjson.loads(p)))
+    for i in range(3):
+        publish_as(r, conn, f"$mq9.AI.TASK.EVENT.{task_id}", orjson.dumps({"type": "progress", "data": i}))
+    agent.release()
+    events = await request_as(r, None, API + f"TASK.EVENTS.{task_id}", {"after_seq": 0})
+    assert events["state"] == "completed"
+    seqs = [e["seq"] for e in events["events"]]
+    assert seqs == list(range(1, len(seqs) + 1))
+    types = [e["type"] for e in events["events"]]
+    assert types == ["state", "state", "progress", "progress", "progress", "state"]
+    later = await request_as(r, None, API + f"TASK.EVENTS.{task_id}", {"after_seq": 3})
+    assert [e["seq"] for e in later["events"]] == seqs[3:]
+    assert [u["seq"] for u in updates] == seqs[2:]  # subscribed after the first two
+    await service.stop()
+
+
+async def test_cancel_tells_the_instance_and_a_finished_task_gives_409():
+    broker, service = await start_service()
+    r = broker.router
+    reg = await register(r, FakeConnection(), "c")
+    agent = EchoInstance(r, reg["serve_subject"], hold=True)
+    reply = await request_as(r, None, API + "AGENT.INVOKE.c", {"input": 1, "mode": "async"})
+    cancel = await request_as(r, None, API + f"TASK.CANCEL.{reply['task_id']}")
+    assert cancel == {"error": "", "state": "canceled"}
+    assert agent.cancels == [reply["task_id"]]
+    again = await request_as(r, None, API + f"TASK.CANCEL.{reply['task_id']}")
+    assert again["code"] == 409
+    await service.stop()
+
+
+async def test_same_idempotency_key_returns_the_first_task():
+    broker, service = await start_service()
+    r = broker.router
+    reg = await register(r, FakeConnection(), "i")
+    agent = EchoInstance(r, reg["serve_subject"])
+    body = {"input": 1, "idempotency_key": "k1"}
+    first = await request_as(r, None, API + "AGENT.INVOKE.i", body)
+    second = await request_as(r, None, API + "AGENT.INVOKE.i", body)
+    assert first["task_id"] == second["task_id"]
+    assert second["output"] == 1
+    assert len(agent.received) == 1
+    await service.stop()
+
+
+async def test_heartbeat_expiry_takes_an_instance_down():
+    broker, service = await start_service()
+    r = broker.router
+    reg = await register(r, FakeConnection(), "hb", heartbeat_interval_ms=50)
+    ok = await request_as(r, None, API + "AGENT.HEARTBEAT.hb", {"instance_id": reg["instance_id"], "in_flight": 0})
+    assert ok["error"] == ""
+    await asyncio.sleep(0.3)
+    status = await request_as(r, None, API + "AGENT.STATUS.hb")
+    assert status["status"] == "down"
+    late = await request_as(r, None, API + "AGENT.HEARTBEAT.hb", {"instance_id": reg["instance_id"]})
+    assert late["code"] == 404
+    await service.stop()
+
+
+async def test_intent_invocation_fails_over_to_the_next_agent():
+    broker, service = await start_service()
+    r = broker.router
+    t1 = await register(r, FakeConnection(), "translator", description="translate text between languages")
+    t2 = await register(r, FakeConnection(), "translator2", description="translate documents into languages")
+    await register(r, FakeConnection(), "weather", description="weather forecast for a city")
+    EchoInstance(r, t1["serve_subject"], fail="overloaded")
+    EchoInstance(r, t2["serve_subject"], fail="overloaded")
+    reply = await request_as(r, None, API + "INVOKE", {"intent": "translate this text", "input": "hola"})
+    assert reply["code"] == 502
+    ok = EchoInstance(r, t2["serve_subject"])
+    ok.stop()
+    # make the first choice fail and the second succeed
+    r2 = await start_service()
+    await service.stop()
+    broker, service = r2
+    r = broker.router
+    t1 = await register(r, FakeConnection(), "translator", description="translate text between languages")
+    t2 = await register(r, FakeConnection(), "translator2", description="translate documents into languages")
+    EchoInstance(r, t1["serve_subject"], fail="overloaded")
+    EchoInstance(r, t2["serve_subject"])
+    reply = await request_as(r, None, API + "INVOKE", {"intent": "translate this text", "input": "hola"})
+    assert reply["error"] == ""
+    assert reply["agent"] == "translator2"
+    assert reply["output"] == "hola"
+    await service.stop()
+
+
+async def test_srv_ping_info_stats_answer_for_each_live_instance():
+    broker, service = await start_service()
+    r = broker.router
+    a = await register(r, FakeConnection(), "echo")
+    await register(r, FakeConnection(), "echo")
+    EchoInstance(r, a["serve_subject"])
+    await request_as(r, None, API + "AGENT.INVOKE.echo", {"input": 1, "skill": "echo"})
+    got: list[dict] = []
+    inbox = r.new_inbox()
+    r.subscribe(inbox, lambda s, rp, h, p: got.append(orjson.loads(p)))
+    r.publish("$SRV.PING", b"", inbox)
+    assert sorted(g["type"] for g in got) == ["io.nats.micro.v1.ping_response"] * 2
+    got.clear()
+    r.publish(f"$SRV.STATS.echo.{a['instance_id']}", b"", inbox)
+    assert len(got) == 1
+    assert got[0]["endpoints"][0]["name"] == "echo"
+    assert got[0]["endpoints"][0]["num_requests"] == 1
+    got.clear()
+    r.publish("$SRV.INFO.echo", b"", inbox)
+    assert {g["id"] for g in got} == {a["instance_id"], got[1]["id"]}
+    assert got[0]["endpoints"][0]["subject"] == "$mq9.AI.API.AGENT.INVOKE.echo"
+    await service.stop()
+
+
+async def test_isolation_other_user_cannot_register_or_heartbeat_and_sender_is_stamped():
+    settings = Settings.model_validate({"auth": {"users": [{"user": "alice", "password": "a"}, {"user": "bob", "password": "b"}]}})
+    broker, service = await start_service(FakeBroker(settings))
+    r = broker.router
+    alice, bob = FakeConnection("alice"), FakeConnection("bob")
+    reg = await register(r, alice, "owned")
+    denied = await request_as(r, bob, API + "AGENT.REGISTER", card("owned"))
+    assert denied["code"] == 403
+    hb = await request_as(r, bob, API + "AGENT.HEARTBEAT.owned", {"instance_id": reg["instance_id"]})
+    assert hb["code"] == 403
+    agent = EchoInstance(r, reg["serve_subject"], owner=alice)
+    snooper = EchoInstance(r, "$mq9.AI.INVOKE.>", hold=True, owner=bob)
+    reply = await request_as(r, bob, API + "AGENT.INVOKE.owned", {"input": 1})
+    assert reply["error"] == ""
+    assert b"mq9-sender: bob" in agent.headers[0]
+    assert snooper.received == []
+    assert service.may_subscribe("bob", reg["serve_subject"]) is False
+    assert service.may_subscribe("alice", reg["serve_subject"]) is True
+    assert service.owner_of("owned") == "alice"
+    got = await request_as(r, bob, API + f"TASK.GET.{reply['task_id']}")
+    assert got["error"] == ""
+    denied_task = await request_as(r, FakeConnection("carol"), API + f"TASK.GET.{reply['task_id']}")
+    assert denied_task["code"] == 403
+    await service.stop()
+
+
+async def test_tasks_and_agents_are_recovered_from_the_journal():
+    journal = MemoryJournal()
+    broker, service = await start_service(journal=journal)
+    r = broker.router
+    reg = await register(r, FakeConnection(), "p")
+    EchoInstance(r, reg["serve_subject"])
+    done = await request_as(r, None, API + "AGENT.INVOKE.p", {"input": "a"})
+    held_reg = await register(r, FakeConnection(), "q")
+    EchoInstance(r, held_reg["serve_subject"], hold=True)
+    pending = await request_as(r, None, API + "AGENT.INVOKE.q", {"input": "b", "mode": "async"})
+    await service.stop()
+
+    broker2, service2 = await start_service(journal=journal)
+    r2 = broker2.router
+    got = await request_as(r2, None, API + f"TASK.GET.{done['task_id']}")
+    assert got["task"]["state"] == "completed" and got["task"]["output"] == "a"
+    assert (await request_as(r2, None, API + "AGENT.INFO.q"))["agent"]["status"] == "down"
+    reg2 = await register(r2, FakeConnection(), "q")
+    EchoInstance(r2, reg2["serve_subject"])
+    for _ in range(100):
+        state = (await request_as(r2, None, API + f"TASK.GET.{pending['task_id']}"))["task"]["state"]
+        if state == "completed":
+            break
+        await asyncio.sleep(0.01)
+    assert state == "completed"
+    await service2.stop()
+
+
+@pytest.mark.parametrize(
+    "subject, body, code",
+    [
+        ("AGENT.REGISTER", b"", 400),
+        ("AGENT.REGISTER", b"{not json", 400),
+        ("AGENT.REGISTER", b'{"name": "has space"}', 400),
+        ("AGENT.REGISTER", b'{"name": "x", "max_concurrency": 0}', 400),
+        ("AGENT.REGISTER", b"[1, 2]", 400),
+        ("AGENT.HEARTBEAT.nobody", b'{"instance_id": "x"}', 404),
+        ("AGENT.HEARTBEAT.nobody", b"{}", 400),
+        ("AGENT.DEREGISTER.nobody", b"", 404),
+        ("AGENT.INFO.nobody", b"", 404),
+        ("AGENT.INFO", b"", 400),
+        ("AGENT.STATUS.nobody", b"", 404),
+        ("AGENT.LIST", b'{"limit": "ten"}', 400),
+        ("AGENT.DISCOVER", b'{"live_only": "maybe"}', 400),
+        ("AGENT.INVOKE.nobody", b'{"input": 1}', 404),
+        ("AGENT.INVOKE.echo", b'{"mode": "later"}', 400),
+        ("AGENT.INVOKE.echo", b'{"timeout_ms": 0}', 400),
+        ("AGENT.INVOKE.echo", b'{"retries": -1}', 400),
+        ("INVOKE", b'{"input": 1}', 400),
+        ("INVOKE", b"", 400),
+        ("TASK.GET.nope", b"", 404),
+        ("TASK.EVENTS.nope", b'{"after_seq": -1}', 400),
+        ("TASK.CANCEL.nope", b"", 404),
+        ("AGENT.FLY", b"", 404),
+        ("NOPE", b"", 404),
+    ],
+)
+async def test_bad_input_gets_a_json_error_with_its_code(subject, body, code):
+    broker, service = await start_service()
+    await register(broker.router, FakeConnection(), "echo")
+    reply = await request_as(broker.router, None, API + subject, body)
+    assert reply["code"] == code, reply
+    assert reply["error"]
+    ok = await request_as(broker.router, None, API + "AGENT.LIST")
+    assert ok["error"] == ""
+    await service.stop()
