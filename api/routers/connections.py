@@ -47,12 +47,19 @@ class ConnectionInfo(BaseModel):
 
 def _as_dict(entry: Any) -> dict[str, Any]:
     if isinstance(entry, dict):
-        return dict(entry)
-    if hasattr(entry, "model_dump"):
-        return entry.model_dump()
-    if hasattr(entry, "_asdict"):
-        return entry._asdict()
-    return {name: getattr(entry, name) for name in _FIELDS if hasattr(entry, name)}
+        data = dict(entry)
+    elif hasattr(entry, "model_dump"):
+        data = entry.model_dump()
+    else:
+        data = {name: getattr(entry, name) for name in _FIELDS if hasattr(entry, name)}
+    # front-ends report times in seconds; the API speaks milliseconds
+    start_s = data.pop("start", None)
+    if isinstance(start_s, int | float) and "start_ms" not in data:
+        data["start_ms"] = int(start_s * 1000)
+    rtt_s = data.pop("rtt_s", None)
+    if isinstance(rtt_s, int | float) and "rtt_ms" not in data:
+        data["rtt_ms"] = round(rtt_s * 1000, 3)
+    return data
 
 
 def all_connections(broker: Any) -> list[ConnectionInfo]:

@@ -26,6 +26,8 @@ class SubscriptionInfo(BaseModel):
     queue: str | None = None
     protocol: str = Field(description="the owner's protocol, or 'internal' for an in-process service")
     cid: int | None = Field(None, description="the owning connection's client id")
+    sid: str | None = Field(None, description="the connection's own id for the subscription")
+    msgs: int | None = Field(None, description="messages delivered so far")
     owner: str | None = Field(None, description="the owning service, for in-process subscriptions")
 
 
@@ -34,7 +36,16 @@ def _describe(sub: Any) -> SubscriptionInfo:
     protocol = getattr(owner, "protocol", None)
     cid = getattr(owner, "client_id", None)
     if isinstance(protocol, str) and isinstance(cid, int):
-        return SubscriptionInfo(subject=sub.subject, queue=sub.queue, protocol=protocol, cid=cid)
+        sid = getattr(sub, "sid", None)
+        msgs = getattr(sub, "delivered", None)
+        return SubscriptionInfo(
+            subject=sub.subject,
+            queue=sub.queue,
+            protocol=protocol,
+            cid=cid,
+            sid=str(sid) if sid is not None else None,
+            msgs=msgs if isinstance(msgs, int) else None,
+        )
     label = owner if isinstance(owner, str) else getattr(owner, "name", None)
     return SubscriptionInfo(
         subject=sub.subject,
@@ -62,7 +73,9 @@ async def list_subscriptions(
         if protocol is None or info.protocol == protocol:
             items.append(info)
     # several identical interests may exist (one connection, two sids): number them to keep keys unique
-    numbered = sorted(items, key=lambda s: (s.subject, s.queue or "", s.protocol, s.cid or -1, s.owner or ""))
+    numbered = sorted(
+        items, key=lambda s: (s.subject, s.queue or "", s.protocol, s.cid or -1, s.sid or "", s.owner or "")
+    )
     keyed = list(enumerate(numbered))
     page, next_cursor = paginate(keyed, lambda pair: pair[0], limit, cursor)
     return Page[SubscriptionInfo](items=[s for _, s in page], next_cursor=next_cursor)

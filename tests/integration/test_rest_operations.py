@@ -1,0 +1,163 @@
+"""Operations endpoints of the control plane against a real broker: health, readiness, server info,
+connections and subscriptions of NATS clients, metrics, problem documents, paging."""
+
+from __future__ import annotations
+
+import httpx
+import nats
+
+
+def http(broker) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{broker.ports['http']}", timeout=10)
+
+
+async def test_healthz_and_readyz_report_every_part_started(broker):
+    async with http(broker) as c:
+        r = await c.get("/healthz")
+        assert r.status_code == 200 and r.json() == {"status": "ok"}
+        r = await c.get("/readyz")
+        assert r.status_code == 200
+        body = r.json()
+        assert body["status"] == "ready"
+        assert body["components"]["nats"] == "started"
+        assert body["components"]["http"] == "started"
+
+
+async def test_openapi_document_and_docs_page_are_served(broker):
+    async with http(broker) as c:
+        doc = (await c.get("/openapi.json")).json()
+        assert doc["openapi"].startswith("3.")
+        assert "/api/v1/connections" in doc["paths"]
+        assert "Problem" in doc["components"]["schemas"]
+        # invalid input is documented as a 400 problem document, not FastAPI's 422
+        responses = doc["paths"]["/api/v1/connections"]["get"]["responses"]
+        assert "422" not in responses and "application/problem+json" in responses["400"]["content"]
+        docs = await c.get("/docs")
+        assert docs.status_code == 200 and "openapi.json" in docs.text
+
+
+async def test_server_info_lists_the_bound_listeners(broker):
+    async with http(broker) as c:
+        info = (await c.get("/api/v1/server")).json()
+    listeners = {item["name"]: item["port"] for item in info["listeners"]}
+    assert listeners["nats"] == broker.ports["nats"]
+    assert listeners["http"] == broker.ports["http"]
+    assert info["auth_required"] is False
+    assert "http" in info["components"]
+
+
+async def test_connections_list_a_nats_client_with_its_counters(broker):
+    nc = await nats.connect(broker.nats_url, name="rest-probe")
+    try:
+        await nc.publish("probe.subject", b"12345")
+        await nc.flush()
+        async with http(broker) as c:
+            page = (await c.get("/api/v1/connections", params={"protocol": "nats"})).json()
+        mine = [item for item in page["items"] if item["name"] == "rest-probe"]
+        assert len(mine) == 1
+        conn = mine[0]
+        assert conn["protocol"] == "nats"
+        assert conn["lang"] == "python"
+        assert conn["in_msgs"] >= 1 and conn["in_bytes"] >= 5
+        assert conn["ip"] == "127.0.0.1" and conn["start_ms"] > 0
+    finally:
+        await nc.close()
+
+
+async def test_connections_are_paged_with_a_cursor(broker):
+    clients = [await nats.connect(broker.nats_url, name=f"pager-{i}") for i in range(5)]
+    try:
+        seen: list[int] = []
+        cursor = None
+        async with http(broker) as c:
+            while True:
+                params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+                page = (await c.get("/api/v1/connections", params=params)).json()
+                assert len(page["items"]) <= 2
+                seen += [item["cid"] for item in page["items"]]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+        assert len(seen) == 5 and seen == sorted(seen) and len(set(seen)) == 5
+    finally:
+        for nc in clients:
+            await nc.close()
+
+
+async def test_connections_filter_by_an_unknown_protocol_is_empty(broker):
+    async with http(broker) as c:
+        page = (await c.get("/api/v1/connections", params={"protocol": "kafka"})).json()
+    assert page == {"items": [], "next_cursor": None}
+
+
+async def test_subscriptions_list_nats_interest_and_filter_by_test_subject(broker):
+    nc = await nats.connect(broker.nats_url)
+    try:
+        await nc.subscribe("orders.*.created", queue="workers")
+        await nc.subscribe("audit.>")
+        await nc.flush()
+        async with http(broker) as c:
+            all_subs = (await c.get("/api/v1/subscriptions", params={"protocol": "nats"})).json()["items"]
+            hit = (await c.get("/api/v1/subscriptions", params={"test": "orders.eu.created"})).json()["items"]
+            miss = (await c.get("/api/v1/subscriptions", params={"test": "orders.eu.deleted"})).json()[
+                "items"
+            ]
+        subjects = {s["subject"]: s for s in all_subs}
+        assert subjects["orders.*.created"]["queue"] == "workers"
+        assert subjects["audit.>"]["protocol"] == "nats" and subjects["audit.>"]["cid"] is not None
+        assert [s["subject"] for s in hit] == ["orders.*.created"]
+        assert all(s["subject"] != "orders.*.created" for s in miss)
+    finally:
+        await nc.close()
+
+
+async def test_invalid_input_is_a_400_problem_document(broker):
+    async with http(broker) as c:
+        r = await c.get("/api/v1/connections", params={"limit": 0})
+        assert r.status_code == 400
+        assert r.headers["content-type"] == "application/problem+json"
+        problem = r.json()
+        assert problem["status"] == 400 and problem["code"] == 400 and problem["title"] == "Bad Request"
+        assert problem["instance"] == "/api/v1/connections"
+        assert problem["errors"][0]["loc"] == ["query", "limit"]
+
+        r = await c.get("/api/v1/subscriptions", params={"test": "bad..subject"})
+        assert r.status_code == 400 and "not a valid subject" in r.json()["detail"]
+
+        r = await c.get("/api/v1/connections", params={"cursor": "!!not-ours!!"})
+        assert r.status_code == 400 and r.json()["detail"] == "cursor is not one this server issued"
+
+
+async def test_unknown_path_and_method_are_problem_documents(broker):
+    async with http(broker) as c:
+        r = await c.get("/api/v1/nothing-here")
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+        r = await c.delete("/api/v1/server")
+        assert r.status_code == 405 and r.json()["status"] == 405
+
+
+async def test_metrics_are_prometheus_text_with_connections_and_requests(broker):
+    nc = await nats.connect(broker.nats_url)
+    try:
+        await nc.subscribe("metrics.probe")
+        await nc.flush()
+        async with http(broker) as c:
+            await c.get("/healthz")
+            r = await c.get("/metrics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        text = r.text
+        assert 'robustmq_connections{protocol="nats"} 1.0' in text
+        assert "robustmq_subscriptions " in text
+        assert 'robustmq_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+        assert "robustmq_process_resident_memory_bytes" in text
+    finally:
+        await nc.close()
+
+
+async def test_request_body_over_the_limit_is_413(broker_factory):
+    b = broker_factory(env={"ROBUSTMQ_HTTP_MAX_REQUEST_BYTES": "1000"})
+    async with http(b) as c:
+        r = await c.post("/api/v1/server", content=b"x" * 1001)
+        assert r.status_code == 413
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["detail"] == "the request body exceeds 1000 bytes"
