@@ -51,11 +51,14 @@ def paginate(
     items: Iterable[T], key: Callable[[T], Any], limit: int, cursor: str | None
 ) -> tuple[list[T], str | None]:
     """Sort by ``key``, keep what comes after the cursor, cut at ``limit``."""
-    ordered = sorted(items, key=key)
+    def sort_key(item: T) -> Any:
+        return _comparable(key(item))
+
+    ordered = sorted(items, key=sort_key)
     if cursor:
         after = _comparable(decode_cursor(cursor))
         try:
-            ordered = [item for item in ordered if key(item) > after]
+            ordered = [item for item in ordered if sort_key(item) > after]
         except TypeError:
             raise ProblemError(400, BAD_CURSOR) from None
     page = ordered[:limit]
