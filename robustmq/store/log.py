@@ -197,7 +197,7 @@ class PartitionLog:
                     urgent.append(base + i)
                 elif p == 2:
                     critical.append(base + i)
-        self.keys.update(keys)
+        self.keys.update((k, o) for o, k in keys)
         now = self.now_ms()
         for off, dl in delayed:
             if dl > now:
@@ -270,7 +270,7 @@ class PartitionLog:
             raise RecordTooLarge(RECORD_TOO_LARGE.format(size=size, limit=self.max_record_bytes))
         self.pending_chunks.append(rec)
         self.pending_meta.append(
-            (self.stream, self.partition, off, now, subject, key, prio, list(tags) if tags else [], exp, dl, size)
+            (self.stream, self.partition, off, now, subject, key, prio, records.index_tags(tags), exp, dl, size)
         )
         self.pending_bytes += size
         self.next_offset = off + 1

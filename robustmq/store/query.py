@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 
 from robustmq.store.errors import SQL_NOT_READ_ONLY, QueryError
-from robustmq.store.records import PRIORITY_CODE
+from robustmq.store.records import PRIORITY_CODE, index_tags
 
 
 @dataclass(slots=True)
@@ -62,11 +62,11 @@ def build_message_query(q: MessageQuery, now_ms: int, limit: int, skip: int) -> 
         where.append("key = ?")
         params.append(q.key)
     if q.tags_any:
-        where.append("list_has_any(tags, ?::VARCHAR[])")
-        params.append(list(q.tags_any))
+        where.append("(" + " OR ".join(["contains(tags, ?)"] * len(q.tags_any)) + ")")
+        params.extend(index_tags([t]) for t in q.tags_any)
     if q.tags_all:
-        where.append("list_has_all(tags, ?::VARCHAR[])")
-        params.append(list(q.tags_all))
+        where.extend(["contains(tags, ?)"] * len(q.tags_all))
+        params.extend(index_tags([t]) for t in q.tags_all)
     if q.subject:
         where.append("regexp_full_match(subject, ?)")
         params.append(subject_regex(q.subject))
@@ -81,7 +81,7 @@ def build_message_query(q: MessageQuery, now_ms: int, limit: int, skip: int) -> 
     params.append(now_ms)
     direction = "DESC" if q.order.lower() == "desc" else "ASC"
     sql = (
-        "SELECT partition, off FROM msg_index m WHERE "
+        "SELECT m.partition, m.off FROM msg_index m WHERE "
         + " AND ".join(where)
         + " AND NOT EXISTS (SELECT 1 FROM deletions d WHERE d.stream = m.stream"
         " AND d.partition = m.partition AND d.off = m.off)"

@@ -105,6 +105,11 @@ def encode_tags(tags: tuple[str, ...] | list[str]) -> bytes:
     return TAG_SEPARATOR.join(tags).encode() if tags else b""
 
 
+def index_tags(tags: tuple[str, ...] | list[str]) -> str:
+    """Tags as one string for the index, each enclosed in separators: ``"\x1fa\x1fb\x1f"``."""
+    return TAG_SEPARATOR + TAG_SEPARATOR.join(tags) + TAG_SEPARATOR if tags else ""
+
+
 class Corrupt(Exception):
     """A record failed its checksum; ``pos`` is where it starts, ``length`` its full size if trusted."""
 

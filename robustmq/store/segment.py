@@ -166,9 +166,11 @@ class Segment:
         if head["base"] != self.base or size != self.size:
             return None
         p = 4 + hlen
-        self.positions = array("I", rest[p : p + 4 * count])
+        self.positions = array("I")
+        self.positions.frombytes(rest[p : p + 4 * count])
         p += 4 * count
-        self.timestamps = array("q", rest[p : p + 8 * count])
+        self.timestamps = array("q")
+        self.timestamps.frombytes(rest[p : p + 8 * count])
         p += 8 * count
         self.prios = bytearray(rest[p : p + count])
         self.created_ms = head["created_ms"]

@@ -675,7 +675,7 @@ class Store:
     # -- index hooks -----------------------------------------------------------------------------
 
     def _on_commit(self, plog: PartitionLog, rows: list[tuple]) -> None:
-        if self.index is not None and plog.config.storage == "file":
+        if self.index is not None:
             self.index.feed(rows)
 
     def _on_seal(self, plog: PartitionLog, seg: Any) -> None:
@@ -693,8 +693,6 @@ class Store:
     def _catch_up_plan(self) -> list[tuple[str, int, int, list[tuple[int, int, str]]]]:
         plan = []
         for s in self._streams.values():
-            if s.config.storage != "file":
-                continue
             for plog in s.partitions:
                 segs = [(seg.base, seg.end, str(seg.path)) for seg in plog.segments if seg.path is not None]
                 plan.append((plog.stream, plog.partition, plog.end_offset, segs))
