@@ -8,7 +8,12 @@ from hypothesis import strategies as st
 
 from robustmq.bridges.mqtt import packets as P
 from robustmq.bridges.mqtt.codec import MqttDecoder, encode
-from robustmq.bridges.mqtt.errors import MalformedPacket, MqttError, PacketTooLarge, UnsupportedProtocolVersion
+from robustmq.bridges.mqtt.errors import (
+    MalformedPacket,
+    MqttError,
+    PacketTooLarge,
+    UnsupportedProtocolVersion,
+)
 
 VERSIONS = (P.MQTT_3_1_1, P.MQTT_5)
 

@@ -1,0 +1,14 @@
+"""Limits and defaults of the MQTT front-end that are not user settings, with units in their names.
+
+User-facing limits (port, max packet size, receive maximum, ...) are ``MqttSettings`` in robustmq.config.
+"""
+
+CONNECT_TIMEOUT_S = 10.0  # a connection must send CONNECT within this time
+KEEPALIVE_GRACE_FACTOR = 1.5  # a client silent for 1.5 x keep alive is closed
+SESSION_EXPIRY_NEVER = 0xFFFFFFFF
+MAX_QUEUED_MESSAGES = 10_000  # per session, offline or behind its inflight window; beyond: dropped
+V3_MAX_INFLIGHT_MESSAGES = 1024  # unacknowledged QoS 1/2 deliveries to a 3.1.1 client
+WRITE_BUFFER_HIGH_BYTES = 4 * 1024 * 1024  # above this a connection takes no QoS 0 and no new inflight
+WRITE_BUFFER_LOW_BYTES = 1024 * 1024
+ASSIGNED_CLIENT_ID_PREFIX = "auto-"
+LISTEN_BACKLOG = 1024
