@@ -50,6 +50,10 @@ class Broker:
 
         self.store = Store(s.store, router=self.router, streams=s.streams)
         self.components.append(self.store)
+        from robustmq.agents.mq9 import Mq9Service
+
+        self.mq9 = Mq9Service(self)
+        self.components.append(self.mq9)
         if s.nats.port is not None:
             self.components.append(NatsServer(self))
         # keep the control plane last: /readyz answers only once everything before it has started

@@ -1,7 +1,9 @@
 """The legacy mailbox layout of the published ``robustmq==1.0.0`` SDK (MQ9.md section 2).
 
-SEND is a plain publish on ``$mq9.AI.MAILBOX.MSG.{id}.{high|normal|low}``; a subscription on
-``$mq9.AI.MAILBOX.MSG.{id}.*`` receives the stored messages first, then new ones, pushed here.
+SEND is a plain publish on ``$mq9.AI.MAILBOX.MSG.{id}.{high|normal|low}``: the router delivers
+it live to the mailbox's subscribers and the service stores it. A new subscription on
+``$mq9.AI.MAILBOX.MSG.{id}.*`` first receives what the mailbox holds (pushed from here), and
+messages sent with the current layout are pushed too.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from robustmq.agents.mq9 import errors
-from robustmq.agents.mq9.mailboxes import CURRENT_TO_LEGACY, Mailbox, StoredMessage
+from robustmq.agents.mq9.mailboxes import legacy_priority
 from robustmq.agents.mq9.subjects import LEGACY_PRIORITIES, legacy_delivery_subject
+from robustmq.store import Record
 
 if TYPE_CHECKING:
     from robustmq.agents.mq9.service import Mq9Service
@@ -22,13 +25,9 @@ SUBSCRIPTION_PREFIX = "$mq9.AI.MAILBOX.MSG."
 LEGACY_ORDER = {"high": 0, "normal": 1, "low": 2}
 
 
-def legacy_priority(msg: StoredMessage) -> str:
-    return msg.legacy_priority or CURRENT_TO_LEGACY.get(msg.priority, "normal")
-
-
-def envelope(msg: StoredMessage) -> bytes:
+def envelope(rec: Record) -> bytes:
     """The push body the SDK decodes into (msg_id, payload)."""
-    return orjson.dumps({"msg_id": msg.msg_id, "payload": base64.b64encode(msg.payload).decode()})
+    return orjson.dumps({"msg_id": rec.offset, "payload": base64.b64encode(rec.payload).decode()})
 
 
 class MailboxWatch:
@@ -100,12 +99,11 @@ class LegacyMailboxes:
         watches = self.watches.setdefault(address, [])
         first_of_group = sub.queue is None or not any(w.sub.queue == sub.queue for w in watches)
         watches.append(watch)
-        box = self.service.book.get(address)
-        if box is not None and first_of_group:
+        if first_of_group and self.service.mailboxes.get(address) is not None:
             # the mailbox promise: what was stored before the subscription is delivered too
             loop = self.service._loop
             if loop is not None:
-                loop.call_soon(self._replay, watch, box)
+                loop.call_soon(self._replay, watch)
 
     def on_unsubscribe(self, sub: Any) -> None:
         target = parse_watch(getattr(sub, "subject", ""))
@@ -118,26 +116,43 @@ class LegacyMailboxes:
         if not watches:
             del self.watches[target[0]]
 
-    def _replay(self, watch: MailboxWatch, box: Mailbox) -> None:
-        if watch not in self.watches.get(watch.address, ()):
+    def _replay(self, watch: MailboxWatch) -> None:
+        if watch not in self.watches.get(watch.address, ()) or self.service.mailboxes.get(watch.address) is None:
             return
-        now = self.service.book.clock()
-        stored = [m for m in box.in_order(now) if watch.priority in ("*", legacy_priority(m))]
-        stored.sort(key=lambda m: (LEGACY_ORDER.get(legacy_priority(m), 1), m.msg_id))
-        for msg in stored:
-            self._deliver(watch, msg)
+        stored = [
+            r for r in self.service.mailboxes.in_order(watch.address) if watch.priority in ("*", legacy_priority(r))
+        ]
+        stored.sort(key=lambda r: (LEGACY_ORDER[legacy_priority(r)], r.offset))
+        for rec in stored:
+            self._deliver(watch, rec)
 
     @staticmethod
-    def _deliver(watch: MailboxWatch, msg: StoredMessage) -> None:
-        priority = legacy_priority(msg)
-        watch.sub.deliver(legacy_delivery_subject(watch.address, priority), None, None, envelope(msg))
+    def _deliver(watch: MailboxWatch, rec: Record) -> None:
+        watch.sub.deliver(legacy_delivery_subject(watch.address, legacy_priority(rec)), None, None, envelope(rec))
 
-    def on_stored(self, box: Mailbox, msg: StoredMessage) -> None:
-        """Push a newly stored message to the mailbox's subscribers (one per queue group)."""
-        watches = self.watches.get(box.address)
+    def on_stored(self, address: str, ack: Any) -> None:
+        """Push a message stored through the current layout, once committed, to the mailbox's
+        legacy subscribers (one member per queue group). Legacy sends need no push: the router
+        already delivered them on their own subject."""
+        if address not in self.watches:
+            return
+        store = self.service.store
+
+        def committed(a: Any) -> None:
+            if a.exception() is not None:
+                return
+            rec = store.get(address, a.offset)
+            if rec is None or rec.subject.startswith(SUBSCRIPTION_PREFIX):
+                return
+            self._push(address, rec)
+
+        ack.add_done_callback(committed)
+
+    def _push(self, address: str, rec: Record) -> None:
+        watches = self.watches.get(address)
         if not watches:
             return
-        priority = legacy_priority(msg)
+        priority = legacy_priority(rec)
         groups_served: set[str] = set()
         for watch in list(watches):
             if watch.priority not in ("*", priority):
@@ -147,22 +162,15 @@ class LegacyMailboxes:
                 if queue in groups_served:
                     continue
                 groups_served.add(queue)
-            self._deliver(watch, msg)
+            self._deliver(watch, rec)
 
     # -- commands --------------------------------------------------------------------------------
 
-    def send(self, address: str, priority: str, headers: bytes | None, payload: bytes) -> None:
-        """A legacy publish: stored when the mailbox exists, silently dropped otherwise."""
-        box = self.service.book.get(address)
-        if box is not None:
-            self.service.store_legacy(box, priority, headers, payload)
-
     def list(self, address: str) -> bytes:
-        box = self.service.book.get(address)
-        if box is None:
+        if self.service.mailboxes.get(address) is None:
             return orjson.dumps({"error": errors.MAILBOX_MISSING.format(addr=address)})
-        now = self.service.book.clock()
         items = [
-            {"msg_id": m.msg_id, "priority": legacy_priority(m), "ts": m.create_time} for m in box.in_order(now)
+            {"msg_id": r.offset, "priority": legacy_priority(r), "ts": r.timestamp_ms // 1000}
+            for r in self.service.mailboxes.in_order(address)
         ]
         return orjson.dumps({"messages": items})

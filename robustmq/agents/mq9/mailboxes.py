@@ -1,29 +1,25 @@
-"""Mailboxes: what mq9 reads and writes, held in memory and made durable through the store.
+"""Mailboxes as streams of the store: msg_id = offset, priorities, keys, TTL, tags, groups.
 
-The in-memory view answers FETCH, QUERY and ACK without I/O: per mailbox an offset-ordered record
-list, one offset list per priority, the newest offset of each key and each group's position.
-Durability (the log, restarts) is the job of ``robustmq.agents.mq9.persistence``.
+A mailbox is a compacted stream named by its address, whose subject filter is the address too,
+so a publish on that subject from any protocol lands in it. Its TTL, description and creation
+time ride in the stream's metadata; consumer groups are store consumers ``mq9.<group>``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import bisect
 import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from robustmq.agents.mq9 import errors
 from robustmq.agents.mq9.errors import Mq9Error
+from robustmq.store import ConsumerNotFound, Record, Store, StreamNotFound
+from robustmq.subjects import is_valid_publish_subject
 
-# FETCH order: critical first, then urgent, then normal (legacy "low" after normal)
-PRIORITY_NAMES = ("critical", "urgent", "normal", "low")
-PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITY_NAMES)}
-NORMAL = PRIORITY_RANK["normal"]
-# legacy priorities and how they map onto the current levels for FETCH / records
-LEGACY_TO_CURRENT = {"high": "urgent", "normal": "normal", "low": "low"}
-CURRENT_TO_LEGACY = {"critical": "high", "urgent": "high", "normal": "normal", "low": "low"}
+MAILBOX_KIND = "mailbox"
+GROUP_PREFIX = "mq9."
 
 NAME_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.")
 NAME_EDGE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -35,10 +31,12 @@ FETCH_DEFAULT_MAX_WAIT_MS = 500
 FETCH_MAX_WAIT_MS = 60_000
 QUERY_DEFAULT_LIMIT = 100
 QUERY_MAX_LIMIT = 100
+READ_CHUNK = 256
 
-
-def now_s() -> int:
-    return int(time.time())
+# legacy priorities (robustmq==1.0.0 SDK) and how they map onto the store's classes
+LEGACY_TO_CURRENT = {"high": "urgent", "normal": "normal", "low": "normal"}
+CURRENT_TO_LEGACY = {"critical": "high", "urgent": "high", "normal": "normal"}
+LEGACY_SUBJECT_PREFIX = "$mq9.AI.MAILBOX.MSG."
 
 
 def check_address(name: str) -> None:
@@ -57,173 +55,79 @@ def generate_address() -> str:
     return os.urandom(GENERATED_NAME_BYTES).hex()
 
 
-class StoredMessage:
-    """One message of a mailbox (payload kept as the bytes that were sent)."""
+def record_json(rec: Record) -> dict[str, Any]:
+    """The message shape of FETCH and QUERY replies."""
+    return {
+        "msg_id": rec.offset,
+        "payload": rec.payload.decode("utf-8", "replace"),
+        "priority": rec.priority,
+        "header": list(rec.headers) if rec.headers is not None else None,
+        "create_time": rec.timestamp_ms // 1000,
+    }
 
-    __slots__ = (
-        "msg_id", "payload", "priority", "header", "create_time", "key", "tags",
-        "expires_at", "legacy_priority", "reply",
-    )  # fmt: skip
 
-    def __init__(
-        self,
-        msg_id: int,
-        payload: bytes,
-        priority: str = "normal",
-        header: bytes | None = None,
-        create_time: int = 0,
-        key: str | None = None,
-        tags: tuple[str, ...] = (),
-        expires_at: float | None = None,
-        legacy_priority: str = "",
-        reply: str | None = None,
-    ) -> None:
-        self.msg_id = msg_id
-        self.payload = payload
-        self.priority = priority
-        self.header = header
-        self.create_time = create_time
-        self.key = key
-        self.tags = tags
-        self.expires_at = expires_at
-        self.legacy_priority = legacy_priority
-        self.reply = reply
-
-    def as_record(self) -> dict:
-        """The record shape of FETCH and QUERY replies."""
-        return {
-            "msg_id": self.msg_id,
-            "payload": self.payload.decode("utf-8", "replace"),
-            "priority": self.priority,
-            "header": list(self.header) if self.header is not None else None,
-            "create_time": self.create_time,
-        }
+def legacy_priority(rec: Record) -> str:
+    """high | normal | low: the token a legacy send used, else the current priority mapped."""
+    if rec.subject.startswith(LEGACY_SUBJECT_PREFIX):
+        token = rec.subject.rpartition(".")[2]
+        if token in LEGACY_TO_CURRENT:
+            return token
+    return CURRENT_TO_LEGACY.get(rec.priority, "normal")
 
 
 @dataclass
 class Mailbox:
     address: str
-    ttl: int
+    ttl: int  # seconds from create_time; 0 = never expires
     desc: str
-    create_time: int
+    create_time: int  # seconds
     legacy_public: bool = False
-    next_offset: int = 0
-    messages: dict[int, StoredMessage] = field(default_factory=dict)
-    # offsets per priority rank, ascending
-    by_priority: list[list[int]] = field(default_factory=lambda: [[] for _ in PRIORITY_NAMES])
-    latest_by_key: dict[str, int] = field(default_factory=dict)
-    groups: dict[str, int] = field(default_factory=dict)
-    waiters: list[asyncio.Future] = field(default_factory=list)
 
     def is_expired(self, now: float) -> bool:
         return self.ttl > 0 and now - self.create_time >= self.ttl
 
-    def visible(self, msg: StoredMessage, now: float) -> bool:
-        if msg.expires_at is not None and now >= msg.expires_at:
-            return False
-        if msg.key is not None and self.latest_by_key.get(msg.key) != msg.msg_id:
-            return False
-        return True
+    def metadata(self) -> dict[str, str]:
+        return {
+            "mq9_ttl_s": str(self.ttl),
+            "mq9_create_time_s": str(self.create_time),
+            "mq9_public": "1" if self.legacy_public else "0",
+        }
 
-    def first_offset(self) -> int:
-        return min(self.messages) if self.messages else self.next_offset
-
-    # -- writing ---------------------------------------------------------------------------------
-
-    def append(self, msg: StoredMessage) -> None:
-        """Add a message whose ``msg_id`` is ``next_offset`` (or larger, when replaying)."""
-        self.messages[msg.msg_id] = msg
-        self.next_offset = max(self.next_offset, msg.msg_id + 1)
-        rank = PRIORITY_RANK.get(msg.priority, NORMAL)
-        offsets = self.by_priority[rank]
-        if not offsets or offsets[-1] < msg.msg_id:
-            offsets.append(msg.msg_id)
-        else:
-            bisect.insort(offsets, msg.msg_id)
-        if msg.key is not None:
-            current = self.latest_by_key.get(msg.key)
-            if current is None or current < msg.msg_id:
-                self.latest_by_key[msg.key] = msg.msg_id
-        if self.waiters:
-            for waiter in self.waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self.waiters.clear()
-
-    def delete(self, msg_id: int) -> bool:
-        msg = self.messages.pop(msg_id, None)
-        if msg is None:
-            return False
-        offsets = self.by_priority[PRIORITY_RANK.get(msg.priority, NORMAL)]
-        i = bisect.bisect_left(offsets, msg_id)
-        if i < len(offsets) and offsets[i] == msg_id:
-            del offsets[i]
-        if msg.key is not None and self.latest_by_key.get(msg.key) == msg_id:
-            # the newest message under the key is gone: the key has no visible message now
-            del self.latest_by_key[msg.key]
-        return True
-
-    def sweep_expired(self, now: float) -> list[int]:
-        """Drop messages whose TTL has passed; returns their ids."""
-        gone = [m.msg_id for m in self.messages.values() if m.expires_at is not None and now >= m.expires_at]
-        for msg_id in gone:
-            self.delete(msg_id)
-        return gone
-
-    # -- reading ---------------------------------------------------------------------------------
-
-    def start_position(self, deliver: str, from_time: int, from_id: int) -> int:
-        if deliver == "earliest":
-            return self.first_offset()
-        if deliver == "from_id":
-            return min(max(from_id, self.first_offset()), self.next_offset)
-        if deliver == "from_time":
-            for msg_id in sorted(self.messages):
-                if self.messages[msg_id].create_time >= from_time:
-                    return msg_id
-            return self.next_offset
-        # latest: the last existing message, inclusive; on an empty mailbox the next one
-        return max(self.next_offset - 1, 0) if self.messages else self.next_offset
-
-    def collect(self, position: int, limit: int, now: float) -> list[StoredMessage]:
-        """Up to ``limit`` visible messages at or after ``position``: priority first, then msg_id."""
-        out: list[StoredMessage] = []
-        if limit <= 0:
-            return out
-        messages = self.messages
-        for offsets in self.by_priority:
-            if not offsets:
-                continue
-            i = bisect.bisect_left(offsets, position)
-            for j in range(i, len(offsets)):
-                msg = messages[offsets[j]]
-                if self.visible(msg, now):
-                    out.append(msg)
-                    if len(out) >= limit:
-                        return out
-        return out
-
-    def in_order(self, now: float) -> Iterator[StoredMessage]:
-        for msg_id in sorted(self.messages):
-            msg = self.messages[msg_id]
-            if self.visible(msg, now):
-                yield msg
+    @classmethod
+    def from_stream(cls, name: str, description: str, metadata: dict[str, str]) -> Mailbox:
+        return cls(
+            name,
+            int(metadata.get("mq9_ttl_s", "0")),
+            description,
+            int(metadata.get("mq9_create_time_s", "0")),
+            metadata.get("mq9_public") == "1",
+        )
 
 
-class MailboxBook:
-    """Every mailbox by address, with the operations of the mq9 commands (no I/O, no awaits)."""
+class MailboxStore:
+    """Every mailbox of the broker, on ``store``. Synchronous and cheap: no awaits inside."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self.mailboxes: dict[str, Mailbox] = {}
-        self.clock = clock
 
     def __len__(self) -> int:
         return len(self.mailboxes)
 
+    def open(self) -> list[Mailbox]:
+        """Find the mailboxes the store kept across a restart."""
+        for cfg in self.store.list_streams():
+            if cfg.kind == MAILBOX_KIND:
+                box = Mailbox.from_stream(cfg.name, cfg.description, cfg.metadata)
+                self.mailboxes[box.address] = box
+        return list(self.mailboxes.values())
+
+    # -- mailboxes -------------------------------------------------------------------------------
+
     def get(self, address: str) -> Mailbox | None:
-        """The live mailbox at ``address``; an expired one is treated as absent."""
+        """The live mailbox at ``address``; one past its TTL counts as gone."""
         box = self.mailboxes.get(address)
-        if box is not None and box.is_expired(self.clock()):
+        if box is not None and box.is_expired(time.time()):
             return None
         return box
 
@@ -236,68 +140,152 @@ class MailboxBook:
     def create(self, name: str | None, ttl: int, desc: str, legacy_public: bool = False) -> Mailbox:
         if name is None:
             name = generate_address()
-            while name in self.mailboxes:
+            while self.store.has_stream(name):
                 name = generate_address()
         else:
             check_address(name)
-            if self.get(name) is not None:
+            if name in self.mailboxes and self.get(name) is None:
+                self.drop(name)  # expired, not swept yet
+            if self.store.has_stream(name):
                 raise Mq9Error(errors.MAILBOX_EXISTS.format(addr=name))
-        box = Mailbox(name, ttl, desc, now_s(), legacy_public)
+        box = Mailbox(name, ttl, desc, int(time.time()), legacy_public)
+        self.store.create_stream(
+            {
+                "name": name,
+                "subjects": [name] if is_valid_publish_subject(name) else [],
+                "kind": MAILBOX_KIND,
+                "compact": True,
+                "description": desc,
+                "metadata": box.metadata(),
+            }
+        )
         self.mailboxes[name] = box
         return box
-
-    def restore(self, box: Mailbox) -> None:
-        self.mailboxes[box.address] = box
-
-    def expired(self) -> list[Mailbox]:
-        now = self.clock()
-        return [box for box in self.mailboxes.values() if box.is_expired(now)]
 
     def drop(self, address: str) -> Mailbox | None:
         box = self.mailboxes.pop(address, None)
         if box is not None:
-            for waiter in box.waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            box.waiters.clear()
+            try:
+                self.store.delete_stream(address)
+            except StreamNotFound:
+                pass
         return box
 
-    def fetch_position(
+    def expired(self) -> list[Mailbox]:
+        now = time.time()
+        return [box for box in self.mailboxes.values() if box.is_expired(now)]
+
+    # -- messages --------------------------------------------------------------------------------
+
+    def append(
         self,
-        box: Mailbox,
-        group: str | None,
-        deliver: str,
-        from_time: int,
-        from_id: int,
-        force: bool,
-    ) -> tuple[int, bool]:
-        """Where a FETCH starts, and whether that position must be committed (force_deliver)."""
-        if group is not None and group in box.groups and not force:
-            return box.groups[group], False
-        position = box.start_position(deliver, from_time, from_id)
-        return position, group is not None and force
+        address: str,
+        payload: bytes,
+        *,
+        headers: bytes | None = None,
+        subject: str | None = None,
+        priority: str = "normal",
+        key: str | None = None,
+        tags: tuple[str, ...] = (),
+        ttl_s: int | None = None,
+    ) -> Any:
+        """Store one message; returns the store's ack (``.offset`` is the msg_id)."""
+        return self.store.append(
+            address,
+            payload,
+            subject=subject,
+            headers=headers,
+            key=key,
+            priority=priority,
+            tags=tags,
+            ttl_ms=ttl_s * 1000 if ttl_s else None,
+        )
+
+    def delete(self, address: str, msg_id: int) -> None:
+        if address in self.mailboxes:
+            self.store.delete(address, msg_id)
+
+    def start_position(self, address: str, deliver: str, from_time: int, from_id: int) -> int:
+        store = self.store
+        first = store.first_offset(address)
+        end = store.end_offset(address)
+        if deliver == "earliest":
+            return first
+        if deliver == "from_id":
+            return min(max(from_id, first), end)
+        if deliver == "from_time":
+            found = store.first_offset_at_or_after(address, from_time * 1000)
+            return end if found is None else found
+        # latest: the last existing message, inclusive; on an empty mailbox the next one
+        return end - 1 if end > first else end
+
+    def group_position(self, address: str, group: str) -> int | None:
+        try:
+            return self.store.consumer(address, GROUP_PREFIX + group, create=False).committed()
+        except ConsumerNotFound:
+            return None
+
+    def commit_group(self, address: str, group: str, position: int) -> None:
+        self.store.consumer(address, GROUP_PREFIX + group, config={"start": position}).commit(position)
+
+    def fetch_position(
+        self, address: str, group: str | None, deliver: str, from_time: int, from_id: int, force: bool
+    ) -> int:
+        """Where a FETCH starts; a forced position of a group is committed."""
+        if group is not None and not force:
+            position = self.group_position(address, group)
+            if position is not None:
+                return position
+        position = self.start_position(address, deliver, from_time, from_id)
+        if group is not None and force:
+            self.commit_group(address, group, position)
+        return position
+
+    def collect(self, address: str, position: int, limit: int) -> list[Record]:
+        """Up to ``limit`` visible messages from ``position``: critical, urgent, normal; FIFO within."""
+        if limit <= 0:
+            return []
+        records, _ = self.store.read_by_priority(address, [position, position, position], limit)
+        return records
+
+    def in_order(self, address: str, start: int | None = None) -> Iterator[Record]:
+        """Every visible message from ``start`` (default: the first kept), in msg_id order."""
+        store = self.store
+        offset = store.first_offset(address) if start is None else start
+        end = store.end_offset(address)
+        while offset < end:
+            chunk = store.read(address, offset, READ_CHUNK)
+            if not chunk:
+                return
+            yield from chunk
+            offset = chunk[-1].offset + 1
 
     def query(
-        self, box: Mailbox, key: str | None, tags: list[str] | None, since: int | None, limit: int
-    ) -> list[StoredMessage]:
-        now = self.clock()
+        self, address: str, key: str | None, tags: list[str] | None, since: int | None, limit: int
+    ) -> list[Record]:
         if key is not None:
-            msg_id = box.latest_by_key.get(key)
-            msg = box.messages.get(msg_id) if msg_id is not None else None
-            return [msg] if msg is not None and box.visible(msg, now) else []
-        out: list[StoredMessage] = []
+            rec = self.store.latest_by_key(address, key)
+            return [rec] if rec is not None else []
+        out: list[Record] = []
+        if limit <= 0:
+            return out
         if tags:
             wanted = set(tags)
-            for msg in box.in_order(now):
-                if msg.tags and wanted.intersection(msg.tags):
-                    out.append(msg)
+            for rec in self.in_order(address):
+                if rec.tags and not wanted.isdisjoint(rec.tags):
+                    out.append(rec)
                     if len(out) >= limit:
                         break
             return out
-        floor = since or 0
-        for msg in box.in_order(now):
-            if msg.create_time >= floor:
-                out.append(msg)
-                if len(out) >= limit:
-                    break
+        start = None
+        if since:
+            start = self.store.first_offset_at_or_after(address, since * 1000)
+            if start is None:
+                return out
+        for rec in self.in_order(address, start):
+            if since and rec.timestamp_ms // 1000 < since:
+                continue
+            out.append(rec)
+            if len(out) >= limit:
+                break
         return out

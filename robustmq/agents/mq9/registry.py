@@ -1,15 +1,13 @@
 """The mq9 agent registry: registered AgentCards by name, their search index and last reports.
 
 Agents are kept in memory and indexed for discovery; every change is handed to a journal so
-the registry comes back after a restart (``AgentJournal``).
+the registry comes back after a restart (``StoreJournal``).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
@@ -60,54 +58,41 @@ class NullJournal:
         pass
 
 
-class FileJournal:
-    """One JSON object per line, appended; rewritten atomically when it grows stale.
+class StoreJournal:
+    """The registry on two streams of the store: cards compacted by agent name, reports by name.
 
-    Registry changes are rare (registrations, not messages), so each append is written and
-    flushed at once; the file is small and read whole at start-up.
+    Unregistering appends an empty record under the name, which hides the card on reload.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: Any = None
+    AGENTS_STREAM = "$mq9.agents"
+    REPORTS_STREAM = "$mq9.agent_reports"
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        for name, compact in ((self.AGENTS_STREAM, True), (self.REPORTS_STREAM, True)):
+            store.create_stream({"name": name, "kind": "mq9_registry", "compact": compact}, exist_ok=True)
 
     def load(self) -> list[dict[str, Any]]:
+        """The newest entry of every name (both streams are compacted: reads skip older ones)."""
         out: list[dict[str, Any]] = []
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return out
-        for line in data.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                out.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                break  # a torn last line after a crash
+        store = self.store
+        for stream in (self.AGENTS_STREAM, self.REPORTS_STREAM):
+            offset, end = store.first_offset(stream), store.end_offset(stream)
+            while offset < end:
+                chunk = store.read(stream, offset, 1024)
+                if not chunk:
+                    break
+                out.extend(orjson.loads(rec.payload) for rec in chunk if rec.payload)
+                offset = chunk[-1].offset + 1
         return out
 
     def append(self, entry: dict[str, Any]) -> None:
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the broker's life
-        self._file.write(orjson.dumps(entry) + b"\n")
-        self._file.flush()
+        stream = self.REPORTS_STREAM if entry["op"] == "report" else self.AGENTS_STREAM
+        payload = b"" if entry["op"] == "unregister" else orjson.dumps(entry)
+        self.store.append(stream, payload, key=entry["name"])
 
     def rewrite(self, entries: list[dict[str, Any]]) -> None:
-        self.close()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            for entry in entries:
-                f.write(orjson.dumps(entry) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        pass  # the store compacts both streams by key
 
 
 class AgentRegistry:

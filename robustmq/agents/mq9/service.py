@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
-from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from robustmq.agents.discovery import Embedder, default_embedder
 from robustmq.agents.mq9 import errors, schemas
+from robustmq.agents.mq9.delayed import DelayedSends
 from robustmq.agents.mq9.errors import Mq9Error
 from robustmq.agents.mq9.legacy import LegacyMailboxes
 from robustmq.agents.mq9.mailboxes import (
@@ -27,36 +25,41 @@ from robustmq.agents.mq9.mailboxes import (
     LEGACY_TO_CURRENT,
     QUERY_DEFAULT_LIMIT,
     QUERY_MAX_LIMIT,
-    Mailbox,
-    MailboxBook,
-    StoredMessage,
+    MailboxStore,
+    record_json,
 )
-from robustmq.agents.mq9.persistence import DelayedMessage, MailboxPersistence, MemoryPersistence
-from robustmq.agents.mq9.registry import DISCOVER_DEFAULT_LIMIT, AgentRegistry, FileJournal, NullJournal
+from robustmq.agents.mq9.registry import DISCOVER_DEFAULT_LIMIT, AgentRegistry, StoreJournal
 from robustmq.agents.mq9.subjects import SERVICE_SUBJECT, Command, Kind, parse
 from robustmq.headers import decode_headers
-from robustmq.subjects import is_valid_publish_subject
+from robustmq.store import Record, StoreError
 
 log = logging.getLogger("robustmq.mq9")
 
-# Expired mailboxes and messages are removed this often (a mailbox past its TTL is already
-# invisible to every command in between).
+# Expired mailboxes are deleted with their messages this often (one past its TTL is already
+# invisible to every command in between). RobustMQ sweeps every 60 s.
 SWEEP_INTERVAL_S = 5.0
 LEGACY_CLIENT_NAME = "robustmq-mq9-python"
+# semantic DISCOVER embeds at most this many new cards inline; more go to a worker thread
+INLINE_EMBED_MAX = 64
 
 _OK = b'{"error":""}'
-
-
-def _json(value: Any) -> bytes:
-    return orjson.dumps(value)
+_EMPTY_MESSAGES = b'{"error":"","messages":[]}'
 
 
 def _error_body(text: str) -> bytes:
     return orjson.dumps({"error": text})
 
 
+def _seconds(text: str) -> int | None:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
 class SendOptions:
-    """The ``mq9-*`` headers of a SEND (names matched case-insensitively)."""
+    """The ``mq9-*`` headers of a SEND (names matched case-insensitively, values trimmed)."""
 
     __slots__ = ("priority", "key", "ttl", "delay", "tags")
 
@@ -66,12 +69,10 @@ class SendOptions:
         self.ttl: int | None = None
         self.delay: int | None = None
         self.tags: tuple[str, ...] = ()
-        if not block:
+        if not block or b"mq9-" not in block.lower():
             return
         for name, value in decode_headers(block):
             name = name.lower()
-            if not name.startswith("mq9-"):
-                continue
             if name == "mq9-priority":
                 value = value.strip()
                 self.priority = value if value in ("critical", "urgent", "normal") else "normal"
@@ -85,42 +86,26 @@ class SendOptions:
                 self.tags = tuple(t.strip() for t in value.split(",") if t.strip())
 
 
-def _seconds(text: str) -> int | None:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        return None
-    return value if value >= 0 else None
-
-
 class Mq9Service:
-    """The broker component ``mq9``."""
+    """The broker component ``mq9``: mailboxes and the agent registry on ``broker.store``."""
 
     name = "mq9"
 
-    def __init__(
-        self,
-        broker: Any,
-        persistence: MailboxPersistence | None = None,
-        embedder: Embedder | None = None,
-        registry_path: Path | None = None,
-    ) -> None:
+    def __init__(self, broker: Any, embedder: Embedder | None = None) -> None:
         self.broker = broker
         self.router = broker.router
+        self.store = broker.store
         settings = broker.settings.mq9
         self.default_ttl_s: int = settings.mailbox_default_ttl_s
         self.max_body_bytes: int = settings.max_body_bytes
-        self.book = MailboxBook()
-        self.persistence: MailboxPersistence = persistence or MemoryPersistence()
+        self.mailboxes = MailboxStore(self.store)
+        self.delayed = DelayedSends(self.store, self._release)
         self.embedder = embedder or default_embedder()
-        journal = FileJournal(registry_path) if registry_path is not None else NullJournal()
-        self.registry = AgentRegistry(journal, self.embedder)
+        self.registry: AgentRegistry | None = None
         self.legacy = LegacyMailboxes(self)
         self._legacy_origins: weakref.WeakSet = weakref.WeakSet()
         self._subscription: Any = None
-        self._address_subs: dict[str, Any] = {}
-        self._tasks: set[asyncio.Task] = set()
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Future] = set()
         self._sweeper: asyncio.Task | None = None
         self._model_loader: asyncio.Future | None = None
         self._refresher: asyncio.Future | None = None
@@ -133,37 +118,26 @@ class Mq9Service:
         load = getattr(self.embedder, "load", None)
         if load is not None:
             self._model_loader = self._loop.run_in_executor(None, load)
+        self.registry = AgentRegistry(StoreJournal(self.store), self.embedder)
         self.registry.load()
-        restored = await self.persistence.open()
-        for box in restored.mailboxes:
-            self.book.restore(box)
-            self._watch_address(box.address)
-        for delayed in restored.delayed:
-            self._schedule_release(delayed)
+        if self.registry.index.vectors.pending_count():
+            self._refresh_vectors_soon()
+        for box in self.mailboxes.open():
+            self.store.set_ingest(box.address, self._ingest)
+        self.delayed.open(lambda rec: SendOptions(rec.headers).delay or 0)
         self._subscription = self.router.subscribe(SERVICE_SUBJECT, self._on_request, owner=self)
         self.legacy.start()
-        self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
 
     async def stop(self) -> None:
         if self._subscription is not None:
             self.router.unsubscribe(self._subscription)
             self._subscription = None
-        for sub in self._address_subs.values():
-            self.router.unsubscribe(sub)
-        self._address_subs.clear()
         self.legacy.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        for timer in self._timers:
-            timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._refresher is not None:
-            self._refresher.cancel()
-        await self.persistence.close()
-        close = getattr(self.registry.journal, "close", None)
-        if close is not None:
-            close()
+        self.delayed.close()
+        for task in (self._sweeper, self._refresher, *self._tasks):
+            if task is not None:
+                task.cancel()
 
     # -- dispatch --------------------------------------------------------------------------------
 
@@ -171,15 +145,21 @@ class Mq9Service:
         command = parse(subject)
         if command is None:
             return
-        legacy = command.kind in (Kind.LEGACY_SEND, Kind.LEGACY_LIST, Kind.LEGACY_DELETE) or self._is_legacy()
+        kind = command.kind
+        legacy = kind in (Kind.LEGACY_SEND, Kind.LEGACY_LIST, Kind.LEGACY_DELETE) or self._is_legacy()
         try:
             if len(payload) > self.max_body_bytes:
                 raise Mq9Error(errors.BODY_TOO_LARGE.format(size=len(payload), max=self.max_body_bytes))
-            body = self._dispatch(command, subject, reply, headers, payload, legacy)
+            if kind is Kind.MSG_SEND:
+                body = self._send(command.address, reply, headers, payload)
+            else:
+                body = self._dispatch(command, subject, reply, headers, payload, legacy)
         except Mq9Error as exc:
             body = _error_body(str(exc))
+        except StoreError as exc:
+            body = _error_body(str(exc))
         except Exception as exc:  # a bug must not take the connection down: answer and log
-            log.exception("mq9 %s failed", command.kind.value)
+            log.exception("mq9 %s failed", kind.value)
             body = _error_body(errors.INTERNAL.format(reason=type(exc).__name__))
         if body is not None and reply:
             self.router.publish(reply, body)
@@ -188,41 +168,35 @@ class Mq9Service:
         self, command: Command, subject: str, reply: str | None, headers: bytes | None, payload: bytes, legacy: bool
     ) -> bytes | None:
         kind = command.kind
-        if kind is Kind.MSG_SEND:
-            return self._send(command.address, reply, headers, payload)
         if kind is Kind.MSG_FETCH:
             return self._fetch(command.address, reply, payload)
         if kind is Kind.MSG_ACK:
             return self._ack(payload)
         if kind is Kind.MSG_QUERY:
             return self._query(command.address, payload)
-        if kind is Kind.MSG_DELETE:
+        if kind is Kind.MSG_DELETE or kind is Kind.LEGACY_DELETE:
             return self._delete(command.address, command.msg_id, legacy)
         if kind is Kind.MAILBOX_CREATE:
             return self._create(payload, legacy)
         if kind is Kind.AGENT_REGISTER:
             return self._register(payload, legacy)
-        if kind is Kind.AGENT_UNREGISTER:
-            request = schemas.decode("AGENT.UNREGISTER", payload)
+        if kind is Kind.AGENT_UNREGISTER or kind is Kind.AGENT_REPORT:
+            request = schemas.decode(kind.value, payload)
             if not request["name"]:
                 raise Mq9Error(errors.AGENT_NAME_EMPTY)
-            self.registry.unregister(request["name"])
-            return self._ok(legacy)
-        if kind is Kind.AGENT_REPORT:
-            request = schemas.decode("AGENT.REPORT", payload)
-            if not request["name"]:
-                raise Mq9Error(errors.AGENT_NAME_EMPTY)
-            self.registry.report(request["name"], request.get("report_info"))
+            assert self.registry is not None
+            if kind is Kind.AGENT_UNREGISTER:
+                self.registry.unregister(request["name"])
+            else:
+                self.registry.report(request["name"], request.get("report_info"))
             return self._ok(legacy)
         if kind is Kind.AGENT_DISCOVER:
             return self._discover(reply, payload, legacy)
         if kind is Kind.LEGACY_SEND:
-            self.legacy.send(command.address, command.priority, headers, payload)
+            self._legacy_send(command.address, command.priority, subject, headers, payload)
             return None
         if kind is Kind.LEGACY_LIST:
             return self.legacy.list(command.address)
-        if kind is Kind.LEGACY_DELETE:
-            return self._delete(command.address, command.msg_id, True)
         raise Mq9Error(errors.UNRECOGNIZED_SUBJECT.format(subject=subject))
 
     def _is_legacy(self) -> bool:
@@ -253,6 +227,21 @@ class Mq9Service:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _reply_when_durable(self, ack: Any, reply: str | None, body: bytes | None) -> None:
+        """Reply once the store has committed ``ack`` (a callback on the batch's future)."""
+        if not reply:
+            return
+        router = self.router
+
+        def done(a: Any) -> None:
+            exc = a.exception()
+            if exc is not None:
+                router.publish(reply, _error_body(errors.INTERNAL.format(reason=exc)))
+            else:
+                router.publish(reply, b'{"error":"","msg_id":%d}' % a.offset if body is None else body)
+
+        ack.add_done_callback(done)
+
     # -- MAILBOX.CREATE --------------------------------------------------------------------------
 
     def _create(self, payload: bytes, legacy: bool) -> bytes:
@@ -264,248 +253,186 @@ class Mq9Service:
         name = request.get("name")
         if legacy and not request.get("public"):
             name = None  # the legacy SDK names only public mailboxes
-        box = self.book.create(
-            name if name is not None else None,
-            self.default_ttl_s if ttl is None else ttl,
-            request.get("desc") or "",
-            bool(request.get("public")),
+        box = self.mailboxes.create(
+            name, self.default_ttl_s if ttl is None else ttl, request.get("desc") or "", bool(request.get("public"))
         )
-        self.persistence.create(box)
-        self._watch_address(box.address)
+        self.store.set_ingest(box.address, self._ingest)
         if legacy:
-            return _json({"mail_id": box.address, "is_new": True})
-        return _json({"error": "", "mail_address": box.address})
+            return orjson.dumps({"mail_id": box.address, "is_new": True})
+        return orjson.dumps({"error": "", "mail_address": box.address})
 
-    def _watch_address(self, address: str) -> None:
-        """Publishes on the mailbox address, from any protocol, land in the mailbox."""
-        if address in self._address_subs or not is_valid_publish_subject(address):
-            return
-        self._address_subs[address] = self.router.subscribe(address, self._on_address_publish, owner=self)
-
-    def _on_address_publish(
-        self, subject: str, reply: str | None, headers: bytes | None, payload: bytes
-    ) -> Awaitable[Any] | None:
-        box = self.book.get(subject)
-        if box is None:
+    def _ingest(self, subject: str, headers: bytes | None, payload: bytes) -> dict[str, Any] | None:
+        """A publish on a mailbox's address from any protocol: its ``mq9-*`` headers apply."""
+        if self.mailboxes.get(subject) is None:
             return None
         options = SendOptions(headers)
         if options.delay:
-            self._hold(box, payload, headers, options, None)
+            self.delayed.hold(subject, payload, headers, options.delay)
             return None
-        _, durable = self._store(box, payload, headers, options, reply)
-        return durable
+        kwargs: dict[str, Any] = {"priority": options.priority, "tags": options.tags}
+        if options.key is not None:
+            kwargs["key"] = options.key
+        if options.ttl:
+            kwargs["ttl_ms"] = options.ttl * 1000
+        return kwargs
 
     # -- MSG.SEND --------------------------------------------------------------------------------
 
     def _send(self, address: str, reply: str | None, headers: bytes | None, payload: bytes) -> bytes | None:
-        box = self.book.require(address)
-        options = SendOptions(headers)
-        if options.delay:
-            durable = self._hold(box, payload, headers, options, reply)
-            return self._after(durable, reply, b'{"error":"","msg_id":-1}')
-        msg, durable = self._store(box, payload, headers, options, reply)
-        return self._after(durable, reply, b'{"error":"","msg_id":%d}' % msg.msg_id)
-
-    def _after(self, durable: Awaitable[Any] | None, reply: str | None, body: bytes) -> bytes | None:
-        """Reply now when the write is durable already, else once it is (no task per message)."""
-        if durable is None:
-            return body
-        if not reply:
-            return None
-        future = asyncio.ensure_future(durable)
-        router = self.router
-
-        def done(f: asyncio.Future) -> None:
-            if f.cancelled():
-                return
-            exc = f.exception()
-            router.publish(reply, body if exc is None else _error_body(errors.INTERNAL.format(reason=exc)))
-
-        future.add_done_callback(done)
+        mailboxes = self.mailboxes
+        if mailboxes.get(address) is None:
+            raise Mq9Error(errors.MAILBOX_MISSING.format(addr=address))
+        if not headers:
+            ack = self.store.append(address, payload)
+        else:
+            options = SendOptions(headers)
+            if options.delay:
+                ack = self.delayed.hold(address, payload, headers, options.delay)
+                self._reply_when_durable(ack, reply, b'{"error":"","msg_id":-1}')
+                return None
+            ack = mailboxes.append(
+                address,
+                payload,
+                headers=headers,
+                priority=options.priority,
+                key=options.key,
+                tags=options.tags,
+                ttl_s=options.ttl,
+            )
+        if self.legacy.watching:
+            self.legacy.on_stored(address, ack)
+        self._reply_when_durable(ack, reply, None)
         return None
 
-    def _store(
-        self,
-        box: Mailbox,
-        payload: bytes,
-        headers: bytes | None,
-        options: SendOptions,
-        reply: str | None,
-        legacy_priority: str = "",
-    ) -> tuple[StoredMessage, Awaitable[Any] | None]:
-        now = time.time()
-        msg = StoredMessage(
-            box.next_offset,
-            payload,
-            options.priority,
-            headers,
-            int(now),
-            options.key,
-            options.tags,
-            now + options.ttl if options.ttl else None,
-            legacy_priority,
-            reply,
+    def _release(self, held: Record) -> None:
+        """A delayed message is due: it enters its mailbox now and gets its msg_id."""
+        address = held.subject
+        if self.mailboxes.get(address) is None:
+            return
+        options = SendOptions(held.headers)
+        ack = self.mailboxes.append(
+            address,
+            held.payload,
+            headers=held.headers,
+            priority=options.priority,
+            key=options.key,
+            tags=options.tags,
+            ttl_s=options.ttl,
         )
-        box.append(msg)
-        durable = self.persistence.append(box, msg)
         if self.legacy.watching:
-            self.legacy.on_stored(box, msg)
-        return msg, durable
+            self.legacy.on_stored(address, ack)
 
-    def _hold(
-        self, box: Mailbox, payload: bytes, headers: bytes | None, options: SendOptions, reply: str | None
-    ) -> Awaitable[Any] | None:
-        delayed = DelayedMessage(
-            box.address,
-            time.time() + (options.delay or 0),
-            payload,
-            options.priority,
-            headers,
-            options.key,
-            options.tags,
-            options.ttl,
-            reply,
+    def _legacy_send(self, address: str, priority: str, subject: str, headers: bytes | None, payload: bytes) -> None:
+        """A legacy publish: stored when the mailbox exists, silently dropped otherwise."""
+        if self.mailboxes.get(address) is None:
+            return
+        ack = self.mailboxes.append(
+            address, payload, headers=headers, subject=subject, priority=LEGACY_TO_CURRENT[priority]
         )
-        durable = self.persistence.hold(delayed)
-        self._schedule_release(delayed)
-        return durable
-
-    def _schedule_release(self, delayed: DelayedMessage) -> None:
-        assert self._loop is not None
-        delay = max(0.0, delayed.release_at - time.time())
-        timer: asyncio.TimerHandle
-
-        def fire() -> None:
-            self._timers.discard(timer)
-            self._release(delayed)
-
-        timer = self._loop.call_later(delay, fire)
-        self._timers.add(timer)
-
-    def _release(self, delayed: DelayedMessage) -> None:
-        box = self.book.get(delayed.address)
-        if box is not None:
-            options = SendOptions(None)
-            options.priority, options.key, options.tags, options.ttl = (
-                delayed.priority, delayed.key, delayed.tags, delayed.ttl_s,
-            )  # fmt: skip
-            self._store(box, delayed.payload, delayed.header, options, delayed.reply)
-        self.persistence.release(delayed)
+        if self.legacy.watching:
+            self.legacy.on_stored(address, ack)
 
     # -- MSG.FETCH / ACK / QUERY / DELETE ----------------------------------------------------------
 
     def _fetch(self, address: str, reply: str | None, payload: bytes) -> bytes | None:
         request = schemas.decode("MSG.FETCH", payload)
-        box = self.book.require(address)
+        mailboxes = self.mailboxes
+        if mailboxes.get(address) is None:
+            raise Mq9Error(errors.MAILBOX_MISSING.format(addr=address))
         config = request.get("config") or {}
         num = config.get("num_msgs")
         num = FETCH_DEFAULT_NUM_MSGS if num is None else num
         wait_ms = config.get("max_wait_ms")
         wait_ms = FETCH_DEFAULT_MAX_WAIT_MS if wait_ms is None else min(wait_ms, FETCH_MAX_WAIT_MS)
-        group = request.get("group_name")
-        position, commit = self.book.fetch_position(
-            box,
-            group,
+        position = mailboxes.fetch_position(
+            address,
+            request.get("group_name"),
             request.get("deliver") or "latest",
             request.get("from_time") or 0,
             request.get("from_id") or 0,
             bool(request.get("force_deliver")),
         )
-        if commit:
-            box.groups[group] = position  # type: ignore[index]
-            self.persistence.commit_group(box, group, position)  # type: ignore[arg-type]
-        messages = box.collect(position, num, time.time())
-        if messages or wait_ms <= 0 or num <= 0:
-            return _fetch_reply(messages)
+        records = mailboxes.collect(address, position, num)
+        if records or wait_ms <= 0 or num <= 0:
+            return _messages_reply(records)
         if reply:
-            self._spawn(self._fetch_later(box, position, num, wait_ms / 1000.0, reply))
+            self._spawn(self._fetch_later(address, position, num, wait_ms / 1000.0, reply))
         return None
 
-    async def _fetch_later(self, box: Mailbox, position: int, num: int, wait_s: float, reply: str) -> None:
+    async def _fetch_later(self, address: str, position: int, num: int, wait_s: float, reply: str) -> None:
+        """``max_wait_ms``: answer as soon as a message arrives, or empty at the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        messages: list[StoredMessage] = []
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            waiter = loop.create_future()
-            box.waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                pass
-            finally:
-                if waiter in box.waiters:
-                    box.waiters.remove(waiter)
-            if self.book.get(box.address) is not box:
-                break
-            messages = box.collect(position, num, time.time())
-            if messages:
-                break
-        self.router.publish(reply, _fetch_reply(messages))
+        records: list[Record] = []
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                end = self.store.end_offset(address)
+                await self.store.wait_for_data(address, end, remaining)
+                if self.mailboxes.get(address) is None:
+                    break
+                records = self.mailboxes.collect(address, position, num)
+                if records:
+                    break
+        except StoreError:
+            records = []
+        self.router.publish(reply, _messages_reply(records))
 
     def _ack(self, payload: bytes) -> bytes:
         request = schemas.decode("MSG.ACK", payload)
         address = request["mail_address"]
-        box = self.book.get(address)
-        if box is None:
+        if self.mailboxes.get(address) is None:
             raise Mq9Error(errors.MAILBOX_NOT_FOUND.format(addr=address))
-        position = request["msg_id"] + 1
-        box.groups[request["group_name"]] = position
-        self.persistence.commit_group(box, request["group_name"], position)
+        self.mailboxes.commit_group(address, request["group_name"], request["msg_id"] + 1)
         return _OK
 
     def _query(self, address: str, payload: bytes) -> bytes:
         request = schemas.decode("MSG.QUERY", payload)
-        box = self.book.require(address)
+        self.mailboxes.require(address)
         limit = request.get("limit")
         limit = QUERY_DEFAULT_LIMIT if limit is None else min(limit, QUERY_MAX_LIMIT)
         key = request.get("key")
         tags = request.get("tags")
         since = request.get("since")
-        if tags is not None and not tags and key is None:
-            since = 0
-        messages = self.book.query(box, key, tags if tags else None, since, limit)
-        return _fetch_reply(messages)
+        if key is None and tags is not None and not tags:
+            since = 0  # an empty tag list behaves like since: 0
+        records = self.mailboxes.query(address, key, tags or None, since, limit)
+        return _messages_reply(records)
 
     def _delete(self, address: str, raw_id: str, legacy: bool) -> bytes:
-        try:
-            msg_id = int(raw_id)
-        except ValueError:
-            raise Mq9Error(errors.INVALID_MSG_ID.format(value=raw_id)) from None
-        if msg_id < 0:
+        if not raw_id.isdigit():
             raise Mq9Error(errors.INVALID_MSG_ID.format(value=raw_id))
-        box = self.book.get(address)
-        if box is not None and box.delete(msg_id):
-            self.persistence.delete(box, msg_id)
+        if self.mailboxes.get(address) is not None:
+            self.mailboxes.delete(address, int(raw_id))
         return b'{"deleted":true}' if legacy else b'{"error":"","deleted":true}'
 
     # -- AGENT.* ---------------------------------------------------------------------------------
 
     def _register(self, payload: bytes, legacy: bool) -> bytes:
+        assert self.registry is not None
         if not payload.strip():
             raise Mq9Error(errors.PAYLOAD_EMPTY)
         value = schemas.parse_json("AGENT.REGISTER", payload)
         if schemas.is_agent_card(value):
-            name = value["name"]
-            if not name:
+            if not value["name"]:
                 raise Mq9Error(errors.AGENT_NAME_EMPTY)
-            self.registry.register(name, orjson.dumps(value).decode(), value)
-            self._refresh_vectors_soon()
-            return self._ok(legacy)
-        problem = schemas.wrapped_registration_problem(value)
-        if problem is not None:
-            raise errors.invalid_payload("AGENT.REGISTER", problem)
-        if not value["payload"]:
-            raise Mq9Error(errors.AGENT_INFO_EMPTY)
-        if not value["name"]:
-            raise Mq9Error(errors.AGENT_NAME_EMPTY)
-        self.registry.register(value["name"], value["payload"])
+            self.registry.register(value["name"], orjson.dumps(value).decode(), value)
+        else:
+            problem = schemas.wrapped_registration_problem(value)
+            if problem is not None:
+                raise errors.invalid_payload("AGENT.REGISTER", problem)
+            if not value["name"]:
+                raise Mq9Error(errors.AGENT_NAME_EMPTY)
+            if not value["payload"]:
+                raise Mq9Error(errors.AGENT_INFO_EMPTY)
+            self.registry.register(value["name"], value["payload"])
         self._refresh_vectors_soon()
         return self._ok(legacy)
 
     def _discover(self, reply: str | None, payload: bytes, legacy: bool) -> bytes | None:
+        assert self.registry is not None
         request = schemas.decode("AGENT.DISCOVER", payload)
         semantic = request.get("semantic") or ""
         text = request.get("text") or ""
@@ -514,26 +441,23 @@ class Mq9Service:
         page = max(request.get("page") or 1, 1)
         if not semantic and not text:
             agents = [{"name": e.name, "agent_info": e.agent_info} for e in self.registry.listing()]
-            return self._agents_reply(agents, legacy)
+            return _agents_reply(agents, legacy)
         if semantic:
-            vectors = self.registry.index.vectors
-            if vectors.pending_count() > INLINE_EMBED_MAX or not self._model_ready():
+            embedding = self._refresher is not None and not self._refresher.done()
+            if embedding or self.registry.index.vectors.pending_count() > INLINE_EMBED_MAX or not self._model_ready():
                 if reply:
                     self._spawn(self._discover_later(semantic, limit, page, reply, legacy))
                 return None
             hits = self.registry.search_semantic(semantic, limit, page)
         else:
             hits = self.registry.search_text(text, limit, page)
-        return self._agents_reply([_search_item(e) for e, _ in hits], legacy)
+        return _agents_reply([_search_item(e) for e, _ in hits], legacy)
 
     async def _discover_later(self, semantic: str, limit: int, page: int, reply: str, legacy: bool) -> None:
+        assert self.registry is not None
         await self._refresh_vectors()
         hits = self.registry.search_semantic(semantic, limit, page)
-        self.router.publish(reply, self._agents_reply([_search_item(e) for e, _ in hits], legacy))
-
-    @staticmethod
-    def _agents_reply(agents: list[dict[str, Any]], legacy: bool) -> bytes:
-        return _json({"agents": agents} if legacy else {"error": "", "agents": agents})
+        self.router.publish(reply, _agents_reply([_search_item(e) for e, _ in hits], legacy))
 
     def _model_ready(self) -> bool:
         return self._model_loader is None or self._model_loader.done()
@@ -545,6 +469,7 @@ class Mq9Service:
 
     async def _refresh_vectors(self) -> None:
         """Return once every card registered so far is embedded."""
+        assert self.registry is not None
         while True:
             if self._refresher is not None and not self._refresher.done():
                 await asyncio.shield(self._refresher)
@@ -554,6 +479,7 @@ class Mq9Service:
                 return
 
     async def _embed_pending(self) -> None:
+        assert self.registry is not None
         if self._model_loader is not None:
             await self._model_loader
         await asyncio.sleep(0)  # let a burst of registrations queue up first
@@ -575,35 +501,9 @@ class Mq9Service:
                 log.exception("mq9 sweep failed")
 
     def sweep(self) -> None:
-        """Delete expired mailboxes (with their messages) and expired messages."""
-        for box in self.book.expired():
-            self.drop_mailbox(box.address)
-        now = time.time()
-        for box in list(self.book.mailboxes.values()):
-            for msg_id in box.sweep_expired(now):
-                self.persistence.delete(box, msg_id)
-
-    def drop_mailbox(self, address: str) -> None:
-        box = self.book.drop(address)
-        if box is None:
-            return
-        sub = self._address_subs.pop(address, None)
-        if sub is not None:
-            self.router.unsubscribe(sub)
-        self.persistence.drop(box)
-
-    # -- used by the legacy layout -----------------------------------------------------------------
-
-    def store_legacy(self, box: Mailbox, priority: str, headers: bytes | None, payload: bytes) -> StoredMessage:
-        options = SendOptions(None)
-        options.priority = LEGACY_TO_CURRENT.get(priority, "normal")
-        msg, durable = self._store(box, payload, headers, options, None, priority)
-        if durable is not None:
-            asyncio.ensure_future(durable)
-        return msg
-
-
-INLINE_EMBED_MAX = 64
+        """Delete every mailbox past its TTL, with its messages and groups."""
+        for box in self.mailboxes.expired():
+            self.mailboxes.drop(box.address)
 
 
 def _search_item(entry: Any) -> dict[str, Any]:
@@ -615,8 +515,13 @@ def _search_item(entry: Any) -> dict[str, Any]:
     }
 
 
-def _fetch_reply(messages: list[StoredMessage]) -> bytes:
-    if not messages:
-        return b'{"error":"","messages":[]}'
-    return orjson.dumps({"error": "", "messages": [m.as_record() for m in messages]})
+def _agents_reply(agents: list[dict[str, Any]], legacy: bool) -> bytes:
+    return orjson.dumps({"agents": agents} if legacy else {"error": "", "agents": agents})
+
+
+def _messages_reply(records: list[Record]) -> bytes:
+    if not records:
+        return _EMPTY_MESSAGES
+    return orjson.dumps({"error": "", "messages": [record_json(r) for r in records]})
+
 
