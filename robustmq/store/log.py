@@ -81,6 +81,7 @@ class PartitionLog:
         self.on_seal: Callable[[PartitionLog, Segment], None] | None = None
         self.on_drop: Callable[[PartitionLog, list[Segment]], None] | None = None
         self.on_delete: Callable[[PartitionLog, list[int]], None] | None = None
+        self.on_delayed: Callable[[PartitionLog, int], None] | None = None
         self.reported_corrupt: set[tuple[int, int]] = set()
 
     def __repr__(self) -> str:
@@ -326,6 +327,8 @@ class PartitionLog:
                 if m[9]:
                     heapq.heappush(self.delayed, (m[9], m[2]))
                     self.active_delayed.append((m[2], m[9]))
+                    if self.on_delayed is not None:
+                        self.on_delayed(self, m[9])
             self.bytes += self.pending_bytes
             self.end_offset = self.next_offset
             self.pending_chunks = []

@@ -314,8 +314,9 @@ class Store:
         plog.on_drop = self._on_drop
         plog.on_delete = self._on_delete
         plog.apply_retention(self.clock.now_ms())
-        if plog.delayed:
-            self.timers.schedule(plog.delayed[0][0], functools.partial(self._release, plog))
+        plog.on_delayed = self._on_delayed
+        for due, _off in plog.delayed:
+            self._on_delayed(plog, due)
         if len(entries) > 1000:
             try:
                 plog.maybe_rewrite_journal()
@@ -600,11 +601,12 @@ class Store:
 
     # -- timers and maintenance ------------------------------------------------------------------
 
+    def _on_delayed(self, plog: PartitionLog, due_ms: int) -> None:
+        self.timers.schedule(due_ms, functools.partial(self._release, plog))
+
     def _release(self, plog: PartitionLog) -> None:
-        now = self.clock.now_ms()
-        plog.release_due(now)
-        if plog.delayed and self._running:
-            self.timers.schedule(plog.delayed[0][0], functools.partial(self._release, plog))
+        if self._running:
+            plog.release_due(self.clock.now_ms())
 
     def _arm_maintenance(self) -> None:
         self.timers.schedule(self.clock.now_ms() + MAINTENANCE_INTERVAL_MS, self._maintain)
