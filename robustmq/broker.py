@@ -54,6 +54,13 @@ class Broker:
 
         self.mq9 = Mq9Service(self)
         self.components.append(self.mq9)
+        if s.mqtt.port is not None or s.mqtt.ws_port is not None:
+            from robustmq.bridges.mqtt.listener import MqttServer
+
+            mqtt = MqttServer(self)
+            self.components.append(mqtt)
+            if mqtt.websocket is not None:
+                self.components.append(mqtt.websocket)
         if s.nats.port is not None:
             self.components.append(NatsServer(self))
         # keep the control plane last: /readyz answers only once everything before it has started
