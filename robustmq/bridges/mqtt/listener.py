@@ -136,6 +136,9 @@ class MqttConnection(asyncio.Protocol):
         if self.closing:
             return
         self.last_rx = self.loop.time()
+        if not self.connected and not self.decoder.buffered_bytes and data[:1] != b"\x10":
+            self.fail(rc.PROTOCOL_ERROR, E.FIRST_NOT_CONNECT)  # known from the first byte
+            return
         try:
             packets = self.decoder.receive(data)
         except UnsupportedProtocolVersion as exc:

@@ -180,7 +180,7 @@ class Session:
             if conn is None or conn.paused:
                 self.dropped_messages += 1
                 return
-            if props is None and expiry_at is None and sub.sub_id is None:
+            if props is None and expiry_at is None and sub.sub_id is None and not conn.alias_out_max:
                 conn.write(self.server.qos0_frame(topic, payload, retain, conn))
                 return
         msg = OutMessage(topic, payload, qos, retain, props, expiry_at, [sub.sub_id] if sub.sub_id else None)
