@@ -11,7 +11,8 @@ import json
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from mq9 import defaults, errors, subjects
@@ -24,6 +25,7 @@ from mq9.worker import Handler, MailboxWorker
 log = logger.getChild("agent")
 
 F = TypeVar("F", bound=Callable[..., Any])
+_RECENT_MAX = 1024  # work messages remembered to drop the copies of a subscription overlap
 
 
 def default_mailbox(name: str) -> str:
@@ -89,6 +91,7 @@ class Agent:
         self._worker: MailboxWorker | None = None
         self._serve_sub: Any = None
         self._running: dict[str, _Running] = {}
+        self._recent: OrderedDict[tuple[str, bytes], None] = OrderedDict()
         self._heartbeat: asyncio.Task[None] | None = None
         self._register_lock: asyncio.Lock | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -296,30 +299,87 @@ class Agent:
         if self._stopping:
             return
         async with self._register_lock:
-            nc = self.client.nc
-            reply = await self.client.request(subjects.AGENT_REGISTER, self.registration())
-            old = self._serve_sub
-            self.instance_id = str(reply["instance_id"])
-            self.serve_subject = str(
-                reply.get("serve_subject") or f"$mq9.AI.INVOKE.{self.name}.{self.instance_id}"
-            )
-            interval_ms = reply.get("heartbeat_interval_ms")
-            if isinstance(interval_ms, int | float) and interval_ms > 0:
-                self.heartbeat_interval = interval_ms / 1000.0
-            self._serve_sub = await nc.subscribe(self.serve_subject, cb=self._on_invoke)
-            for tool in self.tools.values():
-                tool_reply = await self.client.request(subjects.TOOL_REGISTER, tool.registration())
-                old_tool_sub = tool.subscription
-                tool.instance_id = str(tool_reply["instance_id"])
-                tool.serve_subject = str(
-                    tool_reply.get("serve_subject") or f"$mq9.AI.TOOL.{tool.name}.{tool.instance_id}"
+            self._recent.clear()
+
+            async def register_agent() -> str:
+                reply = await self.client.request(subjects.AGENT_REGISTER, self.registration())
+                self.instance_id = str(reply["instance_id"])
+                self.serve_subject = str(
+                    reply.get("serve_subject") or f"$mq9.AI.INVOKE.{self.name}.{self.instance_id}"
                 )
-                tool.subscription = await nc.subscribe(tool.serve_subject, cb=self._tool_callback(tool))
-                if old_tool_sub is not None:
-                    await _quietly_unsubscribe(old_tool_sub)
+                interval_ms = reply.get("heartbeat_interval_ms")
+                if isinstance(interval_ms, int | float) and interval_ms > 0:
+                    self.heartbeat_interval = interval_ms / 1000.0
+                return self.serve_subject
+
+            old = self._serve_sub
+            self._serve_sub = await self._serve_assigned(
+                f"{subjects.PREFIX}.INVOKE.{self.name}.*", register_agent, self._on_invoke
+            )
             if old is not None:
                 await _quietly_unsubscribe(old)
+            for tool in self.tools.values():
+                await self._register_tool(tool)
+
+    async def _register_tool(self, tool: Tool) -> None:
+        async def register_tool() -> str:
+            reply = await self.client.request(subjects.TOOL_REGISTER, tool.registration())
+            tool.instance_id = str(reply["instance_id"])
+            tool.serve_subject = str(
+                reply.get("serve_subject") or f"$mq9.AI.TOOL.{tool.name}.{tool.instance_id}"
+            )
+            return tool.serve_subject
+
+        old = tool.subscription
+        tool.subscription = await self._serve_assigned(
+            f"{subjects.PREFIX}.TOOL.{tool.name}.*", register_tool, self._tool_callback(tool)
+        )
+        if old is not None:
+            await _quietly_unsubscribe(old)
+
+    async def _serve_assigned(
+        self, wildcard: str, register: Callable[[], Awaitable[str]], handle: Callable[[Any], Awaitable[None]]
+    ) -> Any:
+        """Register, then serve the subject the broker assigned, missing nothing in between.
+
+        The broker may send work the moment the instance exists, before the reply carrying its
+        subject has arrived, so a wildcard subscription is in place first; it is drained once the
+        exact subscription is active. Copies received on both during the overlap are dropped.
+        """
+        nc = self.client.nc
+        early: list[Any] = []
+        assigned: list[str] = []
+
+        async def once(msg: Any) -> None:
+            key = (msg.reply, msg.data)
+            if key in self._recent:
+                return
+            self._recent[key] = None
+            while len(self._recent) > _RECENT_MAX:
+                self._recent.popitem(last=False)
+            await handle(msg)
+
+        async def on_early(msg: Any) -> None:
+            if not assigned:
+                early.append(msg)
+            elif msg.subject == assigned[0]:
+                await once(msg)
+
+        prelude = await nc.subscribe(wildcard, cb=on_early)
+        try:
+            subject = await register()
+            assigned.append(subject)
+            sub = await nc.subscribe(subject, cb=once)
             await nc.flush()
+            for msg in early:
+                if msg.subject == subject:
+                    await once(msg)
+        finally:
+            try:
+                await prelude.drain()
+            except Exception:
+                await _quietly_unsubscribe(prelude)
+        return sub
 
     async def _heartbeats(self) -> None:
         while True:
