@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 
+from api.problems import NO_STORE, ProblemError
+
 if TYPE_CHECKING:
     from robustmq.broker import Broker
 
@@ -17,4 +19,12 @@ def get_broker(request: Request) -> Broker:
     return request.app.state.broker
 
 
+def get_store(request: Request) -> Any:
+    store = getattr(request.app.state.broker, "store", None)
+    if store is None:
+        raise ProblemError(503, NO_STORE)
+    return store
+
+
 BrokerDep = Annotated[Any, Depends(get_broker)]
+StoreDep = Annotated[Any, Depends(get_store)]

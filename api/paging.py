@@ -51,6 +51,7 @@ def paginate(
     items: Iterable[T], key: Callable[[T], Any], limit: int, cursor: str | None
 ) -> tuple[list[T], str | None]:
     """Sort by ``key``, keep what comes after the cursor, cut at ``limit``."""
+
     def sort_key(item: T) -> Any:
         return _comparable(key(item))
 

@@ -28,6 +28,11 @@ BODY_TOO_LARGE = "the request body exceeds {limit} bytes"
 BAD_CURSOR = "cursor is not one this server issued"
 BAD_TEST_SUBJECT = "test: not a valid subject: {subject!r}"
 INTERNAL = "internal error"
+STREAM_NAME_MISMATCH = "the body names stream {body!r} but the path {path!r}"
+NO_STORE = "the store is not running"
+INTERNAL_STREAM = "stream {name} is internal to the broker and cannot be changed here"
+NO_CONSUMER = "consumer not found: {name} on stream {stream}"
+CONSUMER_EXISTS = "consumer already exists: {name} on stream {stream}"
 
 
 class FieldError(BaseModel):
@@ -125,8 +130,34 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return problem_response(500, INTERNAL, request.url.path)
 
 
+def _store_status(exc: Exception) -> int:
+    """The HTTP status (and NATS API code) of a store error."""
+    from robustmq.store import errors as store
+
+    if isinstance(exc, store.StreamNotFound | store.ConsumerNotFound):
+        return 404
+    if isinstance(exc, store.StreamExists):
+        return 409
+    if isinstance(exc, store.QueryTimeout):
+        return 408
+    if isinstance(exc, store.InvalidStreamConfig | store.QueryError | store.RecordTooLarge):
+        return 400
+    if isinstance(exc, store.StoreClosed | store.StoreWriteError | store.StoreOpenError):
+        return 503
+    if " has no partition " in str(exc):  # store.BAD_PARTITION
+        return 404
+    return 400
+
+
+async def _on_store_error(request: Request, exc: Exception) -> Response:
+    return problem_response(_store_status(exc), str(exc), request.url.path)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
+    from robustmq.store import StoreError
+
     app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(StoreError, _on_store_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_invalid_request)
     app.add_exception_handler(Exception, _on_unexpected)
