@@ -54,6 +54,10 @@ class Broker:
 
         self.mq9 = Mq9Service(self)
         self.components.append(self.mq9)
+        from robustmq.agents.api import AgentApiService
+
+        self.agent_api = AgentApiService(self)
+        self.components.append(self.agent_api)
         if s.mqtt.port is not None or s.mqtt.ws_port is not None:
             from robustmq.bridges.mqtt.listener import MqttServer
 

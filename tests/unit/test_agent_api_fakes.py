@@ -77,7 +77,12 @@ class EchoInstance:
     """
 
     def __init__(
-        self, router: Router, serve_subject: str, hold: bool = False, fail: str | None = None, owner: Any = None
+        self,
+        router: Router,
+        serve_subject: str,
+        hold: bool = False,
+        fail: str | None = None,
+        owner: Any = None,
     ) -> None:
         self.router = router
         self.hold = hold

@@ -6,9 +6,6 @@ import asyncio
 
 import orjson
 import pytest
-
-from robustmq.agents.api.tasks import MemoryJournal
-from robustmq.config import Settings
 from test_agent_api_fakes import (
     EchoInstance,
     FakeBroker,
@@ -19,13 +16,23 @@ from test_agent_api_fakes import (
     start_service,
 )
 
+from robustmq.agents.api.tasks import MemoryJournal
+from robustmq.config import Settings
+
 API = "$mq9.AI.API."
 
 
 async def register(router, conn, name: str, **extra) -> dict:
     reply = await request_as(router, conn, API + "AGENT.REGISTER", card(name, **extra))
     assert reply["error"] == "", reply
+    reply["_conn"] = conn
     return reply
+
+
+def serve(router, reg: dict, **options) -> EchoInstance:
+    """An instance answering on the registering connection's subscription."""
+    options.setdefault("owner", reg["_conn"])
+    return EchoInstance(router, reg["serve_subject"], **options)
 
 
 async def test_register_replies_with_instance_and_serve_subject():
@@ -45,8 +52,10 @@ async def test_register_replies_with_instance_and_serve_subject():
 async def test_sync_invoke_returns_the_agents_output():
     broker, service = await start_service()
     reg = await register(broker.router, FakeConnection(), "echo")
-    agent = EchoInstance(broker.router, reg["serve_subject"])
-    reply = await request_as(broker.router, None, API + "AGENT.INVOKE.echo", {"input": {"x": 1}, "skill": "echo"})
+    agent = serve(broker.router, reg)
+    reply = await request_as(
+        broker.router, None, API + "AGENT.INVOKE.echo", {"input": {"x": 1}, "skill": "echo"}
+    )
     assert reply["error"] == ""
     assert reply["state"] == "completed"
     assert reply["output"] == {"x": 1}
@@ -87,9 +96,11 @@ async def test_least_loaded_instance_gets_the_next_task_and_max_concurrency_hold
     r = broker.router
     a = await register(r, FakeConnection(), "work", max_concurrency=1)
     b = await register(r, FakeConnection(), "work", max_concurrency=1)
-    ia = EchoInstance(r, a["serve_subject"], hold=True)
-    ib = EchoInstance(r, b["serve_subject"], hold=True)
-    calls = [asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.work", {"input": i})) for i in range(3)]
+    ia = serve(r, a, hold=True)
+    ib = serve(r, b, hold=True)
+    calls = [
+        asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.work", {"input": i})) for i in range(3)
+    ]
     await asyncio.sleep(0.01)
     assert len(ia.received) == 1 and len(ib.received) == 1  # the third waits for a free slot
     ia.release()
@@ -109,12 +120,14 @@ async def test_queued_invocation_is_dispatched_when_an_instance_registers():
     await register(r, conn, "later")
     conn.close()
     call = asyncio.ensure_future(
-        request_as(r, None, API + "AGENT.INVOKE.later", {"input": "hi", "on_offline": "queue", "timeout_ms": 3000})
+        request_as(
+            r, None, API + "AGENT.INVOKE.later", {"input": "hi", "on_offline": "queue", "timeout_ms": 3000}
+        )
     )
     await asyncio.sleep(0.02)
     assert not call.done()
     reg = await register(r, FakeConnection(), "later")
-    EchoInstance(r, reg["serve_subject"])  # subscribes after the registration reply, as a client would
+    serve(r, reg)  # subscribes after the registration reply, as a client would
     reply = await call
     assert reply["output"] == "hi"
     await service.stop()
@@ -123,7 +136,7 @@ async def test_queued_invocation_is_dispatched_when_an_instance_registers():
 async def test_deadline_gives_408_and_the_instance_is_told_to_cancel():
     broker, service = await start_service()
     reg = await register(broker.router, FakeConnection(), "slow")
-    agent = EchoInstance(broker.router, reg["serve_subject"], hold=True)
+    agent = serve(broker.router, reg, hold=True)
     reply = await request_as(broker.router, None, API + "AGENT.INVOKE.slow", {"input": 1, "timeout_ms": 50})
     assert reply["code"] == 408
     assert reply["state"] == "failed"
@@ -134,7 +147,7 @@ async def test_deadline_gives_408_and_the_instance_is_told_to_cancel():
 async def test_agent_error_gives_502():
     broker, service = await start_service()
     reg = await register(broker.router, FakeConnection(), "bad")
-    EchoInstance(broker.router, reg["serve_subject"], fail="boom")
+    serve(broker.router, reg, fail="boom")
     reply = await request_as(broker.router, None, API + "AGENT.INVOKE.bad", {"input": 1})
     assert reply["code"] == 502
     assert reply["state"] == "failed"
@@ -147,12 +160,12 @@ async def test_instance_dying_mid_task_retries_on_another_instance():
     r = broker.router
     c1, c2 = FakeConnection(), FakeConnection()
     a = await register(r, c1, "w", max_concurrency=1)
-    held = EchoInstance(r, a["serve_subject"], hold=True)
+    held = serve(r, a, hold=True)
     call = asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.w", {"input": 7, "retries": 1}))
     await asyncio.sleep(0.01)
     assert len(held.received) == 1
     b = await register(r, c2, "w")
-    EchoInstance(r, b["serve_subject"])
+    serve(r, b)
     c1.close()
     reply = await call
     assert reply["output"] == 7
@@ -165,7 +178,7 @@ async def test_instance_dying_mid_task_without_retries_fails_the_task():
     r = broker.router
     c1 = FakeConnection()
     a = await register(r, c1, "w")
-    EchoInstance(r, a["serve_subject"], hold=True)
+    serve(r, a, hold=True)
     call = asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.w", {"input": 7}))
     await asyncio.sleep(0.01)
     c1.close()
@@ -180,7 +193,7 @@ async def test_async_invoke_and_events_replayed_after_seq():
     r = broker.router
     conn = FakeConnection()
     reg = await register(r, conn, "a")
-    agent = EchoInstance(r, reg["serve_subject"], hold=True)
+    agent = serve(r, reg, hold=True)
     reply = await request_as(r, None, API + "AGENT.INVOKE.a", {"input": "x", "mode": "async"})
     assert reply == {"error": "", "task_id": reply["task_id"], "state": "submitted"}
     task_id = reply["task_id"]
@@ -205,7 +218,7 @@ async def test_cancel_tells_the_instance_and_a_finished_task_gives_409():
     broker, service = await start_service()
     r = broker.router
     reg = await register(r, FakeConnection(), "c")
-    agent = EchoInstance(r, reg["serve_subject"], hold=True)
+    agent = serve(r, reg, hold=True)
     reply = await request_as(r, None, API + "AGENT.INVOKE.c", {"input": 1, "mode": "async"})
     cancel = await request_as(r, None, API + f"TASK.CANCEL.{reply['task_id']}")
     assert cancel == {"error": "", "state": "canceled"}
@@ -219,7 +232,7 @@ async def test_same_idempotency_key_returns_the_first_task():
     broker, service = await start_service()
     r = broker.router
     reg = await register(r, FakeConnection(), "i")
-    agent = EchoInstance(r, reg["serve_subject"])
+    agent = serve(r, reg)
     body = {"input": 1, "idempotency_key": "k1"}
     first = await request_as(r, None, API + "AGENT.INVOKE.i", body)
     second = await request_as(r, None, API + "AGENT.INVOKE.i", body)
@@ -233,7 +246,9 @@ async def test_heartbeat_expiry_takes_an_instance_down():
     broker, service = await start_service()
     r = broker.router
     reg = await register(r, FakeConnection(), "hb", heartbeat_interval_ms=50)
-    ok = await request_as(r, None, API + "AGENT.HEARTBEAT.hb", {"instance_id": reg["instance_id"], "in_flight": 0})
+    ok = await request_as(
+        r, None, API + "AGENT.HEARTBEAT.hb", {"instance_id": reg["instance_id"], "in_flight": 0}
+    )
     assert ok["error"] == ""
     await asyncio.sleep(0.3)
     status = await request_as(r, None, API + "AGENT.STATUS.hb")
@@ -249,11 +264,11 @@ async def test_intent_invocation_fails_over_to_the_next_agent():
     t1 = await register(r, FakeConnection(), "translator", description="translate text between languages")
     t2 = await register(r, FakeConnection(), "translator2", description="translate documents into languages")
     await register(r, FakeConnection(), "weather", description="weather forecast for a city")
-    EchoInstance(r, t1["serve_subject"], fail="overloaded")
-    EchoInstance(r, t2["serve_subject"], fail="overloaded")
+    serve(r, t1, fail="overloaded")
+    serve(r, t2, fail="overloaded")
     reply = await request_as(r, None, API + "INVOKE", {"intent": "translate this text", "input": "hola"})
     assert reply["code"] == 502
-    ok = EchoInstance(r, t2["serve_subject"])
+    ok = serve(r, t2)
     ok.stop()
     # make the first choice fail and the second succeed
     r2 = await start_service()
@@ -262,8 +277,8 @@ async def test_intent_invocation_fails_over_to_the_next_agent():
     r = broker.router
     t1 = await register(r, FakeConnection(), "translator", description="translate text between languages")
     t2 = await register(r, FakeConnection(), "translator2", description="translate documents into languages")
-    EchoInstance(r, t1["serve_subject"], fail="overloaded")
-    EchoInstance(r, t2["serve_subject"])
+    serve(r, t1, fail="overloaded")
+    serve(r, t2)
     reply = await request_as(r, None, API + "INVOKE", {"intent": "translate this text", "input": "hola"})
     assert reply["error"] == ""
     assert reply["agent"] == "translator2"
@@ -276,7 +291,7 @@ async def test_srv_ping_info_stats_answer_for_each_live_instance():
     r = broker.router
     a = await register(r, FakeConnection(), "echo")
     await register(r, FakeConnection(), "echo")
-    EchoInstance(r, a["serve_subject"])
+    serve(r, a)
     await request_as(r, None, API + "AGENT.INVOKE.echo", {"input": 1, "skill": "echo"})
     got: list[dict] = []
     inbox = r.new_inbox()
@@ -296,7 +311,9 @@ async def test_srv_ping_info_stats_answer_for_each_live_instance():
 
 
 async def test_isolation_other_user_cannot_register_or_heartbeat_and_sender_is_stamped():
-    settings = Settings.model_validate({"auth": {"users": [{"user": "alice", "password": "a"}, {"user": "bob", "password": "b"}]}})
+    settings = Settings.model_validate(
+        {"auth": {"users": [{"user": "alice", "password": "a"}, {"user": "bob", "password": "b"}]}}
+    )
     broker, service = await start_service(FakeBroker(settings))
     r = broker.router
     alice, bob = FakeConnection("alice"), FakeConnection("bob")
@@ -305,7 +322,7 @@ async def test_isolation_other_user_cannot_register_or_heartbeat_and_sender_is_s
     assert denied["code"] == 403
     hb = await request_as(r, bob, API + "AGENT.HEARTBEAT.owned", {"instance_id": reg["instance_id"]})
     assert hb["code"] == 403
-    agent = EchoInstance(r, reg["serve_subject"], owner=alice)
+    agent = serve(r, reg, owner=alice)
     snooper = EchoInstance(r, "$mq9.AI.INVOKE.>", hold=True, owner=bob)
     reply = await request_as(r, bob, API + "AGENT.INVOKE.owned", {"input": 1})
     assert reply["error"] == ""
@@ -326,10 +343,10 @@ async def test_tasks_and_agents_are_recovered_from_the_journal():
     broker, service = await start_service(journal=journal)
     r = broker.router
     reg = await register(r, FakeConnection(), "p")
-    EchoInstance(r, reg["serve_subject"])
+    serve(r, reg)
     done = await request_as(r, None, API + "AGENT.INVOKE.p", {"input": "a"})
     held_reg = await register(r, FakeConnection(), "q")
-    EchoInstance(r, held_reg["serve_subject"], hold=True)
+    serve(r, held_reg, hold=True)
     pending = await request_as(r, None, API + "AGENT.INVOKE.q", {"input": "b", "mode": "async"})
     await service.stop()
 
@@ -339,7 +356,7 @@ async def test_tasks_and_agents_are_recovered_from_the_journal():
     assert got["task"]["state"] == "completed" and got["task"]["output"] == "a"
     assert (await request_as(r2, None, API + "AGENT.INFO.q"))["agent"]["status"] == "down"
     reg2 = await register(r2, FakeConnection(), "q")
-    EchoInstance(r2, reg2["serve_subject"])
+    serve(r2, reg2)
     for _ in range(100):
         state = (await request_as(r2, None, API + f"TASK.GET.{pending['task_id']}"))["task"]["state"]
         if state == "completed":

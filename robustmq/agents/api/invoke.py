@@ -200,20 +200,28 @@ class Invoker:
         return True
 
     def _targets(self, inst: Instance) -> Any:
-        """True when anyone may receive ``inst``'s work, else the instance connection's subscriptions."""
-        if not self.private_delivery or inst.origin is None:
-            return self.router.has_interest(inst.serve_subject)
+        """Where ``inst``'s work goes: True to publish on the serve subject, else a list of subscriptions.
+
+        The instance counts as ready only once its own connection (or, in process, a subscription
+        on exactly the serve subject) listens: a service's wildcard such as ``$mq9.AI.>`` does not.
+        With ``private_delivery`` only the instance connection's subscriptions get the work.
+        """
         result = self.router.trie.match(inst.serve_subject)
         if not result:
             return []
         owner = inst.origin
-        out = [sub for sub in result.plain if sub.owner is owner]
+        own = []
+        for sub in result.plain:
+            if (sub.owner is owner) if owner is not None else (sub.subject == inst.serve_subject):
+                own.append(sub)
         for members in result.queues:
             for sub in members:
-                if sub.owner is owner:
-                    out.append(sub)
+                if (sub.owner is owner) if owner is not None else (sub.subject == inst.serve_subject):
+                    own.append(sub)
                     break
-        return out
+        if not own:
+            return []
+        return own if self.private_delivery else True
 
     def _headers_for(self, sender: str | None) -> bytes | None:
         if sender is None:
@@ -277,7 +285,11 @@ class Invoker:
             task.reply_code = errors.AGENT_FAILED
             self._finish(task, "failed", error=errors.BAD_AGENT_REPLY)
         elif answer.get("error"):
-            text = answer["error"] if isinstance(answer["error"], str) else orjson.dumps(answer["error"]).decode()
+            text = (
+                answer["error"]
+                if isinstance(answer["error"], str)
+                else orjson.dumps(answer["error"]).decode()
+            )
             self._count(task, inst, skill, False, latency_ns, text)
             if not self._try_failover(task, text):
                 task.reply_code = errors.AGENT_FAILED
@@ -287,7 +299,9 @@ class Invoker:
             self._finish(task, "completed", output=answer.get("output"))
         self.drain(task.agent)
 
-    def _count(self, task: Task, inst: Instance | None, skill: str, ok: bool, latency_ns: int, error: str = "") -> None:
+    def _count(
+        self, task: Task, inst: Instance | None, skill: str, ok: bool, latency_ns: int, error: str = ""
+    ) -> None:
         c = self.counters_of(task.agent)
         c.latencies_ms.append(latency_ns / 1e6)
         if ok:

@@ -34,23 +34,14 @@ class StoreJournal:
     async def open(self) -> None:
         from robustmq.store import StreamConfig
 
-        existing = await _maybe_await(self.store.stream_info(self.stream)) if self._has_stream() else None
-        if existing is None:
-            config = StreamConfig(
-                name=self.stream,
-                subjects=[],
-                max_age_s=TASK_RETENTION_S,
-                kind="agent_api",
-                description="agent API tasks, task events and agent registrations",
-            )
-            await _maybe_await(self.store.create_stream(config))
-
-    def _has_stream(self) -> bool:
-        try:
-            names = self.store.list_streams()
-        except Exception:
-            return False
-        return any(getattr(s, "name", s) == self.stream for s in names)
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[],
+            max_age_s=TASK_RETENTION_S,
+            kind="agent_api",
+            description="agent API tasks, task events and agent registrations",
+        )
+        self.store.create_stream(config, exist_ok=True)
 
     def write(self, record: dict[str, Any]) -> None:
         try:
@@ -62,10 +53,9 @@ class StoreJournal:
 
     async def replay(self) -> Iterable[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        info = await _maybe_await(self.store.stream_info(self.stream))
-        offset = getattr(info, "first_offset", 0) if info is not None else 0
+        offset = self.store.first_offset(self.stream)
         while True:
-            batch = await _maybe_await(self.store.read(self.stream, offset, REPLAY_BATCH_RECORDS))
+            batch = self.store.read(self.stream, offset, REPLAY_BATCH_RECORDS)
             if not batch:
                 break
             for rec in batch:

@@ -20,6 +20,7 @@ from robustmq.agents.api.errors import ApiError
 from robustmq.agents.api.instances import Instance, InstanceTable, new_instance_id
 from robustmq.agents.api.invoke import Invoker, outcome_reply
 from robustmq.agents.api.journal import journal_for
+from robustmq.agents.api.mq9_link import Mq9Link
 from robustmq.agents.api.registry import AgentDirectory, AgentRecord
 from robustmq.agents.api.schemas import (
     AgentTaskEvent,
@@ -58,13 +59,18 @@ class AgentApiService:
 
     name = "agent-api"
 
-    def __init__(self, broker: Any, journal: TaskJournal | None = None, clock_ms: Callable[[], int] = wall_clock_ms):
+    def __init__(
+        self, broker: Any, journal: TaskJournal | None = None, clock_ms: Callable[[], int] = wall_clock_ms
+    ):
         self.broker = broker
         self.router = broker.router
         settings = getattr(broker, "settings", None)
         self.auth_enabled = bool(settings is not None and settings.auth.enabled)
         self._journal = journal
         self._clock_ms = clock_ms
+        self.link = Mq9Link(broker)
+        self._deferred: set[asyncio.Future] = set()
+        self._rerun = False
         self._subs: list = []
         self._sweeper: asyncio.TimerHandle | None = None
         # (family, verb) -> (handler, whether the subject carries a name after the verb)
@@ -120,6 +126,8 @@ class AgentApiService:
             self._sweeper.cancel()
             self._sweeper = None
         self.invoker.close()
+        for fut in self._deferred:
+            fut.cancel()
         close = getattr(self._journal, "close", None)
         if close is not None:
             await close()
@@ -219,7 +227,13 @@ class AgentApiService:
         self.directory.put(record)
         self._share_registration(record)
         inst = Instance(
-            name, new_instance_id(), req.max_concurrency, req.heartbeat_interval_ms, now, origin=origin, user=user
+            name,
+            new_instance_id(),
+            req.max_concurrency,
+            req.heartbeat_interval_ms,
+            now,
+            origin=origin,
+            user=user,
         )
         self.instances.add(inst)
         # queued tasks go out once the reply is on its way (the instance subscribes after it)
@@ -233,17 +247,11 @@ class AgentApiService:
         }
 
     def _share_registration(self, record: AgentRecord) -> None:
-        """Mirror the card into the mq9 registry and create the mailbox, when mq9 is present."""
-        mq9 = getattr(self.broker, "mq9", None)
-        if mq9 is None:
-            return
+        """Register the card with mq9 too, and create the mailbox, when mq9 is present."""
         try:
-            register_card = getattr(mq9, "register_card", None)
-            if register_card is not None:
-                register_card(record.name, record.card)
-            ensure_mailbox = getattr(mq9, "ensure_mailbox", None)
-            if record.mailbox and ensure_mailbox is not None:
-                ensure_mailbox(record.mailbox, owner=record.owner)
+            self.link.register(record.name, record.card)
+            if record.mailbox:
+                self.link.create_mailbox(record.mailbox)
         except Exception as exc:  # the registration itself stands; the mirror is best effort
             log.warning("could not share agent %s with mq9: %s", record.name, exc)
 
@@ -253,10 +261,14 @@ class AgentApiService:
         if inst is None:
             if self.directory.get(name) is None:
                 raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_AGENT.format(name=name))
-            raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_INSTANCE.format(instance_id=req.instance_id, name=name))
+            raise ApiError(
+                errors.NOT_FOUND, errors.UNKNOWN_INSTANCE.format(instance_id=req.instance_id, name=name)
+            )
         self._check_owner(self.directory.get(name), origin, name)
         if not inst.alive:
-            raise ApiError(errors.NOT_FOUND, errors.INSTANCE_DOWN.format(instance_id=req.instance_id, name=name))
+            raise ApiError(
+                errors.NOT_FOUND, errors.INSTANCE_DOWN.format(instance_id=req.instance_id, name=name)
+            )
         now = self._clock_ms()
         inst.last_heartbeat_ms = now
         if req.in_flight is not None:
@@ -267,7 +279,7 @@ class AgentApiService:
 
     def _deregister(self, name: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
         req = parse_request(DeregisterRequest, payload)
-        record = self.directory.get(name)
+        record = self.record(name)
         if record is None and not self.instances.of(name):
             raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_AGENT.format(name=name))
         self._check_owner(record, origin, name)
@@ -280,13 +292,7 @@ class AgentApiService:
         else:
             removed = self.instances.remove(name)
             self.directory.remove(name)
-            mq9 = getattr(self.broker, "mq9", None)
-            unregister_card = getattr(mq9, "unregister_card", None)
-            if unregister_card is not None:
-                try:
-                    unregister_card(name)
-                except Exception as exc:
-                    log.warning("could not unregister agent %s from mq9: %s", name, exc)
+            self.link.unregister(name)
         for inst in removed:
             self.invoker.instance_down(inst, "deregistered")
         self.invoker.drain(name)
@@ -325,8 +331,24 @@ class AgentApiService:
             "max_concurrency": record.max_concurrency,
         }
 
-    def _record_or_404(self, name: str) -> AgentRecord:
+    def record(self, name: str) -> AgentRecord | None:
+        """An agent registered here, or one registered through mq9 only (it has no instances)."""
         record = self.directory.get(name)
+        if record is None:
+            shared = self.link.cards().get(name)
+            if shared is not None:
+                record = AgentRecord(name, shared[0], created_ms=shared[1])
+        return record
+
+    def records(self) -> list[AgentRecord]:
+        out = {r.name: r for r in self.directory.all()}
+        for name, (card, created_ms) in self.link.cards().items():
+            if name not in out:
+                out[name] = AgentRecord(name, card, created_ms=created_ms)
+        return list(out.values())
+
+    def _record_or_404(self, name: str) -> AgentRecord:
+        record = self.record(name)
         if record is None:
             raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_AGENT.format(name=name))
         return record
@@ -338,7 +360,7 @@ class AgentApiService:
     def _list(self, _: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
         req = parse_request(ListRequest, payload)
         now = self._clock_ms()
-        infos = [self.agent_info(r, now) for r in sorted(self.directory.all(), key=lambda r: r.name)]
+        infos = [self.agent_info(r, now) for r in sorted(self.records(), key=lambda r: r.name)]
         if req.status is not None:
             infos = [i for i in infos if i["status"] == req.status]
         start = (req.page - 1) * req.limit
@@ -362,8 +384,12 @@ class AgentApiService:
             "uptime_seconds": round((now - min(i.registered_ms for i in live)) / 1000, 3) if live else 0.0,
         }
 
-    def _discover(self, _: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+    def _discover(self, arg: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any] | None:
         req = parse_request(DiscoverRequest, payload)
+        if req.semantic and self._defer_until_embedded(
+            AgentApiService._discover, arg, reply, payload, origin
+        ):
+            return None
         now = self._clock_ms()
         found = self.discover(req.capability, req.text, req.semantic, req.tags, req.live_only)
         start = (req.page - 1) * req.limit
@@ -382,7 +408,7 @@ class AgentApiService:
         live_only: bool = True,
     ) -> list[tuple[AgentRecord, float]]:
         """Agents matching the filters, best first, as ``(record, score)``."""
-        records = self.directory.all()
+        records = self.records()
         if capability:
             records = [r for r in records if r.skill_matches(capability)]
         if tags:
@@ -394,19 +420,23 @@ class AgentApiService:
         if not query:
             return [(r, 1.0) for r in sorted(records, key=lambda r: r.name)]
         by_name = {r.name: r for r in records}
-        ranked = self.directory.rank(query, records, semantic=bool(semantic))
+        ranked = self.link.rank(query, records, semantic=bool(semantic))
         return [(by_name[name], score) for name, score in ranked if name in by_name]
 
     # -- invocation -----------------------------------------------------------------------------------
 
     def _invoke(self, name: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any] | None:
         req = parse_request(InvokeRequest, payload)
-        if self.directory.get(name) is None:
+        if self.record(name) is None:
             raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_AGENT.format(name=name))
         return self._start_task(name, req, reply, origin)
 
-    def _invoke_intent(self, _: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any] | None:
+    def _invoke_intent(
+        self, arg: str, reply: str | None, payload: bytes, origin: Any
+    ) -> dict[str, Any] | None:
         req = parse_request(IntentInvokeRequest, payload, empty_ok=False)
+        if self._defer_until_embedded(AgentApiService._invoke_intent, arg, reply, payload, origin):
+            return None
         live_only = req.on_offline == "fail"
         ranked = [r.name for r, _ in self.discover(text=req.intent, semantic=req.intent, live_only=live_only)]
         if not ranked:
@@ -414,6 +444,30 @@ class AgentApiService:
         return self._start_task(
             ranked[0], req, reply, origin, intent=req.intent, candidates=ranked[1:MAX_INTENT_CANDIDATES]
         )
+
+    def _defer_until_embedded(
+        self, handler: Handler, arg: str, reply: str | None, payload: bytes, origin: Any
+    ) -> bool:
+        """While mq9 still embeds new cards, answer a semantic request once it is done (True)."""
+        if self._rerun or not self.link.semantic_pending():
+            return False
+
+        async def rerun() -> None:
+            await self.link.wait_semantic()
+            self._rerun = True
+            try:
+                body = handler(self, arg, reply, payload, origin)
+            except ApiError as exc:
+                body = exc.reply()
+            finally:
+                self._rerun = False
+            if body is not None and reply:
+                self.router.publish(reply, orjson.dumps(body))
+
+        fut = asyncio.ensure_future(rerun())
+        self._deferred.add(fut)
+        fut.add_done_callback(self._deferred.discard)
+        return True
 
     def _start_task(
         self,
@@ -502,7 +556,9 @@ class AgentApiService:
         task = self._task_or_404(task_id, origin)
         if task.finished:
             raise ApiError(
-                errors.CONFLICT, errors.TASK_FINISHED.format(task_id=task_id, state=task.state), state=task.state
+                errors.CONFLICT,
+                errors.TASK_FINISHED.format(task_id=task_id, state=task.state),
+                state=task.state,
             )
         self.invoker.cancel(task)
         return {"error": "", "state": "canceled"}

@@ -243,7 +243,12 @@ class TaskTable:
                 task = self.tasks.get(rec.get("t", ""))
                 if task is None:
                     continue
-                event = {"seq": rec["seq"], "type": rec["type"], "data": rec.get("data"), "ts_ms": rec["ts_ms"]}
+                event = {
+                    "seq": rec["seq"],
+                    "type": rec["type"],
+                    "data": rec.get("data"),
+                    "ts_ms": rec["ts_ms"],
+                }
                 if event["seq"] <= task.seq:
                     continue
                 task.seq = event["seq"]
