@@ -201,9 +201,11 @@ class MailboxStore:
             ttl_ms=ttl_s * 1000 if ttl_s else None,
         )
 
-    def delete(self, address: str, msg_id: int) -> None:
+    def delete(self, address: str, msg_id: int) -> Any:
+        """Tombstone one message; returns the journal write's future, or None when absent."""
         if address in self.mailboxes:
-            self.store.delete(address, msg_id)
+            return self.store.delete(address, msg_id)
+        return None
 
     def start_position(self, address: str, deliver: str, from_time: int, from_id: int) -> int:
         store = self.store
@@ -225,8 +227,9 @@ class MailboxStore:
         except ConsumerNotFound:
             return None
 
-    def commit_group(self, address: str, group: str, position: int) -> None:
-        self.store.consumer(address, GROUP_PREFIX + group, config={"start": position}).commit(position)
+    def commit_group(self, address: str, group: str, position: int) -> Any:
+        """Set a group's committed position; returns the journal write's future."""
+        return self.store.consumer(address, GROUP_PREFIX + group, config={"start": position}).commit(position)
 
     def fetch_position(
         self, address: str, group: str | None, deliver: str, from_time: int, from_id: int, force: bool

@@ -16,8 +16,6 @@ from robustmq.agents.discovery import DocumentIndex, Embedder, Hit, agent_card_d
 
 DEFAULT_TENANT = "default"
 DISCOVER_DEFAULT_LIMIT = 20
-# rewrite the journal when it holds this many more entries than live agents
-JOURNAL_COMPACT_SLACK = 1000
 
 
 @dataclass
@@ -40,22 +38,19 @@ class AgentEntry:
 class AgentJournal(Protocol):
     def load(self) -> list[dict[str, Any]]: ...
 
-    def append(self, entry: dict[str, Any]) -> None: ...
-
-    def rewrite(self, entries: list[dict[str, Any]]) -> None: ...
+    def append(self, entry: dict[str, Any]) -> Any:
+        """Record one change; returns an awaitable that completes once it is durable, or None."""
+        ...
 
 
 class NullJournal:
-    """Keeps nothing (tests and in-memory brokers)."""
+    """Keeps nothing (tests and in-memory registries)."""
 
     def load(self) -> list[dict[str, Any]]:
         return []
 
     def append(self, entry: dict[str, Any]) -> None:
-        pass
-
-    def rewrite(self, entries: list[dict[str, Any]]) -> None:
-        pass
+        return None
 
 
 class StoreJournal:
@@ -86,13 +81,10 @@ class StoreJournal:
                 offset = chunk[-1].offset + 1
         return out
 
-    def append(self, entry: dict[str, Any]) -> None:
+    def append(self, entry: dict[str, Any]) -> Any:
         stream = self.REPORTS_STREAM if entry["op"] == "report" else self.AGENTS_STREAM
         payload = b"" if entry["op"] == "unregister" else orjson.dumps(entry)
-        self.store.append(stream, payload, key=entry["name"])
-
-    def rewrite(self, entries: list[dict[str, Any]]) -> None:
-        pass  # the store compacts both streams by key
+        return self.store.append(stream, payload, key=entry["name"])
 
 
 class AgentRegistry:
@@ -102,14 +94,12 @@ class AgentRegistry:
         self.agents: dict[str, AgentEntry] = {}
         self.index = DocumentIndex(embedder)
         self.journal = journal or NullJournal()
-        self._journal_entries = 0
 
     def __len__(self) -> int:
         return len(self.agents)
 
     def load(self) -> None:
         for op in self.journal.load():
-            self._journal_entries += 1
             kind = op.get("op")
             if kind == "register":
                 self._put(op["name"], op["agent_info"], op.get("create_time", 0))
@@ -120,26 +110,29 @@ class AgentRegistry:
                 if entry is not None:
                     entry.report_info = op.get("report_info")
                     entry.report_time = op.get("report_time")
-        if self._journal_entries > len(self.agents) + JOURNAL_COMPACT_SLACK:
-            self._compact()
 
-    def register(self, name: str, agent_info: str, card: dict[str, Any] | None = None) -> AgentEntry:
-        """Add or replace an agent (a re-registration updates the card and its index)."""
+    def register(self, name: str, agent_info: str, card: dict[str, Any] | None = None) -> Any:
+        """Add or replace an agent (a re-registration updates the card and its index).
+
+        Like ``unregister`` and ``report``, returns the journal's durability awaitable (or None).
+        """
         entry = self._put(name, agent_info, int(time.time()), card)
-        self._log({"op": "register", "name": name, "agent_info": agent_info, "create_time": entry.create_time})
-        return entry
+        return self.journal.append(
+            {"op": "register", "name": name, "agent_info": agent_info, "create_time": entry.create_time}
+        )
 
-    def unregister(self, name: str) -> None:
+    def unregister(self, name: str) -> Any:
         if self._drop(name):
-            self._log({"op": "unregister", "name": name})
+            return self.journal.append({"op": "unregister", "name": name})
+        return None
 
-    def report(self, name: str, report_info: str | None) -> None:
+    def report(self, name: str, report_info: str | None) -> Any:
         now = int(time.time())
         entry = self.agents.get(name)
         if entry is not None:
             entry.report_info = report_info
             entry.report_time = now
-        self._log({"op": "report", "name": name, "report_info": report_info, "report_time": now})
+        return self.journal.append({"op": "report", "name": name, "report_info": report_info, "report_time": now})
 
     def listing(self) -> list[AgentEntry]:
         return list(self.agents.values())
@@ -174,23 +167,6 @@ class AgentRegistry:
             return False
         self.index.remove(name)
         return True
-
-    def _log(self, op: dict[str, Any]) -> None:
-        self.journal.append(op)
-        self._journal_entries += 1
-        if self._journal_entries > 2 * len(self.agents) + JOURNAL_COMPACT_SLACK:
-            self._compact()
-
-    def _compact(self) -> None:
-        entries: list[dict[str, Any]] = []
-        for e in self.agents.values():
-            entries.append({"op": "register", "name": e.name, "agent_info": e.agent_info, "create_time": e.create_time})
-            if e.report_time is not None:
-                entries.append(
-                    {"op": "report", "name": e.name, "report_info": e.report_info, "report_time": e.report_time}
-                )
-        self.journal.rewrite(entries)
-        self._journal_entries = len(entries)
 
 
 def parse_card(agent_info: str) -> dict[str, Any] | None:

@@ -171,25 +171,25 @@ class Mq9Service:
         if kind is Kind.MSG_FETCH:
             return self._fetch(command.address, reply, payload)
         if kind is Kind.MSG_ACK:
-            return self._ack(payload)
+            return self._ack(reply, payload)
         if kind is Kind.MSG_QUERY:
             return self._query(command.address, payload)
         if kind is Kind.MSG_DELETE or kind is Kind.LEGACY_DELETE:
-            return self._delete(command.address, command.msg_id, legacy)
+            return self._delete(reply, command.address, command.msg_id, legacy)
         if kind is Kind.MAILBOX_CREATE:
             return self._create(payload, legacy)
         if kind is Kind.AGENT_REGISTER:
-            return self._register(payload, legacy)
+            return self._register(reply, payload, legacy)
         if kind is Kind.AGENT_UNREGISTER or kind is Kind.AGENT_REPORT:
             request = schemas.decode(kind.value, payload)
             if not request["name"]:
                 raise Mq9Error(errors.AGENT_NAME_EMPTY)
             assert self.registry is not None
             if kind is Kind.AGENT_UNREGISTER:
-                self.registry.unregister(request["name"])
+                durable = self.registry.unregister(request["name"])
             else:
-                self.registry.report(request["name"], request.get("report_info"))
-            return self._ok(legacy)
+                durable = self.registry.report(request["name"], request.get("report_info"))
+            return self._after(durable, reply, self._ok(legacy))
         if kind is Kind.AGENT_DISCOVER:
             return self._discover(reply, payload, legacy)
         if kind is Kind.LEGACY_SEND:
@@ -227,6 +227,13 @@ class Mq9Service:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _after(self, durable: Any, reply: str | None, body: bytes) -> bytes | None:
+        """``body`` now when nothing is pending, else once ``durable`` (an ack or future) is done."""
+        if durable is None:
+            return body
+        self._reply_when_durable(durable, reply, body)
+        return None
+
     def _reply_when_durable(self, ack: Any, reply: str | None, body: bytes | None) -> None:
         """Reply once the store has committed ``ack`` (a callback on the batch's future)."""
         if not reply:
@@ -234,6 +241,8 @@ class Mq9Service:
         router = self.router
 
         def done(a: Any) -> None:
+            if getattr(a, "cancelled", None) is not None and a.cancelled():
+                return
             exc = a.exception()
             if exc is not None:
                 router.publish(reply, _error_body(errors.INTERNAL.format(reason=exc)))
@@ -380,13 +389,13 @@ class Mq9Service:
             records = []
         self.router.publish(reply, _messages_reply(records))
 
-    def _ack(self, payload: bytes) -> bytes:
+    def _ack(self, reply: str | None, payload: bytes) -> bytes | None:
         request = schemas.decode("MSG.ACK", payload)
         address = request["mail_address"]
         if self.mailboxes.get(address) is None:
             raise Mq9Error(errors.MAILBOX_NOT_FOUND.format(addr=address))
-        self.mailboxes.commit_group(address, request["group_name"], request["msg_id"] + 1)
-        return _OK
+        durable = self.mailboxes.commit_group(address, request["group_name"], request["msg_id"] + 1)
+        return self._after(durable, reply, _OK)
 
     def _query(self, address: str, payload: bytes) -> bytes:
         request = schemas.decode("MSG.QUERY", payload)
@@ -401,16 +410,17 @@ class Mq9Service:
         records = self.mailboxes.query(address, key, tags or None, since, limit)
         return _messages_reply(records)
 
-    def _delete(self, address: str, raw_id: str, legacy: bool) -> bytes:
+    def _delete(self, reply: str | None, address: str, raw_id: str, legacy: bool) -> bytes | None:
         if not raw_id.isdigit():
             raise Mq9Error(errors.INVALID_MSG_ID.format(value=raw_id))
+        durable = None
         if self.mailboxes.get(address) is not None:
-            self.mailboxes.delete(address, int(raw_id))
-        return b'{"deleted":true}' if legacy else b'{"error":"","deleted":true}'
+            durable = self.mailboxes.delete(address, int(raw_id))
+        return self._after(durable, reply, b'{"deleted":true}' if legacy else b'{"error":"","deleted":true}')
 
     # -- AGENT.* ---------------------------------------------------------------------------------
 
-    def _register(self, payload: bytes, legacy: bool) -> bytes:
+    def _register(self, reply: str | None, payload: bytes, legacy: bool) -> bytes | None:
         assert self.registry is not None
         if not payload.strip():
             raise Mq9Error(errors.PAYLOAD_EMPTY)
@@ -418,7 +428,7 @@ class Mq9Service:
         if schemas.is_agent_card(value):
             if not value["name"]:
                 raise Mq9Error(errors.AGENT_NAME_EMPTY)
-            self.registry.register(value["name"], orjson.dumps(value).decode(), value)
+            durable = self.registry.register(value["name"], orjson.dumps(value).decode(), value)
         else:
             problem = schemas.wrapped_registration_problem(value)
             if problem is not None:
@@ -427,9 +437,9 @@ class Mq9Service:
                 raise Mq9Error(errors.AGENT_NAME_EMPTY)
             if not value["payload"]:
                 raise Mq9Error(errors.AGENT_INFO_EMPTY)
-            self.registry.register(value["name"], value["payload"])
+            durable = self.registry.register(value["name"], value["payload"])
         self._refresh_vectors_soon()
-        return self._ok(legacy)
+        return self._after(durable, reply, self._ok(legacy))
 
     def _discover(self, reply: str | None, payload: bytes, legacy: bool) -> bytes | None:
         assert self.registry is not None
