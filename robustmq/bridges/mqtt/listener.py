@@ -346,6 +346,8 @@ class MqttConnection(asyncio.Protocol):
         self.connected = True
         self.write(encode(P.Connack(present, 0, connack_props or None), self.version))
         session.attach(self)
+        if session.persistent:
+            server.subscriptions_changed(session)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -627,6 +629,12 @@ class MqttServer:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        store = getattr(self.broker, "store", None)
+        if store is not None:
+            from robustmq.bridges.mqtt.persistence import MqttPersistence
+
+            self.persistence = MqttPersistence(self, store)
+            await self.persistence.load()
         if self.settings.port is not None:
             self._server = await self.loop.create_server(
                 lambda: MqttConnection(self), self.host, self.settings.port,

@@ -26,7 +26,8 @@ class OutMessage:
     """One message queued or in flight towards one session. ``properties`` excludes the
     subscription identifiers and topic alias, which are per delivery."""
 
-    __slots__ = ("topic", "payload", "qos", "retain", "properties", "expiry_at", "sub_ids", "packet_id", "released")
+    __slots__ = ("topic", "payload", "qos", "retain", "properties", "expiry_at", "sub_ids", "packet_id", "released",
+                 "store_offset")
 
     def __init__(
         self, topic: str, payload: bytes, qos: int, retain: bool,
@@ -41,6 +42,7 @@ class OutMessage:
         self.sub_ids = sub_ids
         self.packet_id = 0
         self.released = False  # QoS 2: PUBREC received, PUBREL sent
+        self.store_offset: int | None = None  # where a persistent session keeps it
 
     def expired(self, now: float | None = None) -> bool:
         return self.expiry_at is not None and (now or time.time()) >= self.expiry_at

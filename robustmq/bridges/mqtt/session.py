@@ -43,13 +43,13 @@ class MqttSubscription(Subscription):
         self.dollar_guard = dollar_guard
         self.delivery_rule = delivery_rule
 
-    def deliver(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+    def deliver(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> Any:
+        """Returns the store's ack when a persistent session stored the message, else None."""
         if self.dollar_guard and subject[0] == "$":
             return None
         if self.delivery_rule is not None and not self.delivery_rule.permits_literal(subject):
             return None
-        self.session.on_message(self, subject, reply, headers, payload)
-        return None
+        return self.session.on_message(self, subject, reply, headers, payload)
 
 
 class Session:
@@ -97,6 +97,7 @@ class Session:
                 conn.write(conn.ack_frame(0x62, pid))
             elif msg.expired(now):
                 del self.inflight[pid]
+                self._done(msg)
             else:
                 conn.write(conn.publish_frame(msg, pid, dup=True))
         self.drain()
@@ -106,9 +107,16 @@ class Session:
         self.connection = None
         if self.expiry_interval_s == 0:
             self.server.end_session(self)
-        elif self.expiry_interval_s != SESSION_EXPIRY_NEVER:
+            return
+        if self.server.persistence is not None:
+            self.server.persistence.session_detached(self)
+        self.start_expiry_timer(self.expiry_interval_s)
+
+    def start_expiry_timer(self, seconds: float) -> None:
+        """End the session after ``seconds`` unless a client takes it (never for 0xFFFFFFFF)."""
+        if self.expiry_interval_s != SESSION_EXPIRY_NEVER:
             loop = asyncio.get_running_loop()
-            self._expiry_timer = loop.call_later(self.expiry_interval_s, self.server.end_session, self)
+            self._expiry_timer = loop.call_later(seconds, self.server.end_session, self)
 
     def destroy(self) -> None:
         """Drop every subscription; called once when the session ends."""
@@ -150,14 +158,14 @@ class Session:
 
     def on_message(
         self, sub: MqttSubscription, subject: str, reply: str | None, headers: bytes | None, payload: bytes
-    ) -> None:
+    ) -> Any:
         """A router delivery for one of this session's subscriptions."""
         conn = self.connection
         v5 = self.v5
         origin = self.server.router.current_origin
         if origin is not None and getattr(origin, "cur_payload", None) is payload and origin.protocol == "mqtt":
             if sub.no_local and origin.session is self:
-                return
+                return None
             qos = origin.cur_qos if origin.cur_qos < sub.qos else sub.qos
             retain = origin.cur_retain and sub.retain_as_published
             props = origin.cur_props if v5 else None
@@ -174,31 +182,45 @@ class Session:
                 props = None
                 expiry_at = expiry_from_headers(headers)
         if expiry_at is not None and expiry_at <= time.time():
-            return
+            return None
         topic = subject_to_topic(subject)
         if qos == 0:
             if conn is None or conn.paused:
                 self.dropped_messages += 1
-                return
+                return None
             if props is None and expiry_at is None and sub.sub_id is None and not conn.alias_out_max:
                 conn.write(self.server.qos0_frame(topic, payload, retain, conn))
-                return
+                return None
         msg = OutMessage(topic, payload, qos, retain, props, expiry_at, [sub.sub_id] if sub.sub_id else None)
-        self.enqueue(msg)
+        return self.enqueue(msg)
 
-    def enqueue(self, msg: OutMessage) -> None:
+    def enqueue(self, msg: OutMessage) -> Any:
+        """Send or queue one message; a persistent session stores QoS 1/2 first (returns the ack)."""
         conn = self.connection
         if msg.qos == 0:
             if conn is not None and not conn.paused:
                 conn.write(conn.publish_frame(msg, 0, dup=False))
-            return
+            return None
+        stored = None
         if conn is None or self.queue or conn.paused or len(self.inflight) >= self.send_quota:
             if len(self.queue) >= MAX_QUEUED_MESSAGES:
                 self.dropped_messages += 1
-                return
+                return None
+            if self.persistent and self.server.persistence is not None:
+                stored = self.server.persistence.message_queued(self, msg)
             self.queue.append(msg)
-            return
+            return stored
+        if self.persistent and self.server.persistence is not None:
+            stored = self.server.persistence.message_queued(self, msg)
         self._send(conn, msg)
+        return stored
+
+    def _done(self, msg: OutMessage) -> None:
+        if msg.store_offset is not None and self.server.persistence is not None:
+            self.server.persistence.message_done(msg)
+
+    def stored_offsets(self) -> list[int]:
+        return [m.store_offset for m in (*self.inflight.values(), *self.queue) if m.store_offset is not None]
 
     def _send(self, conn: MqttConnection, msg: OutMessage) -> None:
         pid = self._new_packet_id()
@@ -224,6 +246,7 @@ class Session:
         while queue and not conn.paused and len(self.inflight) < self.send_quota:
             msg = queue.popleft()
             if msg.expired(now):
+                self._done(msg)
                 continue
             self._send(conn, msg)
 
@@ -233,6 +256,8 @@ class Session:
             if msg is not None:
                 self.inflight[pid] = msg
             return False
+        if msg.store_offset is not None:
+            self._done(msg)
         if self.queue:
             self.drain()
         return True
@@ -249,6 +274,8 @@ class Session:
         if msg is None or not msg.released:
             return False
         del self.inflight[pid]
+        if msg.store_offset is not None:
+            self._done(msg)
         if self.queue:
             self.drain()
         return True
