@@ -18,6 +18,9 @@ DEFAULT_LIST_LIMIT = 100
 DEFAULT_DISCOVER_LIMIT = 20
 MAX_LIST_LIMIT = 1000
 
+# INVOKE by intent: semantic scores (cosine plus a keyword share) below this mean "no match"
+MIN_INTENT_SEMANTIC_SCORE = 0.2
+
 DEFAULT_TIMEOUT_MS = 30_000
 MAX_TIMEOUT_MS = 7 * 24 * 3600 * 1000
 MAX_RETRIES = 10

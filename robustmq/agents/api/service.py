@@ -438,7 +438,9 @@ class AgentApiService:
         if self._defer_until_embedded(AgentApiService._invoke_intent, arg, reply, payload, origin):
             return None
         live_only = req.on_offline == "fail"
-        ranked = [r.name for r, _ in self.discover(text=req.intent, semantic=req.intent, live_only=live_only)]
+        found = self.discover(text=req.intent, semantic=req.intent, live_only=live_only)
+        min_score = limits.MIN_INTENT_SEMANTIC_SCORE if self.link.registry is not None else 0.0
+        ranked = [r.name for r, score in found if score >= min_score]
         if not ranked:
             raise ApiError(errors.NO_LIVE_INSTANCE, errors.NO_AGENT_FOR_INTENT, state="rejected")
         return self._start_task(

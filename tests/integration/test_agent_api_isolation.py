@@ -1,0 +1,99 @@
+"""Per-agent isolation with authentication on: names bound to users, work private, sender stamped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import nats
+import pytest
+from test_agent_api_e2e import API, Agent, call, card, wait_until
+
+USERS = """
+[[auth.users]]
+user = "alice"
+password = "alice-pw"
+
+[[auth.users]]
+user = "bob"
+password = "bob-pw"
+
+[[auth.users]]
+user = "carol"
+password = "carol-pw"
+"""
+
+
+@pytest.fixture
+def secured(broker_factory, tmp_path):
+    config = tmp_path / "robustmq.toml"
+    config.write_text(USERS)
+    return broker_factory("--config", str(config))
+
+
+async def test_only_the_owner_may_register_heartbeat_or_deregister(secured):
+    alice = await Agent(secured.nats_url, "vault", user="alice", password="alice-pw").start()
+    bob = await nats.connect(secured.nats_url, user="bob", password="bob-pw")
+    taken = await call(bob, API + "AGENT.REGISTER", card("vault"))
+    assert taken["code"] == 403
+    beat = await call(bob, API + "AGENT.HEARTBEAT.vault", {"instance_id": alice.instance_id})
+    assert beat["code"] == 403
+    gone = await call(bob, API + "AGENT.DEREGISTER.vault")
+    assert gone["code"] == 403
+    second = await Agent(secured.nats_url, "vault", user="alice", password="alice-pw").start()
+    assert second.instance_id != alice.instance_id
+    own = await call(alice.nc, API + "AGENT.HEARTBEAT.vault", {"instance_id": alice.instance_id})
+    assert own["error"] == ""
+    await bob.close()
+    await alice.close()
+    await second.close()
+
+
+async def test_work_reaches_only_the_instance_and_the_sender_is_stamped(secured):
+    alice = await Agent(secured.nats_url, "vault", user="alice", password="alice-pw").start()
+    bob = await nats.connect(secured.nats_url, user="bob", password="bob-pw")
+    snooped: list = []
+
+    async def snoop(msg):
+        snooped.append(msg)
+
+    await bob.subscribe(alice.reg["serve_subject"], cb=snoop)
+    await bob.subscribe("$mq9.AI.INVOKE.>", cb=snoop)
+    await bob.flush()
+    msg = await bob.request(
+        API + "AGENT.INVOKE.vault",
+        json.dumps({"input": "secret"}).encode(),
+        timeout=5,
+        headers={"mq9-sender": "mallory"},
+    )
+    reply = json.loads(msg.data)
+    assert reply["output"] == "secret"
+    assert alice.headers[0]["mq9-sender"] == "bob"
+    await asyncio.sleep(0.1)
+    assert snooped == []
+    carol = await nats.connect(secured.nats_url, user="carol", password="carol-pw")
+    denied = await call(carol, API + f"TASK.GET.{reply['task_id']}")
+    assert denied["code"] == 403
+    mine = await call(bob, API + f"TASK.GET.{reply['task_id']}")
+    assert mine["task"]["state"] == "completed"
+    owner_view = await call(alice.nc, API + f"TASK.EVENTS.{reply['task_id']}")
+    assert owner_view["state"] == "completed"
+    await carol.close()
+    await bob.close()
+    await alice.close()
+
+
+async def test_task_events_only_from_the_agents_owner(secured):
+    alice = await Agent(secured.nats_url, "vault", hold=True, user="alice", password="alice-pw").start()
+    bob = await nats.connect(secured.nats_url, user="bob", password="bob-pw")
+    sub = await call(bob, API + "AGENT.INVOKE.vault", {"input": 1, "mode": "async"})
+    await wait_until(lambda: len(alice.received) == 1)
+    forged = await call(bob, f"$mq9.AI.TASK.EVENT.{sub['task_id']}", {"type": "progress", "data": "fake"})
+    assert forged["code"] == 403
+    real = await call(alice.nc, f"$mq9.AI.TASK.EVENT.{sub['task_id']}", {"type": "progress", "data": "real"})
+    assert real["error"] == ""
+    events = await call(bob, API + f"TASK.EVENTS.{sub['task_id']}")
+    assert [e["data"] for e in events["events"] if e["type"] == "progress"] == ["real"]
+    await alice.release()
+    await bob.close()
+    await alice.close()
