@@ -9,7 +9,6 @@ import time
 import nats
 import orjson
 import pytest
-
 from conftest import start_broker
 
 MAX_BODY_BYTES = 4096

@@ -43,6 +43,7 @@ LEGACY_CLIENT_NAME = "robustmq-mq9-python"
 INLINE_EMBED_MAX = 64
 
 _OK = b'{"error":""}'
+_READS_AFTER_SENDS = frozenset({Kind.MSG_FETCH, Kind.MSG_QUERY, Kind.MSG_DELETE, Kind.LEGACY_LIST, Kind.LEGACY_DELETE})
 _EMPTY_MESSAGES = b'{"error":"","messages":[]}'
 
 
@@ -104,6 +105,7 @@ class Mq9Service:
         self.registry: AgentRegistry | None = None
         self.legacy = LegacyMailboxes(self)
         self._legacy_origins: weakref.WeakSet = weakref.WeakSet()
+        self._unacked_sends: dict[str, Any] = {}
         self._subscription: Any = None
         self._tasks: set[asyncio.Future] = set()
         self._sweeper: asyncio.Task | None = None
@@ -147,6 +149,18 @@ class Mq9Service:
             return
         kind = command.kind
         legacy = kind in (Kind.LEGACY_SEND, Kind.LEGACY_LIST, Kind.LEGACY_DELETE) or self._is_legacy()
+        if kind in _READS_AFTER_SENDS:
+            unacked = self._unacked_sends.get(command.address)
+            if unacked is not None and not unacked.done():
+                # read-your-writes for sends that had no reply to wait for (plain publishes)
+                unacked.add_done_callback(lambda _a: self._handle(command, subject, reply, headers, payload, legacy))
+                return
+        self._handle(command, subject, reply, headers, payload, legacy)
+
+    def _handle(
+        self, command: Command, subject: str, reply: str | None, headers: bytes | None, payload: bytes, legacy: bool
+    ) -> None:
+        kind = command.kind
         try:
             if len(payload) > self.max_body_bytes:
                 raise Mq9Error(errors.BODY_TOO_LARGE.format(size=len(payload), max=self.max_body_bytes))
@@ -310,7 +324,10 @@ class Mq9Service:
             )
         if self.legacy.watching:
             self.legacy.on_stored(address, ack)
-        self._reply_when_durable(ack, reply, None)
+        if reply:
+            self._reply_when_durable(ack, reply, None)
+        else:
+            self._track_unacked(address, ack)
         return None
 
     def _release(self, held: Record) -> None:
@@ -338,8 +355,20 @@ class Mq9Service:
         ack = self.mailboxes.append(
             address, payload, headers=headers, subject=subject, priority=LEGACY_TO_CURRENT[priority]
         )
+        self._track_unacked(address, ack)
         if self.legacy.watching:
             self.legacy.on_stored(address, ack)
+
+    def _track_unacked(self, address: str, ack: Any) -> None:
+        """Remember the newest send of ``address`` nobody waits for, until it is committed."""
+        unacked = self._unacked_sends
+        unacked[address] = ack
+
+        def done(a: Any) -> None:
+            if unacked.get(address) is a:
+                del unacked[address]
+
+        ack.add_done_callback(done)
 
     # -- MSG.FETCH / ACK / QUERY / DELETE ----------------------------------------------------------
 
