@@ -88,7 +88,7 @@ class Agent:
         self.processed = 0
         self.failed = 0
         self._message_handler: tuple[Handler, dict[str, Any]] | None = None
-        self._worker: MailboxWorker | None = None
+        self.worker: MailboxWorker | None = None  # the mailbox worker, once started
         self._serve_sub: Any = None
         self._running: dict[str, _Running] = {}
         self._recent: OrderedDict[tuple[str, bytes], None] = OrderedDict()
@@ -206,12 +206,12 @@ class Agent:
         self._heartbeat = asyncio.create_task(self._heartbeats(), name=f"mq9-heartbeat-{self.name}")
         if self._message_handler is not None and self.mailbox:
             handler, options = self._message_handler
-            self._worker = MailboxWorker(
+            self.worker = MailboxWorker(
                 self.client, self.mailbox, options["group"] or self.name, handler,
                 batch=options["batch"], deliver=options["deliver"], max_attempts=options["max_attempts"],
                 name=self.name,
             )  # fmt: skip
-            self._worker.start()
+            self.worker.start()
         self._started = True
         log.info(
             "agent started",
@@ -227,8 +227,8 @@ class Agent:
             return
         self._stopping = True
         try:
-            if self._worker is not None:
-                await self._worker.stop()
+            if self.worker is not None:
+                await self.worker.stop()
             await self._drain_invocations()
             if self._heartbeat is not None:
                 self._heartbeat.cancel()

@@ -1,0 +1,54 @@
+"""Agents run from the shell (``python -m mq9 run``) in their own processes, sharing the load."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+from mq9 import Client, NoLiveAgent
+
+SHARED_AGENT = '''
+import asyncio
+import os
+
+from mq9 import Agent
+
+agent = Agent("sharer", description="Says which process served the call", max_concurrency=2)
+
+
+@agent.skill
+async def who(n: int) -> dict:
+    """Which process am I."""
+    await asyncio.sleep(0.05)
+    return {"pid": os.getpid(), "n": n}
+'''
+
+
+async def wait_for_instances(c: Client, name: str, count: int, timeout_s: float = 30.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            try:
+                status = await c.agent_status(name)
+                if sum(1 for i in status["instances"] if i["status"] == "healthy") >= count:
+                    return
+            except Exception:
+                pass
+            await asyncio.sleep(0.1)
+
+
+async def test_two_agent_processes_share_the_load(broker, agent_processes):
+    procs = [agent_processes(SHARED_AGENT, "shared_agent:agent", broker.nats_url) for _ in range(2)]
+    async with Client(broker.nats_url) as c:
+        await wait_for_instances(c, "sharer", 2)
+        outs = await asyncio.gather(*(c.invoke("sharer", {"n": i}, timeout=20) for i in range(20)))
+        assert sorted(o["n"] for o in outs) == list(range(20))
+        pids = {o["pid"] for o in outs}
+        assert pids == {p.pid for p in procs}
+        # SIGTERM: each process finishes, deregisters and exits cleanly
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            assert await asyncio.to_thread(p.wait, 20) == 0
+        with pytest.raises(NoLiveAgent):
+            await c.invoke("sharer", {"n": 0})

@@ -1,0 +1,60 @@
+"""The blocking facade ``mq9.sync.Client`` against the real broker and an agent process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from mq9 import NotFound, TaskFailed
+from mq9.sync import Client
+
+ECHO_AGENT = '''
+from mq9 import Agent, TaskContext
+
+agent = Agent("echo", description="Echoes what it gets")
+
+
+@agent.skill
+async def echo(text: str, ctx: TaskContext) -> str:
+    """Echo the text back."""
+    await ctx.progress({"len": len(text)})
+    if text == "fail":
+        raise ValueError("asked to fail")
+    return text
+'''
+
+
+def wait_live(c: Client, name: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if c.agent_status(name)["status"] == "healthy":
+                return
+        except NotFound:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"agent {name} did not come up")
+
+
+def test_sync_client_mailbox_round_trip(broker):
+    with Client(broker.nats_url) as c:
+        box = c.create_mailbox("sync.box", ttl=60)
+        assert c.send(box, b"one", priority="urgent") == 0
+        msgs = c.fetch(box, group="g", deliver="earliest")
+        assert [(m.msg_id, m.payload, m.priority) for m in msgs] == [(0, b"one", "urgent")]
+        c.ack(box, group="g", msg_id=0)
+        assert c.fetch(box, group="g", max_wait_ms=50) == []
+        assert [m.payload for m in c.query(box)] == [b"one"]
+
+
+def test_sync_client_invokes_follows_and_fails(broker, agent_processes):
+    agent_processes(ECHO_AGENT, "echo_agent:agent", broker.nats_url)
+    with Client(broker.nats_url) as c:
+        wait_live(c, "echo")
+        assert c.invoke("echo", {"text": "hi"}) == "hi"
+        task = c.invoke("echo", {"text": "later"}, wait=False)
+        assert task.result(timeout=10) == "later"
+        assert [e.data for e in task.events() if e.type == "progress"] == [{"len": 5}]
+        with pytest.raises(TaskFailed, match="asked to fail"):
+            c.invoke("echo", {"text": "fail"})
+        assert [a.name for a in c.discover(text="echoes")][:1] == ["echo"]
