@@ -18,7 +18,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from robustmq.subjects import SubjectTrie
+from robustmq.subjects import NO_MATCH, SubjectTrie
 
 # deliver(subject, reply, headers, payload) -> None, or an awaitable for a durable write
 DeliverFn = Callable[[str, str | None, bytes | None, bytes], Awaitable[Any] | None]
@@ -64,6 +64,7 @@ class Router:
         # publishes without one). Front-end clients offer client_id, protocol, user, name,
         # remote and add_close_callback(fn).
         self.current_origin: Any = None
+        self._cache = self.trie.match_cache  # read directly on the publish hot path
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -101,8 +102,10 @@ class Router:
         ``skip_owner``: subscriptions held by this owner are passed over (NATS ``echo: false``).
         ``origin``: the client that published (a connection object, see ``current_origin``).
         """
-        result = self.trie.match(subject)
-        if not result:
+        result = self._cache.get(subject)
+        if result is None:
+            result = self.trie.match(subject)
+        if result is NO_MATCH:
             return 0
         previous = self.current_origin
         self.current_origin = origin

@@ -68,7 +68,10 @@ class _Node:
 
 
 class MatchResult:
-    """What a literal subject matched: plain subscriptions, and one member list per queue group."""
+    """What a literal subject matched: plain subscriptions, and one member list per queue group.
+
+    The trie returns the ``NO_MATCH`` singleton for no match, so hot paths test identity.
+    """
 
     __slots__ = ("plain", "queues")
 
@@ -94,6 +97,7 @@ class SubjectTrie:
         self._root = _Node()
         self._cache: dict[str, MatchResult] = {}
         self._cache_max = cache_max_entries
+        self.match_cache = self._cache  # literal subject -> MatchResult; read-only for callers
         self.count = 0
 
     def insert(self, sub: Any) -> None:

@@ -77,25 +77,18 @@ class NatsSubscription(Subscription):
             self._msg_prefix = b"MSG " + subj + self._sid_b
             self._hmsg_prefix = b"HMSG " + subj + self._sid_b
         size = len(payload)
-        out = conn.out
         if headers is None or not conn.headers:
             if reply is None:
-                head = self._msg_prefix + _size_line(size)
+                head = self._msg_prefix + (_SIZE_LINES.get(size) or _size_line(size))
             else:
-                head = self._msg_prefix + _b(reply) + b" " + _size_line(size)
+                head = self._msg_prefix + _b(reply) + b" " + (_SIZE_LINES.get(size) or _size_line(size))
         else:
             hsize = len(headers)
-            total = hsize + size
-            if reply is None:
-                head = self._hmsg_prefix + b"%d %d\r\n" % (hsize, total) + headers
-            else:
-                head = self._hmsg_prefix + _b(reply) + b" %d %d\r\n" % (hsize, total) + headers
-        out.append(head)
-        out.append(payload)
-        out.append(CRLF)
+            mid = b" %d %d\r\n" % (hsize, hsize + size)
+            head = self._hmsg_prefix + (_b(reply) + mid if reply is not None else mid[1:]) + headers
+        conn.out += (head, payload, CRLF)
         conn.out_msgs += 1
         conn.out_bytes += size
-        conn.pending_bytes += len(head) + size + 2
         if not conn.dirty:
             conn.server.schedule_flush(conn)
         self.delivered += 1
@@ -120,7 +113,6 @@ class NatsConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.subs: dict[str, NatsSubscription] = {}
         self.out: list[bytes] = []
-        self.pending_bytes = 0
         self.dirty = False
         self.closed = False
         # CONNECT options, with nats-server's defaults until CONNECT arrives
@@ -135,6 +127,9 @@ class NatsConnection(asyncio.Protocol):
         self.version: str | None = None
         self.user: str | None = None
         self.permissions: Permissions | None = None
+        self.skip_owner: NatsConnection | None = None  # self when echo is off
+        # True while publishes need the slow checks: pedantic, permissions, no CONNECT yet
+        self.checked = True
         self.ip = ""
         self.port = 0
         self.start_time = time.time()
@@ -199,32 +194,22 @@ class NatsConnection(asyncio.Protocol):
     # -- events --------------------------------------------------------------------------------
 
     def handle(self, events: list[Any]) -> None:
-        router = self.router
+        publish = self.router.publish
         for ev in events:
             if self.closed:
                 return
             kind = type(ev)
             if kind is Pub:
-                subject = ev.subject
-                if not self.connect_received and self.server.auth_required:
-                    self.fail(errors.AUTHORIZATION_VIOLATION)
-                    return
-                if self.permissions is not None and not self.permissions.may_publish(subject):
-                    self.send(encoder.err(errors.publish_violation(subject)))
+                subject, reply, headers, payload = ev
+                if (self.checked or headers is not None) and not self._may_publish(subject, headers):
+                    if self.closed:
+                        return
                     continue
-                if self.pedantic and not is_valid_publish_subject(subject):
-                    self.send(encoder.err(errors.INVALID_PUBLISH_SUBJECT))
-                headers = ev.headers
-                if headers is not None and not self.headers:
-                    self.fail(None, "message headers not supported")
-                    return
-                payload = ev.payload
                 self.in_msgs += 1
                 self.in_bytes += len(payload)
-                reply = ev.reply
-                count = router.publish(subject, payload, reply, headers, None if self.echo else self, self)
-                if count == 0 and reply and self.no_responders:
-                    self._send_no_responders(subject, reply)
+                if publish(subject, payload, reply, headers, self.skip_owner, self) == 0 and reply:
+                    if self.no_responders:
+                        self._send_no_responders(subject, reply)
                 if self.verbose:
                     self.send(OK)
             elif kind is Ping:
@@ -243,6 +228,28 @@ class NatsConnection(asyncio.Protocol):
                     self.ping_sent_at = 0.0
             elif kind is Connect:
                 self._on_connect(ev.options)
+
+    def _may_publish(self, subject: str, headers: bytes | None) -> bool:
+        """The checks most publishes skip (see ``checked``); False drops the message."""
+        if not self.connect_received and self.server.auth_required:
+            self.fail(errors.AUTHORIZATION_VIOLATION)
+            return False
+        if self.permissions is not None and not self.permissions.may_publish(subject):
+            self.send(encoder.err(errors.publish_violation(subject)))
+            return False
+        if self.pedantic and not is_valid_publish_subject(subject):
+            self.send(encoder.err(errors.INVALID_PUBLISH_SUBJECT))  # nats-server still routes it
+        if headers is not None and not self.headers:
+            self.fail(None, "message headers not supported")
+            return False
+        return True
+
+    def _update_checked(self) -> None:
+        self.checked = (
+            self.pedantic
+            or self.permissions is not None
+            or (self.server.auth_required and not self.connect_received)
+        )
 
     def _on_connect(self, options: dict[str, Any]) -> None:
         for key in _BOOL_OPTIONS:
@@ -280,6 +287,8 @@ class NatsConnection(asyncio.Protocol):
         self.lang = options.get("lang")
         self.version = options.get("version")
         self.connect_received = True
+        self.skip_owner = None if self.echo else self
+        self._update_checked()
         if self.verbose:
             self.send(OK)
 
@@ -343,7 +352,6 @@ class NatsConnection(asyncio.Protocol):
         if self.closed:
             return
         self.out.append(frame)
-        self.pending_bytes += len(frame)
         if not self.dirty:
             self.server.schedule_flush(self)
 
@@ -353,11 +361,9 @@ class NatsConnection(asyncio.Protocol):
         out = self.out
         if not out or self.closed:
             out.clear()
-            self.pending_bytes = 0
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        self.pending_bytes = 0
         transport = self.transport
         assert transport is not None
         transport.write(data)
@@ -430,7 +436,7 @@ class NatsConnection(asyncio.Protocol):
             "in_bytes": self.in_bytes,
             "out_msgs": self.out_msgs,
             "out_bytes": self.out_bytes,
-            "pending_bytes": self.pending_bytes + buffered,
+            "pending_bytes": sum(map(len, self.out)) + buffered,
             "start": self.start_time,
             "rtt_s": self.rtt_s,
         }

