@@ -1,12 +1,14 @@
 """Persistence of the agent API: one stream of the store holding task, event and agent records.
 
-Records are JSON objects appended without waiting (the store's group commit makes them durable
-within milliseconds) and read back in order at start-up. Without a store (in-process tests) the
+Records written in one loop tick go out as one store record (a JSON array), appended without
+waiting (the store's group commit makes them durable within milliseconds); they are read back in
+order at start-up. Without a store (in-process tests) the
 records stay in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Iterable
@@ -30,6 +32,8 @@ class StoreJournal:
         self.store = store
         self.stream = stream
         self._failed = False
+        self._pending: list[dict[str, Any]] = []
+        self._flush_scheduled = False
 
     async def open(self) -> None:
         from robustmq.store import StreamConfig
@@ -44,12 +48,25 @@ class StoreJournal:
         self.store.create_stream(config, exist_ok=True)
 
     def write(self, record: dict[str, Any]) -> None:
+        self._pending.append(record)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
         try:
-            self.store.append(self.stream, orjson.dumps(record))
+            self.store.append(self.stream, orjson.dumps(batch))
         except Exception as exc:
-            if not self._failed:  # one line, not one per record
+            if not self._failed:  # one line, not one per batch
                 log.error("agent API journal: cannot append to stream %s: %s", self.stream, exc)
                 self._failed = True
+
+    async def close(self) -> None:
+        self.flush()
 
     async def replay(self) -> Iterable[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -60,9 +77,13 @@ class StoreJournal:
                 break
             for rec in batch:
                 try:
-                    out.append(orjson.loads(rec.payload))
+                    value = orjson.loads(rec.payload)
                 except orjson.JSONDecodeError:
                     continue
+                if isinstance(value, list):
+                    out.extend(v for v in value if isinstance(v, dict))
+                elif isinstance(value, dict):
+                    out.append(value)
             offset = batch[-1].offset + 1
         return out
 
