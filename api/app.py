@@ -15,7 +15,18 @@ from api.body_limit import RequestSizeLimit
 from api.metrics import ApiMetrics, HttpMetricsMiddleware
 from api.openapi import build_openapi
 from api.problems import install_problem_handlers
-from api.routers import connections, consumers, health, metrics, query, server, streams, subscriptions
+from api.routers import (
+    agents,
+    connections,
+    consumers,
+    health,
+    metrics,
+    query,
+    server,
+    streams,
+    subscriptions,
+    tasks,
+)
 from api.security import AccessTable, require_access
 from robustmq import __version__
 
@@ -48,7 +59,7 @@ def create_app(broker: Broker) -> FastAPI:
     protected = [Depends(require_access)]
     app.include_router(health.router)
     app.include_router(metrics.router, dependencies=protected)
-    for module in (server, connections, subscriptions, streams, consumers, query):
+    for module in (server, connections, subscriptions, streams, consumers, query, agents, tasks):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=protected)
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

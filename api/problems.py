@@ -30,6 +30,10 @@ BAD_TEST_SUBJECT = "test: not a valid subject: {subject!r}"
 INTERNAL = "internal error"
 STREAM_NAME_MISMATCH = "the body names stream {body!r} but the path {path!r}"
 NO_STORE = "the store is not running"
+NO_SERVICE = "the {name} service is not running"
+UNREPRESENTABLE = "invalid request: {reason}"
+BAD_LAST_EVENT_ID = "Last-Event-ID must be a sequence number: {value!r}"
+AGENT_API_SILENT = "the agent API did not answer in time"
 INTERNAL_STREAM = "stream {name} is internal to the broker and cannot be changed here"
 NO_CONSUMER = "consumer not found: {name} on stream {stream}"
 CONSUMER_EXISTS = "consumer already exists: {name} on stream {stream}"
@@ -50,6 +54,8 @@ class Problem(BaseModel):
     instance: str | None = Field(None, description="the request path")
     code: int = Field(description="the same error code the NATS API uses")
     errors: list[FieldError] | None = Field(None, description="per-field errors of invalid input")
+    task_id: str | None = Field(None, description="the task a failed invocation created")
+    state: str | None = Field(None, description="that task's state")
 
 
 class ProblemError(Exception):
@@ -63,6 +69,7 @@ class ProblemError(Exception):
         code: int | None = None,
         headers: dict[str, str] | None = None,
         errors: list[FieldError] | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(detail or HTTPStatus(status).phrase)
         self.status = status
@@ -70,6 +77,7 @@ class ProblemError(Exception):
         self.code = code if code is not None else status
         self.headers = headers
         self.errors = errors
+        self.extra = extra
 
 
 def problem_body(status: int, detail: str | None, instance: str | None, **extra: Any) -> bytes:
@@ -104,7 +112,7 @@ async def _on_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProblemError)
     errors = [e.model_dump() for e in exc.errors] if exc.errors else None
     return problem_response(
-        exc.status, exc.detail, request.url.path, exc.headers, code=exc.code, errors=errors
+        exc.status, exc.detail, request.url.path, exc.headers, code=exc.code, errors=errors, **exc.extra
     )
 
 

@@ -161,3 +161,13 @@ async def test_request_body_over_the_limit_is_413(broker_factory):
         assert r.status_code == 413
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["detail"] == "the request body exceeds 1000 bytes"
+
+        async def chunks():
+            for _ in range(20):
+                yield b'{"name": "' + b"x" * 100
+
+        # no Content-Length: the body is counted as it arrives
+        r = await c.post("/api/v1/streams", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["status"] == 413
+        ok = await c.post("/api/v1/streams", json={"name": "small"})
+        assert ok.status_code == 201

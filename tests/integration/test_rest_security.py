@@ -82,3 +82,18 @@ async def test_admin_token_and_nats_token_may_read(secured):
     for token in ("admin-token", "nats-admin-secret"):
         async with client(secured, token) as c:
             assert (await c.get("/api/v1/subscriptions")).status_code == 200
+
+
+async def test_reader_may_not_change_anything(secured):
+    for credentials in ({"token": "reader-token"}, {"basic": ("ops", "ops-pass")}):
+        async with client(secured, **credentials) as c:
+            r = await c.post("/api/v1/streams", json={"name": "by-reader"})
+            assert r.status_code == 403
+            assert r.json()["detail"] == "the reader role may only use GET"
+            assert (await c.delete("/api/v1/streams/anything")).status_code == 403
+
+
+async def test_admin_may_change_things(secured):
+    async with client(secured, "admin-token") as c:
+        assert (await c.post("/api/v1/streams", json={"name": "by-admin"})).status_code == 201
+        assert (await c.delete("/api/v1/streams/by-admin")).status_code == 204

@@ -1,0 +1,62 @@
+"""Calls into the agent API service, in process: the same handlers, validation and error codes as NATS.
+
+Reads use the service's Python views directly. Operations whose answer may come later (a sync invoke
+finishes when the agent replies) go through ``router.request`` in process, no socket, no NATS protocol,
+so REST and NATS callers share one code path; an error reply becomes a problem document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+
+from api.problems import AGENT_API_SILENT, NO_SERVICE, UNREPRESENTABLE, ProblemError
+from robustmq.router import NoResponders
+
+API_PREFIX = "$mq9.AI.API."
+# how long past an invocation's own deadline we wait for the service to answer it
+ANSWER_MARGIN_S = 2.0
+DEFAULT_CALL_TIMEOUT_S = 10.0
+
+
+def agent_service(request: Request) -> Any:
+    service = getattr(request.app.state.broker, "agent_api", None)
+    if service is None or not hasattr(service, "tasks"):
+        raise ProblemError(503, NO_SERVICE.format(name="agent API"))
+    return service
+
+
+def problem_of_reply(reply: dict[str, Any]) -> ProblemError:
+    code = reply.get("code")
+    status = code if isinstance(code, int) and 400 <= code < 600 else 500
+    extra = {k: reply[k] for k in ("task_id", "state") if isinstance(reply.get(k), str)}
+    return ProblemError(status, str(reply.get("error") or "error"), code=code or status, **extra)
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as JSON; 400 when it holds what JSON cannot carry here (e.g. integers past 64 bits)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError as exc:
+        raise ProblemError(400, UNREPRESENTABLE.format(reason=exc)) from None
+
+
+async def call(
+    request: Request, verb: str, body: dict[str, Any] | None = None, timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+) -> dict[str, Any]:
+    """``$mq9.AI.API.<verb>`` with ``body``; returns the reply, or raises its problem."""
+    router = request.app.state.broker.router
+    payload = json_bytes(body) if body is not None else b""
+    try:
+        _, raw = await router.request(API_PREFIX + verb, payload, timeout=timeout_s)
+    except NoResponders:
+        raise ProblemError(503, NO_SERVICE.format(name="agent API")) from None
+    except TimeoutError:
+        raise ProblemError(504, AGENT_API_SILENT) from None
+    reply = orjson.loads(raw)
+    if reply.get("error"):
+        raise problem_of_reply(reply)
+    reply.pop("error", None)
+    return reply
