@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -14,6 +15,26 @@ import pytest
 SDK_SRC = Path(__file__).resolve().parents[2] / "sdk" / "src"
 if str(SDK_SRC) not in sys.path:
     sys.path.insert(0, str(SDK_SRC))
+
+
+def _project_fixtures():
+    """The project's tests/conftest.py as a module, for ``start_broker`` (both files are 'conftest')."""
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("robustmq_test_fixtures", path)
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sdk_broker(tmp_path_factory):
+    """One broker for a whole test module: every test uses its own agent and mailbox names."""
+    broker = _project_fixtures().start_broker(tmp_path_factory.mktemp("broker") / "data")
+    yield broker
+    broker.stop()
 
 
 @pytest.fixture

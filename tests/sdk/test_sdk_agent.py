@@ -64,8 +64,12 @@ def weather(url: str) -> Agent:
     return agent
 
 
-async def test_agent_is_discovered_by_meaning_and_invoked(broker):
-    async with translator(broker.nats_url), weather(broker.nats_url), Client(broker.nats_url) as c:
+async def test_agent_is_discovered_by_meaning_and_invoked(sdk_broker):
+    async with (
+        translator(sdk_broker.nats_url),
+        weather(sdk_broker.nats_url),
+        Client(sdk_broker.nats_url) as c,
+    ):
         found = await eventually(lambda: c.discover(semantic="turn English into German", limit=5))
         assert found[0].name == "translator"
         assert found[0].status == "healthy"
@@ -80,16 +84,20 @@ async def test_agent_is_discovered_by_meaning_and_invoked(broker):
         assert detail.task_id and detail.instance_id
 
 
-async def test_invoke_by_intent_picks_the_agent(broker):
-    async with translator(broker.nats_url), weather(broker.nats_url), Client(broker.nats_url) as c:
+async def test_invoke_by_intent_picks_the_agent(sdk_broker):
+    async with (
+        translator(sdk_broker.nats_url),
+        weather(sdk_broker.nats_url),
+        Client(sdk_broker.nats_url) as c,
+    ):
         await eventually(lambda: c.discover(semantic="weather forecast"))
         out = await c.invoke_intent("what will the weather be like in Rome", {"city": "Rome"}, details=True)
         assert out.agent == "weather"
         assert out.output == "sunny in Rome"
 
 
-async def test_invalid_input_is_the_agents_error(broker):
-    async with translator(broker.nats_url), Client(broker.nats_url) as c:
+async def test_invalid_input_is_the_agents_error(sdk_broker):
+    async with translator(sdk_broker.nats_url), Client(sdk_broker.nats_url) as c:
         with pytest.raises(TaskFailed) as info:
             await c.invoke("translator", {"target": 3}, skill="translate")
         assert "text" in info.value.text and "Field required" in info.value.text
@@ -97,15 +105,15 @@ async def test_invalid_input_is_the_agents_error(broker):
             await c.invoke("translator", {}, skill="nope")
 
 
-async def test_every_error_class(broker):
-    slow = Agent("slow", servers=broker.nats_url)
+async def test_every_error_class(sdk_broker):
+    slow = Agent("slow", servers=sdk_broker.nats_url)
 
     @slow.skill
     async def wait(seconds: float) -> str:
         await asyncio.sleep(seconds)
         return "done"
 
-    async with translator(broker.nats_url), slow, Client(broker.nats_url) as c:
+    async with translator(sdk_broker.nats_url), slow, Client(sdk_broker.nats_url) as c:
         with pytest.raises(TaskFailed, match="boom") as failed:
             await c.invoke("translator", {"reason": "boom"}, skill="explode")
         assert failed.value.code == 502 and failed.value.task_id
@@ -123,14 +131,14 @@ async def test_every_error_class(broker):
         with pytest.raises(Conflict):
             await task.cancel()
     # every instance has stopped: the agent is known but nobody is live
-    async with Client(broker.nats_url) as c:
+    async with Client(sdk_broker.nats_url) as c:
         with pytest.raises(NoLiveAgent) as none:
             await c.invoke("translator", {"text": "hi"})
         assert none.value.code == 503
 
 
-async def test_progress_events_follow_an_async_task(broker):
-    agent = Agent("counter", servers=broker.nats_url)
+async def test_progress_events_follow_an_async_task(sdk_broker):
+    agent = Agent("counter", servers=sdk_broker.nats_url)
 
     @agent.skill
     async def count(to: int, ctx: TaskContext) -> int:
@@ -139,7 +147,7 @@ async def test_progress_events_follow_an_async_task(broker):
             await ctx.progress({"step": i})
         return to
 
-    async with agent, Client(broker.nats_url) as c:
+    async with agent, Client(sdk_broker.nats_url) as c:
         task = await c.invoke("counter", {"to": 3}, wait=False)
         assert task.id
         assert await task.result(timeout=10) == 3
@@ -155,8 +163,8 @@ async def test_progress_events_follow_an_async_task(broker):
         assert record["state"] == "completed" and record["output"] == 3
 
 
-async def test_events_stream_live_while_the_task_runs(broker):
-    agent = Agent("ticker", servers=broker.nats_url)
+async def test_events_stream_live_while_the_task_runs(sdk_broker):
+    agent = Agent("ticker", servers=sdk_broker.nats_url)
     release = asyncio.Event()
 
     @agent.skill
@@ -165,7 +173,7 @@ async def test_events_stream_live_while_the_task_runs(broker):
         await release.wait()
         return "ok"
 
-    async with agent, Client(broker.nats_url) as c:
+    async with agent, Client(sdk_broker.nats_url) as c:
         task = await c.invoke("ticker", {}, wait=False)
         seen = []
         async for event in task.events():
@@ -176,8 +184,8 @@ async def test_events_stream_live_while_the_task_runs(broker):
         assert await task.state() == "completed"
 
 
-async def test_cancellation_reaches_the_skill(broker):
-    agent = Agent("looper", servers=broker.nats_url)
+async def test_cancellation_reaches_the_skill(sdk_broker):
+    agent = Agent("looper", servers=sdk_broker.nats_url)
     started = asyncio.Event()
     observed = asyncio.Event()
 
@@ -189,7 +197,7 @@ async def test_cancellation_reaches_the_skill(broker):
         observed.set()
         return "stopped early"
 
-    async with agent, Client(broker.nats_url) as c:
+    async with agent, Client(sdk_broker.nats_url) as c:
         task = await c.invoke("looper", {}, wait=False, timeout=30)
         await asyncio.wait_for(started.wait(), 10)
         assert await task.cancel() == "canceled"
@@ -198,8 +206,8 @@ async def test_cancellation_reaches_the_skill(broker):
             await task.result(timeout=10)
 
 
-async def test_stop_finishes_work_in_flight_then_deregisters(broker):
-    agent = Agent("careful", servers=broker.nats_url)
+async def test_stop_finishes_work_in_flight_then_deregisters(sdk_broker):
+    agent = Agent("careful", servers=sdk_broker.nats_url)
     started = asyncio.Event()
 
     @agent.skill
@@ -209,7 +217,7 @@ async def test_stop_finishes_work_in_flight_then_deregisters(broker):
         return "finished"
 
     await agent.start()
-    async with Client(broker.nats_url) as c:
+    async with Client(sdk_broker.nats_url) as c:
         call = asyncio.create_task(c.invoke("careful", {"ms": 500}))
         await asyncio.wait_for(started.wait(), 10)
         await agent.stop()
@@ -221,14 +229,14 @@ async def test_stop_finishes_work_in_flight_then_deregisters(broker):
             await c.invoke("careful", {"ms": 1})
 
 
-async def test_queued_invocation_runs_when_an_instance_starts(broker):
-    agent = Agent("latecomer", servers=broker.nats_url)
+async def test_queued_invocation_runs_when_an_instance_starts(sdk_broker):
+    agent = Agent("latecomer", servers=sdk_broker.nats_url)
 
     @agent.skill
     async def hello(name: str) -> str:
         return f"hello {name}"
 
-    async with Client(broker.nats_url) as c:
+    async with Client(sdk_broker.nats_url) as c:
         await agent.start()  # known to the registry
         await agent.stop()
         task = await c.invoke("latecomer", {"name": "q"}, wait=False, on_offline="queue", timeout=30)

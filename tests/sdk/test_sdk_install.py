@@ -69,7 +69,7 @@ def _run(*args: str | Path, **kwargs) -> str:
     return proc.stdout
 
 
-async def test_sdk_installs_into_a_fresh_venv_without_the_broker(tmp_path: Path, broker):
+async def test_sdk_installs_into_a_fresh_venv_without_the_broker(tmp_path: Path, sdk_broker):
     # 1. the distribution: built offline from a copy of sdk/ (the tree stays clean)
     source = tmp_path / "sdk"
     shutil.copytree(
@@ -112,12 +112,12 @@ async def test_sdk_installs_into_a_fresh_venv_without_the_broker(tmp_path: Path,
     # 5. and it works: an agent run by the installed `mq9` command answers an invocation
     (tmp_path / "ping_agent.py").write_text(PING_AGENT)
     proc = subprocess.Popen(
-        [venv / "bin" / "mq9", "run", "ping_agent:agent", "--servers", broker.nats_url],
+        [venv / "bin" / "mq9", "run", "ping_agent:agent", "--servers", sdk_broker.nats_url],
         cwd=tmp_path, env=bare_env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        async with Client(broker.nats_url) as c:
+        async with Client(sdk_broker.nats_url) as c:
             async with asyncio.timeout(60):
                 while True:
                     try:

@@ -8,8 +8,8 @@ import pytest
 from mq9 import BadRequest, Client, Conflict, NotFound
 
 
-async def test_send_fetch_ack_in_priority_order(broker):
-    async with Client(broker.nats_url) as c:
+async def test_send_fetch_ack_in_priority_order(sdk_broker):
+    async with Client(sdk_broker.nats_url) as c:
         box = await c.create_mailbox("task.42.results", ttl=3600)
         assert box == "task.42.results"
         ids = [
@@ -30,8 +30,8 @@ async def test_send_fetch_ack_in_priority_order(broker):
         assert await c.fetch(box, group="g", num=10, max_wait_ms=50) == []
 
 
-async def test_generated_mailbox_key_compaction_query_and_delete(broker):
-    async with Client(broker.nats_url) as c:
+async def test_generated_mailbox_key_compaction_query_and_delete(sdk_broker):
+    async with Client(sdk_broker.nats_url) as c:
         box = await c.create_mailbox(ttl=60)
         assert box
         await c.send(box, b"v1", key="state")
@@ -46,15 +46,15 @@ async def test_generated_mailbox_key_compaction_query_and_delete(broker):
         assert await c.query(box, tags=["vip"]) == []
 
 
-async def test_delayed_send_returns_minus_one(broker):
-    async with Client(broker.nats_url) as c:
+async def test_delayed_send_returns_minus_one(sdk_broker):
+    async with Client(sdk_broker.nats_url) as c:
         box = await c.create_mailbox("delayed.box")
         assert await c.send(box, b"later", delay=30) == -1
         assert await c.fetch(box, deliver="earliest", max_wait_ms=50) == []
 
 
-async def test_fetch_waits_for_a_message_that_arrives(broker):
-    async with Client(broker.nats_url) as c, Client(broker.nats_url) as sender:
+async def test_fetch_waits_for_a_message_that_arrives(sdk_broker):
+    async with Client(sdk_broker.nats_url) as c, Client(sdk_broker.nats_url) as sender:
         box = await c.create_mailbox("wait.box")
         pending = asyncio.create_task(c.fetch(box, group="w", deliver="earliest", max_wait_ms=5000))
         await asyncio.sleep(0.1)
@@ -63,8 +63,8 @@ async def test_fetch_waits_for_a_message_that_arrives(broker):
         assert [m.payload for m in msgs] == [b"arrived"]
 
 
-async def test_mailbox_errors_are_typed(broker):
-    async with Client(broker.nats_url) as c:
+async def test_mailbox_errors_are_typed(sdk_broker):
+    async with Client(sdk_broker.nats_url) as c:
         await c.create_mailbox("dup.box")
         with pytest.raises(Conflict, match="already exists"):
             await c.create_mailbox("dup.box")

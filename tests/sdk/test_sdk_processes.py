@@ -37,9 +37,9 @@ async def wait_for_instances(c: Client, name: str, count: int, timeout_s: float 
             await asyncio.sleep(0.1)
 
 
-async def test_two_agent_processes_share_the_load(broker, agent_processes):
-    procs = [agent_processes(SHARED_AGENT, "shared_agent:agent", broker.nats_url) for _ in range(2)]
-    async with Client(broker.nats_url) as c:
+async def test_two_agent_processes_share_the_load(sdk_broker, agent_processes):
+    procs = [agent_processes(SHARED_AGENT, "shared_agent:agent", sdk_broker.nats_url) for _ in range(2)]
+    async with Client(sdk_broker.nats_url) as c:
         await wait_for_instances(c, "sharer", 2)
         outs = await asyncio.gather(*(c.invoke("sharer", {"n": i}, timeout=20) for i in range(20)))
         assert sorted(o["n"] for o in outs) == list(range(20))

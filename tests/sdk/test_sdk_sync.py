@@ -36,8 +36,8 @@ def wait_live(c: Client, name: str, timeout_s: float = 30.0) -> None:
     raise AssertionError(f"agent {name} did not come up")
 
 
-def test_sync_client_mailbox_round_trip(broker):
-    with Client(broker.nats_url) as c:
+def test_sync_client_mailbox_round_trip(sdk_broker):
+    with Client(sdk_broker.nats_url) as c:
         box = c.create_mailbox("sync.box", ttl=60)
         assert c.send(box, b"one", priority="urgent") == 0
         msgs = c.fetch(box, group="g", deliver="earliest")
@@ -47,9 +47,9 @@ def test_sync_client_mailbox_round_trip(broker):
         assert [m.payload for m in c.query(box)] == [b"one"]
 
 
-def test_sync_client_invokes_follows_and_fails(broker, agent_processes):
-    agent_processes(ECHO_AGENT, "echo_agent:agent", broker.nats_url)
-    with Client(broker.nats_url) as c:
+def test_sync_client_invokes_follows_and_fails(sdk_broker, agent_processes):
+    agent_processes(ECHO_AGENT, "echo_agent:agent", sdk_broker.nats_url)
+    with Client(sdk_broker.nats_url) as c:
         wait_live(c, "echo")
         assert c.invoke("echo", {"text": "hi"}) == "hi"
         task = c.invoke("echo", {"text": "later"}, wait=False)

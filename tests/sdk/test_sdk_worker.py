@@ -7,8 +7,8 @@ import asyncio
 from mq9 import Agent, Client, Message
 
 
-async def test_worker_handles_in_priority_order_and_redelivers_after_an_exception(broker):
-    agent = Agent("desk", servers=broker.nats_url, mailbox="agent.desk.inbox")
+async def test_worker_handles_in_priority_order_and_redelivers_after_an_exception(sdk_broker):
+    agent = Agent("desk", servers=sdk_broker.nats_url, mailbox="agent.desk.inbox")
     seen: list[tuple[int, str, bytes]] = []
     failures = {"urgent-1": 2}  # this message raises twice, then succeeds
     done = asyncio.Event()
@@ -23,7 +23,7 @@ async def test_worker_handles_in_priority_order_and_redelivers_after_an_exceptio
         if msg.text() == "last":
             done.set()
 
-    async with Client(broker.nats_url) as c:
+    async with Client(sdk_broker.nats_url) as c:
         await c.create_mailbox("agent.desk.inbox", ttl=0)
         # sent before the agent runs: the mailbox keeps them
         await c.send("agent.desk.inbox", b"normal-1")
@@ -44,8 +44,8 @@ async def test_worker_handles_in_priority_order_and_redelivers_after_an_exceptio
         assert await c.fetch("agent.desk.inbox", group="desk", num=10, max_wait_ms=50) == []
 
 
-async def test_worker_drops_a_message_after_max_attempts_and_goes_on(broker):
-    agent = Agent("fragile", servers=broker.nats_url)
+async def test_worker_drops_a_message_after_max_attempts_and_goes_on(sdk_broker):
+    agent = Agent("fragile", servers=sdk_broker.nats_url)
     seen: list[str] = []
 
     @agent.on_message(max_attempts=2)
@@ -54,7 +54,7 @@ async def test_worker_drops_a_message_after_max_attempts_and_goes_on(broker):
         if msg.text() == "poison":
             raise ValueError("cannot handle")
 
-    async with Client(broker.nats_url) as c:
+    async with Client(sdk_broker.nats_url) as c:
         async with agent:
             # the mailbox comes from the registration
             await c.send(agent.mailbox, b"poison")
