@@ -203,6 +203,15 @@ class AgentApiService:
         record = self.directory.get(name)
         return record.owner if record is not None and self.auth_enabled else None
 
+    def mailbox_owner(self, address: str) -> str | None:
+        """The user owning the agent whose mailbox is ``address`` (for mq9 FETCH/ACK checks)."""
+        if not self.auth_enabled:
+            return None
+        for record in self.directory.all():
+            if record.mailbox == address:
+                return record.owner
+        return None
+
     # -- registration and liveness --------------------------------------------------------------------
 
     def _register(self, _: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
