@@ -319,7 +319,16 @@ class Agent:
             if old is not None:
                 await _quietly_unsubscribe(old)
             for tool in self.tools.values():
-                await self._register_tool(tool)
+                try:
+                    await self._register_tool(tool)
+                except errors.Mq9Error as exc:  # the skills still serve; the tool is not offered
+                    tool.instance_id = ""
+                    log.warning(
+                        "tool %s not registered: %s",
+                        tool.name,
+                        exc,
+                        extra={"agent": self.name, "tool": tool.name},
+                    )
 
     async def _register_tool(self, tool: Tool) -> None:
         async def register_tool() -> str:
@@ -394,9 +403,10 @@ class Agent:
                     },
                 )
                 for tool in self.tools.values():
-                    await self.client.request(
-                        subjects.tool_op("HEARTBEAT", tool.name), {"instance_id": tool.instance_id}
-                    )
+                    if tool.instance_id:
+                        await self.client.request(
+                            subjects.tool_op("HEARTBEAT", tool.name), {"instance_id": tool.instance_id}
+                        )
             except errors.NotFound:  # the broker has forgotten this instance: register again
                 log.info("instance unknown to the broker; registering again", extra={"agent": self.name})
                 try:
