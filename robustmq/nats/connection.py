@@ -207,11 +207,11 @@ class NatsConnection(asyncio.Protocol):
                     continue
                 self.in_msgs += 1
                 self.in_bytes += len(payload)
+                if self.verbose:
+                    self.send(OK)  # nats-server acknowledges on the PUB line, before routing
                 if publish(subject, payload, reply, headers, self.skip_owner, self) == 0 and reply:
                     if self.no_responders:
                         self._send_no_responders(subject, reply)
-                if self.verbose:
-                    self.send(OK)
             elif kind is Ping:
                 if not self.connect_received and self.server.auth_required:
                     self.fail(errors.AUTHORIZATION_VIOLATION)
