@@ -20,6 +20,7 @@ from api.routers import (
     connections,
     consumers,
     health,
+    mailboxes,
     metrics,
     query,
     server,
@@ -59,7 +60,7 @@ def create_app(broker: Broker) -> FastAPI:
     protected = [Depends(require_access)]
     app.include_router(health.router)
     app.include_router(metrics.router, dependencies=protected)
-    for module in (server, connections, subscriptions, streams, consumers, query, agents, tasks):
+    for module in (server, connections, subscriptions, streams, consumers, query, agents, tasks, mailboxes):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=protected)
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

@@ -9,3 +9,4 @@ CURSOR_MAX_CHARS = 512
 SHUTDOWN_GRACE_S = 2.0
 LISTEN_BACKLOG = 1024
 SSE_KEEPALIVE_S = 15.0
+MAILBOX_SCAN_MAX_RECORDS = 100_000  # depth per priority is counted up to this many messages

@@ -1,0 +1,68 @@
+"""Calls into the mq9 service, in process: mailbox reads use its Python objects directly; commands
+(create, send, fetch, ack, query, delete) go through its own handler by an in-process router request
+(no socket, no NATS protocol), so REST gets the same validation, durability and error texts as NATS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+
+from api.problems import NO_SERVICE, ProblemError
+from robustmq.agents.mq9 import errors as mq9_errors
+from robustmq.router import NoResponders
+
+MQ9_PREFIX = "$mq9.AI."
+DEFAULT_CALL_TIMEOUT_S = 10.0
+SERVICE_SILENT = "the mq9 service did not answer in time"
+
+_NOT_FOUND_PREFIXES = (
+    mq9_errors.MAILBOX_MISSING.split("{", 1)[0],
+    mq9_errors.MAILBOX_NOT_FOUND.split("{", 1)[0],
+)
+_NOT_FOUND_SUFFIX = mq9_errors.MAILBOX_MISSING.rsplit("}", 1)[1]
+_CONFLICT_SUFFIX = mq9_errors.MAILBOX_EXISTS.rsplit("}", 1)[1]
+
+
+def mq9_service(request: Request) -> Any:
+    service = getattr(request.app.state.broker, "mq9", None)
+    if service is None or getattr(service, "mailboxes", None) is None:
+        raise ProblemError(503, NO_SERVICE.format(name="mq9"))
+    return service
+
+
+def status_of_error(text: str) -> int:
+    """mq9 replies carry a text only; its texts map onto HTTP statuses here."""
+    if text.endswith(_NOT_FOUND_SUFFIX) or text.startswith(_NOT_FOUND_PREFIXES[1]):
+        return 404
+    if text.endswith(_CONFLICT_SUFFIX):
+        return 409
+    if text.startswith(mq9_errors.INTERNAL.split("{", 1)[0]):
+        return 503
+    if text.startswith(mq9_errors.TOO_MANY_MAILBOXES.split("{", 1)[0]):
+        return 409
+    return 400
+
+
+async def command(
+    request: Request,
+    subject: str,
+    body: bytes = b"",
+    headers: bytes | None = None,
+    timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+) -> dict[str, Any]:
+    router = request.app.state.broker.router
+    try:
+        _, raw = await router.request(MQ9_PREFIX + subject, body, headers=headers, timeout=timeout_s)
+    except NoResponders:
+        raise ProblemError(503, NO_SERVICE.format(name="mq9")) from None
+    except TimeoutError:
+        raise ProblemError(504, SERVICE_SILENT) from None
+    reply = orjson.loads(raw)
+    text = reply.pop("error", "")
+    if text:
+        status = status_of_error(text)
+        raise ProblemError(status, text)
+    return reply
