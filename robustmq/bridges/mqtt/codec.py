@@ -322,6 +322,8 @@ class MqttDecoder:
         return cls(pid, code, props)
 
     def _puback(self, flags: int, buf: bytes, p: int, end: int) -> P.Puback:
+        if end - p == 2 and not flags:  # the common short form
+            return P.Puback((buf[p] << 8) | buf[p + 1])
         return self._ack(P.Puback, flags, 0, buf, p, end)
 
     def _pubrec(self, flags: int, buf: bytes, p: int, end: int) -> P.Pubrec:

@@ -28,6 +28,7 @@ from robustmq.bridges.mqtt.codec import (
 from robustmq.bridges.mqtt.errors import MqttError, UnsupportedProtocolVersion
 from robustmq.bridges.mqtt.limits import (
     ASSIGNED_CLIENT_ID_PREFIX,
+    BACKPRESSURE_MAX_HOLD_S,
     CONNECT_TIMEOUT_S,
     KEEPALIVE_GRACE_FACTOR,
     LISTEN_BACKLOG,
@@ -63,6 +64,7 @@ class MqttConnection(asyncio.Protocol):
 
     def __init__(self, server: MqttServer) -> None:
         self.server = server
+        self.router = server.router
         self.loop = server.loop
         self.transport: Any = None
         self.decoder = MqttDecoder(server.settings.max_packet_bytes)
@@ -86,6 +88,7 @@ class MqttConnection(asyncio.Protocol):
         self.alias_out: dict[str, int] = {}
         self.alias_out_max = 0
         self.cur_payload: bytes | None = None
+        self.cur_topic = ""
         self.cur_qos = 0
         self.cur_retain = False
         self.cur_props: P.Properties | None = None
@@ -97,6 +100,8 @@ class MqttConnection(asyncio.Protocol):
         self._acks_waiting = 0
         self._close_callbacks: list[Callable[[], Any]] = []
         self._clean_disconnect = False
+        self._holds = 0
+        self._hold_timer: asyncio.TimerHandle | None = None
         self._handlers = {
             P.Publish: self._on_publish,
             P.Puback: self._on_puback,
@@ -114,6 +119,29 @@ class MqttConnection(asyncio.Protocol):
 
     def add_close_callback(self, fn: Callable[[], Any]) -> None:
         self._close_callbacks.append(fn)
+
+    # -- back-pressure from slow subscribers ------------------------------------------------------------
+
+    def hold_reading(self) -> None:
+        """A subscriber is far behind: stop reading this publisher for a while."""
+        self._holds += 1
+        if self._holds == 1 and not self.closing:
+            self.transport.pause_reading()
+            self._hold_timer = self.loop.call_later(BACKPRESSURE_MAX_HOLD_S, self._release_all)
+
+    def release_reading(self) -> None:
+        if self._holds:
+            self._holds -= 1
+            if not self._holds:
+                self._release_all()
+
+    def _release_all(self) -> None:
+        self._holds = 0
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        if not self.closing:
+            self.transport.resume_reading()
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -181,9 +209,10 @@ class MqttConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.server.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._hold_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._hold_timer = None
         session = self.session
         if session is not None and session.connection is self:
             will = None if self._clean_disconnect else self.will
@@ -374,29 +403,30 @@ class MqttConnection(asyncio.Protocol):
     def _on_publish(self, pk: P.Publish) -> None:
         props = pk.properties
         topic = pk.topic
-        if props is not None and P.TOPIC_ALIAS in props:
-            alias = props[P.TOPIC_ALIAS]
-            if not alias or alias > self.server.settings.topic_alias_maximum:
-                raise MqttError(E.BAD_TOPIC_ALIAS, rc.TOPIC_ALIAS_INVALID)
-            if topic:
-                self.alias_in[alias] = topic
-            else:
-                topic = self.alias_in.get(alias, "")
-                if not topic:
-                    raise MqttError(E.BAD_TOPIC_ALIAS, rc.PROTOCOL_ERROR)
-        elif not topic:
-            raise MqttError(E.EMPTY_TOPIC, rc.PROTOCOL_ERROR if self.v5 else rc.MALFORMED_PACKET)
+        if props is not None:
+            if P.TOPIC_ALIAS in props:
+                topic = self._resolve_alias(topic, props[P.TOPIC_ALIAS])
+            elif not topic:
+                raise MqttError(E.EMPTY_TOPIC, rc.PROTOCOL_ERROR)
+            fwd = forwarded_properties(props)
+            expiry_at = expiry_of(props)
+            headers = properties_to_headers(props)
+            reply = topic_to_subject(fwd[P.RESPONSE_TOPIC]) if fwd is not None and P.RESPONSE_TOPIC in fwd else None
+        else:
+            if not topic:
+                raise MqttError(E.EMPTY_TOPIC, rc.PROTOCOL_ERROR if self.v5 else rc.MALFORMED_PACKET)
+            fwd = expiry_at = headers = reply = None
         if "+" in topic or "#" in topic:
             raise MqttError(E.WILDCARD_IN_TOPIC, rc.TOPIC_NAME_INVALID)
         qos = pk.qos
         pid = pk.packet_id
         session = self.session
-        assert session is not None
-        if qos == 2 and pid in session.incoming_qos2:
-            self.write(encode_ack(0x50, pid))  # a resent PUBLISH: delivered once already
-            return
-        if qos and self.v5 and len(session.incoming_qos2) + self._acks_waiting >= self.server.settings.receive_maximum:
-            raise MqttError(E.RECEIVE_MAXIMUM, rc.RECEIVE_MAXIMUM_EXCEEDED)
+        if qos:
+            if qos == 2 and pid in session.incoming_qos2:
+                self.write(encode_ack(0x50, pid))  # a resent PUBLISH: delivered once already
+                return
+            if self.v5 and len(session.incoming_qos2) + self._acks_waiting >= self.server.settings.receive_maximum:
+                raise MqttError(E.RECEIVE_MAXIMUM, rc.RECEIVE_MAXIMUM_EXCEEDED)
         subject = topic_to_subject(topic)
         if self.permissions is not None and not self.permissions.may_publish(subject):
             if qos == 1:
@@ -404,16 +434,11 @@ class MqttConnection(asyncio.Protocol):
             elif qos == 2:
                 self.write(self.ack_frame(0x50, pid, rc.NOT_AUTHORIZED))
             return
-        fwd = forwarded_properties(props) if props is not None else None
-        expiry_at = expiry_of(props) if props is not None else None
         if pk.retain:
             self.server.set_retained(RetainedMessage(topic, pk.payload, qos, fwd, expiry_at))
-        headers = properties_to_headers(props) if props is not None else None
-        reply = None
-        if fwd is not None and P.RESPONSE_TOPIC in fwd:
-            reply = topic_to_subject(fwd[P.RESPONSE_TOPIC])
-        router = self.server.router
+        router = self.router
         self.cur_payload = pk.payload
+        self.cur_topic = topic
         self.cur_qos = qos
         self.cur_retain = pk.retain
         self.cur_props = fwd
@@ -435,6 +460,18 @@ class MqttConnection(asyncio.Protocol):
             self._ack_after(pending, first, pid, code)
         else:
             self.write(self.ack_frame(first, pid, code))
+
+    def _resolve_alias(self, topic: str, alias: int) -> str:
+        """The topic of an inbound PUBLISH with a Topic Alias (set it, or look it up)."""
+        if not alias or alias > self.server.settings.topic_alias_maximum:
+            raise MqttError(E.BAD_TOPIC_ALIAS, rc.TOPIC_ALIAS_INVALID)
+        if topic:
+            self.alias_in[alias] = topic
+            return topic
+        topic = self.alias_in.get(alias, "")
+        if not topic:
+            raise MqttError(E.BAD_TOPIC_ALIAS, rc.PROTOCOL_ERROR)
+        return topic
 
     def _ack_after(self, pending: list, first: int, pid: int, code: int) -> None:
         """Acknowledge once the writes are durable, keeping acks in PUBLISH order."""
@@ -622,7 +659,8 @@ class MqttServer:
         self._topic_bytes: dict[str, bytes] = {}
         self._qos0_topic = ""
         self._qos0_payload: bytes | None = None
-        self._qos0_frames: dict[tuple[bool, bool], bytes] = {}
+        self._qos0_kind = (False, False)
+        self._qos0_frame = b""
         self.websocket = _WebSocketListener(self) if self.settings.ws_port is not None else None
 
     # -- component -------------------------------------------------------------------------------
@@ -714,6 +752,7 @@ class MqttServer:
         subject = topic_to_subject(will.topic)
         reply = topic_to_subject(fwd[P.RESPONSE_TOPIC]) if fwd and P.RESPONSE_TOPIC in fwd else None
         conn.cur_payload = will.payload
+        conn.cur_topic = will.topic
         conn.cur_qos = will.qos
         conn.cur_retain = will.retain
         conn.cur_props = fwd
@@ -743,17 +782,16 @@ class MqttServer:
 
     def qos0_frame(self, topic: str, payload: bytes, retain: bool, conn: MqttConnection) -> bytes:
         """A QoS 0 PUBLISH without properties, encoded once per fan-out of one message."""
-        if self._qos0_payload is not payload or self._qos0_topic != topic:
-            self._qos0_topic = topic
+        v5 = conn.v5
+        if payload is self._qos0_payload and topic == self._qos0_topic and self._qos0_kind == (v5, retain):
+            frame = self._qos0_frame
+        else:
+            frame = encode_publish(self.topic_bytes(topic), payload, 0, retain, False, 0, b"\x00" if v5 else None)
             self._qos0_payload = payload
-            self._qos0_frames = {}
-        kind = (conn.v5, retain)
-        frame = self._qos0_frames.get(kind)
-        if frame is None:
-            frame = self._qos0_frames[kind] = encode_publish(
-                self.topic_bytes(topic), payload, 0, retain, False, 0, b"\x00" if conn.v5 else None
-            )
-        if conn.v5 and conn.max_out_packet and len(frame) > conn.max_out_packet:
+            self._qos0_topic = topic
+            self._qos0_kind = (v5, retain)
+            self._qos0_frame = frame
+        if v5 and conn.max_out_packet and len(frame) > conn.max_out_packet:
             return b""
         return frame
 

@@ -12,7 +12,12 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from robustmq.bridges.mqtt import packets as P
-from robustmq.bridges.mqtt.limits import MAX_QUEUED_MESSAGES, SESSION_EXPIRY_NEVER
+from robustmq.bridges.mqtt.limits import (
+    BACKPRESSURE_QUEUE_MSGS,
+    BACKPRESSURE_RESUME_MSGS,
+    MAX_QUEUED_MESSAGES,
+    SESSION_EXPIRY_NEVER,
+)
 from robustmq.bridges.mqtt.message import OutMessage, expiry_from_headers, headers_to_properties
 from robustmq.bridges.mqtt.topics import subject_to_topic
 from robustmq.router import Subscription
@@ -57,6 +62,7 @@ class Session:
 
     def __init__(self, server: MqttServer, client_id: str) -> None:
         self.server = server
+        self.router = server.router
         self.client_id = client_id
         self.connection: MqttConnection | None = None
         self.subscriptions: dict[str, list[MqttSubscription]] = {}
@@ -71,6 +77,7 @@ class Session:
         self._expiry_timer: asyncio.TimerHandle | None = None
         self.will_timer: asyncio.TimerHandle | None = None
         self.pending_will: tuple[P.Will, MqttConnection] | None = None  # waiting for its delay
+        self.held_publishers: set[Any] = set()  # connections paused because this session is behind
         self.destroyed = False
 
     @property
@@ -105,6 +112,7 @@ class Session:
     def detach(self) -> None:
         """The connection closed: end the session now, or when its expiry interval runs out."""
         self.connection = None
+        self.release_publishers()
         if self.expiry_interval_s == 0:
             self.server.end_session(self)
             return
@@ -130,6 +138,7 @@ class Session:
             for sub in subs:
                 self.server.router.unsubscribe(sub)
         self.subscriptions.clear()
+        self.release_publishers()
         self.inflight.clear()
         self.queue.clear()
 
@@ -161,19 +170,28 @@ class Session:
     ) -> Any:
         """A router delivery for one of this session's subscriptions."""
         conn = self.connection
-        v5 = self.v5
-        origin = self.server.router.current_origin
-        if origin is not None and getattr(origin, "cur_payload", None) is payload and origin.protocol == "mqtt":
+        origin = self.router.current_origin
+        if getattr(origin, "cur_payload", None) is payload:  # from an MQTT client: as it was sent
             if sub.no_local and origin.session is self:
                 return None
-            qos = origin.cur_qos if origin.cur_qos < sub.qos else sub.qos
+            qos = origin.cur_qos
+            if sub.qos < qos:
+                qos = sub.qos
             retain = origin.cur_retain and sub.retain_as_published
-            props = origin.cur_props if v5 else None
+            props = origin.cur_props if self.v5 else None
             expiry_at = origin.cur_expiry_at
+            topic = origin.cur_topic
+            if qos == 0 and props is None and expiry_at is None and sub.sub_id is None:
+                if conn is None or conn.paused:
+                    self.dropped_messages += 1
+                    return None
+                if not conn.alias_out_max:
+                    conn.write(self.server.qos0_frame(topic, payload, retain, conn))
+                    return None
         else:
             qos = sub.qos
             retain = False
-            if v5:
+            if self.v5:
                 props, expiry_at = headers_to_properties(headers)
                 if reply is not None:
                     props = dict(props) if props else {}
@@ -181,9 +199,9 @@ class Session:
             else:
                 props = None
                 expiry_at = expiry_from_headers(headers)
+            topic = subject_to_topic(subject)
         if expiry_at is not None and expiry_at <= time.time():
             return None
-        topic = subject_to_topic(subject)
         if qos == 0:
             if conn is None or conn.paused:
                 self.dropped_messages += 1
@@ -209,11 +227,28 @@ class Session:
             if self.persistent and self.server.persistence is not None:
                 stored = self.server.persistence.message_queued(self, msg)
             self.queue.append(msg)
+            if conn is not None and len(self.queue) >= BACKPRESSURE_QUEUE_MSGS:
+                self._hold_publisher()
             return stored
         if self.persistent and self.server.persistence is not None:
             stored = self.server.persistence.message_queued(self, msg)
         self._send(conn, msg)
         return stored
+
+    def _hold_publisher(self) -> None:
+        """Pause reading from the client whose publish is being delivered, until this session catches up."""
+        origin = self.router.current_origin
+        hold = getattr(origin, "hold_reading", None)
+        if hold is not None and origin.session is not self and origin not in self.held_publishers:
+            self.held_publishers.add(origin)
+            hold()
+
+    def release_publishers(self) -> None:
+        held = self.held_publishers
+        if held:
+            self.held_publishers = set()
+            for conn in held:
+                conn.release_reading()
 
     def _done(self, msg: OutMessage) -> None:
         if msg.store_offset is not None and self.server.persistence is not None:
@@ -249,6 +284,8 @@ class Session:
                 self._done(msg)
                 continue
             self._send(conn, msg)
+        if self.held_publishers and len(queue) <= BACKPRESSURE_RESUME_MSGS:
+            self.release_publishers()
 
     def on_puback(self, pid: int) -> bool:
         msg = self.inflight.pop(pid, None)

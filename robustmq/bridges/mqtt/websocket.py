@@ -139,6 +139,12 @@ class _FramedTransport:
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         self._outer.transport.set_write_buffer_limits(high, low)
 
+    def pause_reading(self) -> None:
+        self._outer.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._outer.transport.resume_reading()
+
     def get_write_buffer_size(self) -> int:
         return self._outer.transport.get_write_buffer_size()
 
