@@ -284,3 +284,33 @@ def test_paho_subscribe_options(port: int) -> None:
     c.publish(topic, b"self", 1)
     assert c.none(0.5)
     c.stop()
+
+
+def test_exceeding_the_servers_receive_maximum_disconnects_with_0x93(tmp_path) -> None:
+    b = start_broker(tmp_path / "d", "--http-port", "off", env={"ROBUSTMQ_MQTT_RECEIVE_MAXIMUM": "2"})
+    try:
+        c = RawClient(b.ports["mqtt"], V5)
+        assert c.connect(unique("c")).properties[P.RECEIVE_MAXIMUM] == 2
+        for pid in (1, 2, 3):  # QoS 2 without PUBREL: all three stay in flight
+            c.send(P.Publish("rm/x", b"x", 2, packet_id=pid))
+        seen = c.closed()
+        assert [type(p) for p in seen] == [P.Pubrec, P.Pubrec, P.Disconnect]
+        assert seen[-1].reason_code == 0x93 and seen[-1].properties[P.REASON_STRING]
+    finally:
+        b.stop()
+
+
+def test_connections_beyond_the_maximum_are_refused(tmp_path) -> None:
+    b = start_broker(tmp_path / "d", "--http-port", "off", env={"ROBUSTMQ_MQTT_MAX_CONNECTIONS": "2"})
+    try:
+        port = b.ports["mqtt"]
+        first, second = RawClient(port), RawClient(port)
+        first.connect(unique("a"))
+        second.connect(unique("b"))
+        third = RawClient(port)
+        third.send(P.Connect(unique("c")))
+        assert third.closed() == []
+        first.send(P.Pingreq())
+        first.recv_type(P.Pingresp)
+    finally:
+        b.stop()
