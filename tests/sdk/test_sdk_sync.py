@@ -58,3 +58,7 @@ def test_sync_client_invokes_follows_and_fails(sdk_broker, agent_processes):
         with pytest.raises(TaskFailed, match="asked to fail"):
             c.invoke("echo", {"text": "fail"})
         assert [a.name for a in c.discover(text="echoes")][:1] == ["echo"]
+        # methods without a blocking twin of their own are proxied too
+        assert c.is_connected
+        with pytest.raises(NotFound):
+            c.deregister("nobody")

@@ -7,6 +7,7 @@ or not the calling thread already runs a loop (as Jupyter does).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
@@ -104,6 +105,20 @@ class Client:
 
     def _wrap(self, value: Any) -> Any:
         return Task(value, self._loop) if isinstance(value, AsyncTask) else value
+
+    def __getattr__(self, name: str) -> Any:
+        """Every other coroutine method of the async client, blocking."""
+        if name.startswith("_") or name == "aio":
+            raise AttributeError(name)
+        attr = getattr(self.aio, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        def blocking(*args: Any, **kwargs: Any) -> Any:
+            return self._wrap(self._loop.call(attr(*args, **kwargs)))
+
+        blocking.__doc__ = attr.__doc__
+        return blocking
 
     # mailboxes
     def create_mailbox(self, name: str | None = None, ttl: int | None = None, desc: str | None = None) -> str:
