@@ -484,6 +484,8 @@ class Agent:
             self._running.pop(key, None)
 
     async def _run_skill(self, request: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+        if ctx.cancelled:  # cancelled while it waited for a free slot: never started
+            return {"error": errors.TASK_CANCELED}
         try:
             skill = self._pick_skill(request.get("skill"))
             ctx.skill = skill.id
@@ -494,7 +496,7 @@ class Agent:
             return {"output": skill.schema.dump_output(output)}
         except asyncio.CancelledError:
             if ctx.cancelled:
-                return {"error": "task canceled"}
+                return {"error": errors.TASK_CANCELED}
             raise
         except errors.Mq9Error as exc:
             return _error_body(exc.text, exc.details)
