@@ -385,6 +385,7 @@ class Invoker:
             for reply in task.waiters:
                 self.router.publish(reply, body)
             task.waiters = []
+        self.tasks.archive(task)
 
 
 def outcome_reply(task: Task, now_ms: int) -> dict[str, Any]:

@@ -71,6 +71,8 @@ class AgentApiService:
         self.link = Mq9Link(broker)
         self._deferred: set[asyncio.Future] = set()
         self._rerun = False
+        # the mq9 service: its ``$mq9.AI.>`` subscription is not a watcher of task updates
+        self._mq9: Any = object()
         self._subs: list = []
         self._sweeper: asyncio.TimerHandle | None = None
         # (family, verb) -> (handler, whether the subject carries a name after the verb)
@@ -109,6 +111,7 @@ class AgentApiService:
         for rec in records:
             self.directory.recover(rec)
         unfinished = self.tasks.recover(records)
+        self._mq9 = self.link.service or object()
         self._subs = [
             self.router.subscribe(API_SUBJECT, self._on_api),
             self.router.subscribe(TASK_EVENT_SUBJECT, self._on_task_event),
@@ -602,9 +605,26 @@ class AgentApiService:
         return {"error": "", "seq": recorded["seq"]}
 
     def _publish_update(self, task: Task, event: dict[str, Any]) -> None:
+        """Republish a recorded event on ``$mq9.AI.TASK.UPDATES.<id>`` to whoever watches it.
+
+        Delivered straight to the watching subscriptions: mq9's ``$mq9.AI.>`` is not a watcher,
+        so an unwatched task costs one trie match (cached after the first event).
+        """
         subject = TASK_UPDATES_PREFIX + task.id
-        if self.router.has_interest(subject):
-            self.router.publish(subject, orjson.dumps({"task_id": task.id, "state": task.state, **event}))
+        result = self.router.trie.match(subject)
+        if not result:
+            return
+        mq9 = self._mq9
+        watchers = [sub for sub in result.plain if sub.owner is not mq9]
+        for members in result.queues:
+            for sub in members:
+                if sub.owner is not mq9:
+                    watchers.append(sub)
+                    break
+        if watchers:
+            body = orjson.dumps({"task_id": task.id, "state": task.state, **event})
+            for sub in watchers:
+                sub.deliver(subject, None, None, body)
 
     # -- NATS micro ----------------------------------------------------------------------------------
 

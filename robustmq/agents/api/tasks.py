@@ -11,6 +11,8 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+import orjson
+
 from robustmq.agents.api import limits
 from robustmq.agents.api.schemas import TERMINAL_STATES
 
@@ -47,14 +49,15 @@ class Task:
         "id", "agent", "skill", "state", "input", "output", "error", "instance_id", "created_ms",
         "updated_ms", "deadline_ms", "mode", "on_offline", "retries", "attempts", "idempotency_key",
         "sender", "waiters", "intent", "candidates", "events", "seq",
+        "reply_code",
         # runtime only
-        "timer", "instance", "excluded", "queued", "dispatched_ns", "submitted_ns", "reply_code",
+        "timer", "instance", "excluded", "queued", "dispatched_ns", "submitted_ns",
     )  # fmt: skip
 
     _PERSISTED = (
         "id", "agent", "skill", "state", "input", "output", "error", "instance_id", "created_ms",
         "updated_ms", "deadline_ms", "mode", "on_offline", "retries", "attempts", "idempotency_key",
-        "sender", "waiters", "intent", "candidates",
+        "sender", "waiters", "intent", "candidates", "reply_code",
     )  # fmt: skip
 
     def __init__(
@@ -143,7 +146,7 @@ class Task:
         task.queued = False
         task.dispatched_ns = 0
         task.submitted_ns = 0
-        task.reply_code = 0
+        task.reply_code = task.reply_code or 0
         return task
 
 
@@ -151,7 +154,8 @@ class TaskTable:
     """Tasks by id, their events, the idempotency window, and the journal they are written to.
 
     ``on_event(task, event)`` is called for every recorded event (the service republishes it).
-    Finished tasks beyond ``MAX_TASKS_IN_MEMORY`` are forgotten, oldest first.
+    A finished task is archived as one JSON blob (no objects for the garbage collector to walk);
+    finished tasks beyond ``MAX_TASKS_IN_MEMORY`` are forgotten, oldest first.
     """
 
     def __init__(
@@ -165,11 +169,20 @@ class TaskTable:
         self._clock_ms = clock_ms
         self._on_event = on_event
         self._max_tasks = max_tasks
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, Task | bytes] = {}
         self._idempotency: dict[tuple[str, str], tuple[str, int]] = {}
 
     def get(self, task_id: str) -> Task | None:
-        return self.tasks.get(task_id)
+        """The task (a read-only copy when it has finished and was archived)."""
+        task = self.tasks.get(task_id)
+        if task.__class__ is bytes:
+            return _restore(task)  # type: ignore[arg-type]
+        return task  # type: ignore[return-value]
+
+    def archive(self, task: Task) -> None:
+        """Keep a finished task as a blob; the object itself can go."""
+        if task.finished and self.tasks.get(task.id) is task:
+            self.tasks[task.id] = orjson.dumps({**task.snapshot(), "events": task.events, "seq": task.seq})
 
     def add(self, task: Task) -> None:
         self.tasks[task.id] = task
@@ -191,7 +204,7 @@ class TaskTable:
         if self._clock_ms() >= expires_ms:
             del self._idempotency[(scope, key)]
             return None
-        return self.tasks.get(task_id)
+        return self.get(task_id)
 
     def add_event(self, task: Task, type_: str, data: Any) -> dict[str, Any]:
         now = self._clock_ms()
@@ -262,15 +275,30 @@ class TaskTable:
                             setattr(task, name, data[name])
                 elif event["type"] == "input-required":
                     task.state = "input-required"
+        unfinished = []
+        for task in list(self.tasks.values()):
+            if task.finished:
+                self.archive(task)
+            else:
+                unfinished.append(task)
         if len(self.tasks) > self._max_tasks:
             self._evict()
-        return [t for t in self.tasks.values() if not t.finished]
+        return unfinished
 
     def _evict(self) -> None:
         excess = len(self.tasks) - self._max_tasks
         for task_id in list(self.tasks):
             if excess <= 0:
                 break
-            if self.tasks[task_id].finished:
+            entry = self.tasks[task_id]
+            if entry.__class__ is bytes or entry.finished:  # type: ignore[union-attr]
                 del self.tasks[task_id]
                 excess -= 1
+
+
+def _restore(blob: bytes) -> Task:
+    data = orjson.loads(blob)
+    task = Task.from_snapshot(data)
+    task.events = data.get("events") or []
+    task.seq = data.get("seq") or len(task.events)
+    return task
