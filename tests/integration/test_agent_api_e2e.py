@@ -469,3 +469,23 @@ async def test_bad_input_on_every_subject_gets_a_json_error_and_the_connection_s
     assert nc.is_connected
     listed = await call(nc, API + "AGENT.LIST")
     assert listed["error"] == ""
+
+
+async def test_one_registry_serves_mq9_and_the_agent_api(broker, nc):
+    api_agent = await Agent(broker.nats_url, "forecaster").start(
+        card("forecaster", "weather forecast with temperature and rain for any city")
+    )
+    await Agent(broker.nats_url, "polyglot").start(card("polyglot", "translate text between human languages"))
+    mq9_card = card("legacy-summarizer", "summarize long reports into short notes")
+    registered = await call(nc, "$mq9.AI.AGENT.REGISTER", mq9_card)
+    assert registered["error"] == ""
+    listed = await call(nc, "$mq9.AI.AGENT.DISCOVER", {})
+    assert {"forecaster", "polyglot", "legacy-summarizer"} <= {a["name"] for a in listed["agents"]}
+    info = await call(nc, API + "AGENT.INFO.legacy-summarizer")
+    assert info["agent"]["status"] == "down" and info["agent"]["instances"] == []
+    semantic = await call(nc, API + "AGENT.DISCOVER", {"semantic": "will it rain tomorrow in Oslo?"})
+    assert semantic["agents"][0]["name"] == "forecaster"
+    assert semantic["agents"][0]["status"] == "healthy"
+    everyone = await call(nc, API + "AGENT.DISCOVER", {"semantic": "shorten this report", "live_only": False})
+    assert everyone["agents"][0]["name"] == "legacy-summarizer"
+    await api_agent.close()
