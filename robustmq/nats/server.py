@@ -64,9 +64,12 @@ class NatsServer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._server = await self._loop.create_server(
-            lambda: NatsConnection(self), self.host, self.settings.port, backlog=1024
-        )
+        try:
+            self._server = await self._loop.create_server(
+                lambda: NatsConnection(self), self.host, self.settings.port, backlog=1024
+            )
+        except OSError as exc:  # name the address: "address already in use on 0.0.0.0:4222"
+            raise OSError(exc.errno, f"{exc.strerror or exc} on {self.host}:{self.settings.port}") from None
         self._bound = [s.getsockname()[:2] for s in self._server.sockets]
         port = self._bound[0][1]
         info: dict[str, Any] = {
