@@ -16,10 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
+# Searches are small matrix-vector products on the event loop: BLAS threads only add
+# synchronisation (several times slower on a busy 2-core machine). Effective when this module is
+# the first to import numpy, as it is in the broker.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 # semantic mode: weight of the keyword score (scaled to [0, 1]) added to the cosine similarity
 KEYWORD_WEIGHT = 0.1
+# semantic mode: how many candidates each ranking contributes to the fusion
+FUSION_DEPTH = 200
 EMBED_BATCH = 256
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -126,19 +133,31 @@ class Hit:
 
 
 class KeywordIndex:
-    """BM25 (k1 = 1.2, b = 0.75) over an inverted index kept in memory."""
+    """BM25 (k1 = 1.2, b = 0.75) over an inverted index kept in memory.
+
+    Postings are dicts (cheap updates); each term also gets numpy arrays of (document slot,
+    term frequency), built on first use after a change, so a query is a few vector operations
+    per term whatever the number of documents.
+    """
 
     K1 = 1.2
     B = 0.75
 
     def __init__(self) -> None:
-        self._postings: dict[str, dict[str, int]] = {}
-        self._lengths: dict[str, int] = {}
+        self._postings: dict[str, dict[int, int]] = {}
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._terms: dict[str, tuple[str, ...]] = {}
+        self._slot_of: dict[str, int] = {}
+        self._doc_of: list[str | None] = []
+        self._free_slots: list[int] = []
+        self._lengths = np.zeros(0, dtype=np.float32)
         self._total_length = 0
 
     def __len__(self) -> int:
-        return len(self._lengths)
+        return len(self._slot_of)
+
+    def __contains__(self, doc_id: str) -> bool:
+        return doc_id in self._slot_of
 
     def add(self, doc_id: str, texts: Iterable[str]) -> None:
         self.remove(doc_id)
@@ -148,9 +167,20 @@ class KeywordIndex:
             for term in tokenize(text):
                 counts[term] = counts.get(term, 0) + 1
                 length += 1
+        slot = self._free_slots.pop() if self._free_slots else len(self._doc_of)
+        if slot == len(self._doc_of):
+            self._doc_of.append(doc_id)
+            if slot >= len(self._lengths):
+                grown = np.zeros(max(64, 2 * len(self._lengths)), dtype=np.float32)
+                grown[: len(self._lengths)] = self._lengths
+                self._lengths = grown
+        else:
+            self._doc_of[slot] = doc_id
+        self._slot_of[doc_id] = slot
         for term, tf in counts.items():
-            self._postings.setdefault(term, {})[doc_id] = tf
-        self._lengths[doc_id] = length
+            self._postings.setdefault(term, {})[slot] = tf
+            self._arrays.pop(term, None)
+        self._lengths[slot] = length
         self._terms[doc_id] = tuple(counts)
         self._total_length += length
 
@@ -158,38 +188,82 @@ class KeywordIndex:
         terms = self._terms.pop(doc_id, None)
         if terms is None:
             return
+        slot = self._slot_of.pop(doc_id)
         for term in terms:
             posting = self._postings[term]
-            del posting[doc_id]
+            del posting[slot]
+            self._arrays.pop(term, None)
             if not posting:
                 del self._postings[term]
-        self._total_length -= self._lengths.pop(doc_id)
+        self._total_length -= int(self._lengths[slot])
+        self._lengths[slot] = 0
+        self._doc_of[slot] = None
+        self._free_slots.append(slot)
 
-    def scores(self, query: str) -> dict[str, float]:
-        n = len(self._lengths)
-        if not n:
-            return {}
-        avg = self._total_length / n or 1.0
-        k1, b = self.K1, self.B
-        out: dict[str, float] = {}
-        lengths = self._lengths
-        for term in set(tokenize(query)):
+    def _term_arrays(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
+        arrays = self._arrays.get(term)
+        if arrays is None:
             posting = self._postings.get(term)
             if not posting:
-                continue
-            idf = math.log(1.0 + (n - len(posting) + 0.5) / (len(posting) + 0.5))
-            for doc_id, tf in posting.items():
-                norm = k1 * (1.0 - b + b * lengths[doc_id] / avg)
-                out[doc_id] = out.get(doc_id, 0.0) + idf * tf * (k1 + 1.0) / (tf + norm)
-        return out
+                return None
+            slots = np.fromiter(posting.keys(), dtype=np.int64, count=len(posting))
+            tfs = np.fromiter(posting.values(), dtype=np.float32, count=len(posting))
+            arrays = self._arrays[term] = (slots, tfs)
+        return arrays
 
-    def search(self, query: str) -> list[Hit]:
-        ranked = sorted(self.scores(query).items(), key=lambda kv: (-kv[1], kv[0]))
-        return [Hit(d, s) for d, s in ranked]
+    def slot_scores(self, query: str) -> np.ndarray | None:
+        """BM25 score per slot (0 where no query term occurs), or None when nothing matches."""
+        n = len(self._slot_of)
+        if not n:
+            return None
+        avg = self._total_length / n or 1.0
+        k1, b = self.K1, self.B
+        scores: np.ndarray | None = None
+        for term in set(tokenize(query)):
+            arrays = self._term_arrays(term)
+            if arrays is None:
+                continue
+            slots, tfs = arrays
+            idf = math.log(1.0 + (n - len(slots) + 0.5) / (len(slots) + 0.5))
+            norm = k1 * (1.0 - b + b * self._lengths[slots] / avg)
+            if scores is None:
+                scores = np.zeros(len(self._doc_of), dtype=np.float32)
+            scores[slots] += idf * tfs * (k1 + 1.0) / (tfs + norm)
+        return scores
+
+    def scores(self, query: str) -> dict[str, float]:
+        scores = self.slot_scores(query)
+        if scores is None:
+            return {}
+        hit = np.flatnonzero(scores > 0)
+        return {self._doc_of[i]: float(scores[i]) for i in hit}  # type: ignore[misc]
+
+    def search(self, query: str, limit: int | None = None, offset: int = 0) -> list[Hit]:
+        scores = self.slot_scores(query)
+        if scores is None:
+            return []
+        hit = np.flatnonzero(scores > 0)
+        want = len(hit) if limit is None else min(len(hit), offset + limit)
+        if want <= 0:
+            return []
+        if want < len(hit):
+            part = hit[np.argpartition(-scores[hit], want - 1)[:want]]
+        else:
+            part = hit
+        ids = [self._doc_of[i] for i in part]
+        ranked = sorted(zip(ids, scores[part].tolist(), strict=True), key=lambda kv: (-kv[1], kv[0]))
+        return [Hit(d, s) for d, s in ranked[offset:want]]  # type: ignore[arg-type]
 
 
 class VectorIndex:
-    """Passage vectors in one growable matrix; a document scores as its best passage."""
+    """Passage vectors in one growable matrix; a document scores as its best passage.
+
+    A search is two stages: the mean vector of every document ranks them coarsely (one small
+    matrix product), then the passages of the best ``COARSE_CANDIDATES`` documents are scored.
+    Each document owns one contiguous run of rows (appended together, compaction keeps order).
+    """
+
+    COARSE_CANDIDATES = 400
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
@@ -202,6 +276,10 @@ class VectorIndex:
         self._pending: dict[str, list[str]] = {}
         self._generation: dict[str, int] = {}
         self._dirty = False  # rows of removed documents still in the matrix
+        self._group_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._centroids = np.zeros((0, embedder.dim), dtype=np.float32)  # per slot
+        self._ranges = np.zeros((0, 2), dtype=np.int64)  # per slot: first row, end row
+        self._live = np.zeros(0, dtype=bool)  # per slot
 
     def __len__(self) -> int:
         return len(self._slot_of) + len(self._pending)
@@ -217,6 +295,7 @@ class VectorIndex:
         slot = self._slot_of.pop(doc_id, None)
         if slot is not None:
             self._doc_of[slot] = None
+            self._live[slot] = False
             self._free_slots.append(slot)
             self._dirty = True
 
@@ -273,9 +352,33 @@ class VectorIndex:
             grown_owner = np.full(capacity, -1, dtype=np.int64)
             grown_owner[: self._rows] = self._owner[: self._rows]
             self._owner = grown_owner
-        self._matrix[self._rows : need] = vectors
-        self._owner[self._rows : need] = owners
+        self._ensure_slots(len(self._doc_of))
+        first = self._rows
+        self._matrix[first:need] = vectors
+        self._owner[first:need] = owners
         self._rows = need
+        self._group_cache = None
+        starts = np.concatenate(([0], np.flatnonzero(owners[1:] != owners[:-1]) + 1))
+        ends = np.append(starts[1:], len(owners))
+        slots = owners[starts]
+        sums = np.add.reduceat(vectors, starts, axis=0)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        self._centroids[slots] = sums / np.where(norms > 0, norms, 1.0)
+        self._ranges[slots, 0] = first + starts
+        self._ranges[slots, 1] = first + ends
+        self._live[slots] = True
+
+    def _ensure_slots(self, count: int) -> None:
+        if count <= len(self._live):
+            return
+        capacity = max(count, 2 * len(self._live), 64)
+        centroids = np.zeros((capacity, self.embedder.dim), dtype=np.float32)
+        centroids[: len(self._centroids)] = self._centroids
+        ranges = np.zeros((capacity, 2), dtype=np.int64)
+        ranges[: len(self._ranges)] = self._ranges
+        live = np.zeros(capacity, dtype=bool)
+        live[: len(self._live)] = self._live
+        self._centroids, self._ranges, self._live = centroids, ranges, live
 
     def _compact(self) -> None:
         live = np.array([d is not None for d in self._doc_of], dtype=bool)
@@ -287,29 +390,61 @@ class VectorIndex:
         self._owner[kept : self._rows] = -1
         self._rows = kept
         self._dirty = False
+        self._group_cache = None
+        if kept:
+            starts, slots = self._groups()
+            self._ranges[slots, 0] = starts
+            self._ranges[slots, 1] = np.append(starts[1:], kept)
 
-    def scores(self, query: str) -> tuple[np.ndarray, list[str | None]]:
-        """Best-passage cosine per slot (``-inf`` for empty slots) and the slot -> doc id list."""
+    def _groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row runs of the matrix, one per document: their starts and their slots."""
+        if self._group_cache is None or self._group_cache[0] != self._rows:
+            owner = self._owner[: self._rows]
+            starts = np.concatenate(([0], np.flatnonzero(owner[1:] != owner[:-1]) + 1))
+            self._group_cache = (self._rows, starts, owner[starts])
+        return self._group_cache[1], self._group_cache[2]
+
+    def query_vector(self, text: str) -> np.ndarray:
         self.flush()
-        slots = len(self._doc_of)
-        best = np.full(slots, -np.inf, dtype=np.float32)
-        if self._rows:
-            q = self.embedder.embed([query])[0]
-            sims = self._matrix[: self._rows] @ q
-            np.maximum.at(best, self._owner[: self._rows], sims)
-        return best, self._doc_of
+        return self.embedder.embed([text])[0]
+
+    def best_passage(self, q: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Cosine of each given slot's best passage with ``q`` (``-inf`` for empty slots)."""
+        out = np.full(len(slots), -np.inf, dtype=np.float32)
+        if not len(slots):
+            return out
+        live = self._live[slots]
+        chosen = slots[live]
+        if not len(chosen):
+            return out
+        starts = self._ranges[chosen, 0]
+        lengths = self._ranges[chosen, 1] - starts
+        offsets = np.cumsum(lengths) - lengths
+        rows = np.arange(int(lengths.sum())) - np.repeat(offsets, lengths) + np.repeat(starts, lengths)
+        sims = self._matrix[rows] @ q
+        out[live] = np.maximum.reduceat(sims, offsets)
+        return out
 
     def search(self, query: str, depth: int) -> list[Hit]:
-        best, docs = self.scores(query)
-        live = np.isfinite(best)
-        count = int(live.sum())
-        if not count:
+        q = self.query_vector(query)
+        return self.search_vector(q, depth)
+
+    def search_vector(self, q: np.ndarray, depth: int) -> list[Hit]:
+        slots_total = len(self._doc_of)
+        if not self._rows or not slots_total:
             return []
-        depth = min(depth, count)
-        masked = np.where(live, best, -np.inf)
-        top = np.argpartition(-masked, depth - 1)[:depth]
-        top = top[np.argsort(-masked[top], kind="stable")]
-        return [Hit(docs[i], float(masked[i])) for i in top]  # type: ignore[arg-type]
+        live = self._live[:slots_total]
+        want = max(self.COARSE_CANDIDATES, depth)
+        if want < int(live.sum()):
+            coarse = self._centroids[:slots_total] @ q
+            coarse[~live] = -np.inf
+            candidates = np.argpartition(-coarse, want - 1)[:want]
+        else:
+            candidates = np.flatnonzero(live)
+        best = self.best_passage(q, candidates)
+        order = np.argsort(-best, kind="stable")[:depth]
+        docs = self._doc_of
+        return [Hit(docs[candidates[i]], float(best[i])) for i in order if np.isfinite(best[i])]  # type: ignore[misc]
 
 
 class DocumentIndex:
@@ -323,7 +458,7 @@ class DocumentIndex:
         return len(self.keywords)
 
     def __contains__(self, doc_id: str) -> bool:
-        return doc_id in self.keywords._lengths
+        return doc_id in self.keywords
 
     def add(self, doc: Document) -> None:
         self.keywords.add(doc.doc_id, doc.keywords)
@@ -339,33 +474,32 @@ class DocumentIndex:
 
     def search_text(self, query: str, limit: int, offset: int = 0) -> list[Hit]:
         """BM25 ranking; documents without any query term are not returned."""
-        return self.keywords.search(query)[offset : offset + limit]
+        return self.keywords.search(query, limit, offset)
 
     def search_semantic(self, query: str, limit: int, offset: int = 0) -> list[Hit]:
         """Cosine of the best passage plus a bounded keyword boost (BM25 scaled to [0, 1]).
 
         Static embeddings carry the meaning of a paraphrase; the keyword term breaks ties in
-        favour of documents that share the query's rare words (names, tags).
+        favour of documents that share the query's rare words (names, tags). Candidates are the
+        top of each ranking, so the cost does not grow with the number of keyword matches.
         """
-        best, docs = self.vectors.scores(query)
-        if not len(best):
+        depth = max(FUSION_DEPTH, offset + limit)
+        vectors = self.vectors
+        q = vectors.query_vector(query)
+        vector_hits = vectors.search_vector(q, depth)
+        keyword_hits = self.keywords.search(query, depth)
+        if not vector_hits and not keyword_hits:
             return []
-        fused = best.astype(np.float64, copy=True)
-        keyword = self.keywords.scores(query)
-        if keyword:
-            top = max(keyword.values()) or 1.0
-            slot_of = self.vectors._slot_of
-            for doc_id, score in keyword.items():
-                slot = slot_of.get(doc_id)
-                if slot is not None:
-                    fused[slot] += KEYWORD_WEIGHT * score / top
-        live = int(np.isfinite(fused).sum())
-        want = min(offset + limit, live)
-        if want <= 0:
-            return []
-        top_slots = np.argpartition(-fused, want - 1)[:want]
-        top_slots = top_slots[np.argsort(-fused[top_slots], kind="stable")]
-        return [Hit(docs[i], float(fused[i])) for i in top_slots[offset:]]  # type: ignore[arg-type]
+        top_keyword = keyword_hits[0].score if keyword_hits else 1.0
+        keyword = {h.doc_id: h.score / top_keyword for h in keyword_hits}
+        fused = {h.doc_id: h.score + KEYWORD_WEIGHT * keyword.get(h.doc_id, 0.0) for h in vector_hits}
+        extra = [d for d in keyword if d not in fused and d in vectors._slot_of]
+        if extra:
+            slots = np.array([vectors._slot_of[d] for d in extra], dtype=np.int64)
+            for doc_id, cosine in zip(extra, vectors.best_passage(q, slots).tolist(), strict=True):
+                fused[doc_id] = cosine + KEYWORD_WEIGHT * keyword[doc_id]
+        ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [Hit(d, s) for d, s in ranked[offset : offset + limit]]
 
 
 # -- A2A AgentCards as documents -------------------------------------------------------------------

@@ -4,6 +4,7 @@ exactly one reply per request whatever the body, and legacy shapes chosen per cl
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 import orjson
@@ -126,7 +127,7 @@ JSONISH = st.one_of(
                              "deliver", "tags", "key", "limit", "page", "text", "semantic", "payload"]),
             inner, max_size=4),
         max_leaves=8,
-    ).map(orjson.dumps),
+    ).map(lambda v: json.dumps(v).encode()),
 )  # fmt: skip
 
 

@@ -43,6 +43,7 @@ LEGACY_CLIENT_NAME = "robustmq-mq9-python"
 INLINE_EMBED_MAX = 64
 
 _OK = b'{"error":""}'
+_LEGACY_ONLY = frozenset({Kind.LEGACY_SEND, Kind.LEGACY_LIST, Kind.LEGACY_DELETE})
 _READS_AFTER_SENDS = frozenset({Kind.MSG_FETCH, Kind.MSG_QUERY, Kind.MSG_DELETE, Kind.LEGACY_LIST, Kind.LEGACY_DELETE})
 _EMPTY_MESSAGES = b'{"error":"","messages":[]}'
 
@@ -148,7 +149,10 @@ class Mq9Service:
         if command is None:
             return
         kind = command.kind
-        legacy = kind in (Kind.LEGACY_SEND, Kind.LEGACY_LIST, Kind.LEGACY_DELETE) or self._is_legacy()
+        if kind is Kind.MSG_SEND:  # the hot path: no legacy shape, no read-after-write wait
+            self._handle(command, subject, reply, headers, payload, False)
+            return
+        legacy = kind in _LEGACY_ONLY or self._is_legacy()
         if kind in _READS_AFTER_SENDS:
             unacked = self._unacked_sends.get(command.address)
             if unacked is not None and not unacked.done():

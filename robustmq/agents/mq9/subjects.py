@@ -60,8 +60,27 @@ _UNKNOWN = Command(Kind.UNKNOWN)
 _CREATE = Command(Kind.MAILBOX_CREATE)
 
 
+PARSE_CACHE_MAX_ENTRIES = 8192
+_cache: dict[str, Command | None] = {}
+
+
 def parse(subject: str) -> Command | None:
-    """The command a ``$mq9.AI.*`` subject names; ``None`` when mq9 must ignore the subject."""
+    """The command a ``$mq9.AI.*`` subject names; ``None`` when mq9 must ignore the subject.
+
+    Results are cached per subject: a mailbox's SEND and FETCH subjects repeat.
+    """
+    try:
+        return _cache[subject]
+    except KeyError:
+        pass
+    command = _parse(subject)
+    if len(_cache) >= PARSE_CACHE_MAX_ENTRIES:
+        _cache.clear()
+    _cache[subject] = command
+    return command
+
+
+def _parse(subject: str) -> Command | None:
     if not subject.startswith(PREFIX):
         return None
     tokens = subject.split(".")
