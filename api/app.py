@@ -66,5 +66,5 @@ def create_app(broker: Broker) -> FastAPI:
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     # the last added is the outermost: metrics see every answer, a 413 from the size limit too
     app.add_middleware(RequestSizeLimit, max_bytes=broker.settings.http.max_request_bytes)
-    app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics, prefix=API_PREFIX)
     return app

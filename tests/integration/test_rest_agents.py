@@ -317,3 +317,26 @@ async def test_task_events_stream_follows_live_events(broker):
             assert events[-1]["data"]["state"] == "completed"
     finally:
         await agent.close()
+
+
+async def test_metrics_cover_invocations_tasks_streams_and_mailboxes(broker):
+    agent = await EchoAgent(broker.nats_url, "metered").start()
+    try:
+        async with http(broker) as c:
+            for i in range(3):
+                assert (await c.post("/api/v1/agents/metered/invoke", json={"input": i})).status_code == 200
+            await c.post("/api/v1/mailboxes", json={"name": "metered.box"})
+            await c.post("/api/v1/mailboxes/metered.box/messages", json={"payload": "x"})
+            text = (await c.get("/metrics")).text
+        assert 'robustmq_agent_invocations_total{agent="metered",outcome="completed"} 3.0' in text
+        assert 'robustmq_agent_invocation_latency_ms{agent="metered",stat="p99"}' in text
+        assert 'robustmq_tasks{state="completed"} 3.0' in text
+        assert 'robustmq_agents{status="healthy"} 1.0' in text
+        assert 'robustmq_mailbox_records{mailbox="metered.box"} 1.0' in text
+        assert 'robustmq_stream_records{stream="metered.box"} 1.0' in text
+        assert "robustmq_store_index_lag_records " in text
+        assert "robustmq_store_commits_total " in text
+        assert 'robustmq_open_connections_messages_in{protocol="nats"}' in text
+        assert 'robustmq_connections_accepted_total{protocol="nats"}' in text
+    finally:
+        await agent.close()
