@@ -1,0 +1,223 @@
+"""SDK benchmark: what the mq9 Python SDK adds on top of raw nats-py, on both sides of an invocation.
+
+In one run: sync INVOKE p50/p99 and invocations/s (20 callers) for a raw nats-py echo agent called
+with raw requests, an SDK ``Agent`` called with raw requests, and an SDK ``Agent`` called with
+``Client.invoke``; SDK mailbox sends/s (50 callers) and an ``@on_message`` worker's messages/s;
+RSS of the broker and of the SDK agent; and a direct request on nats-server as the reference.
+Bounded: a few seconds per scenario. Run: ``.venv/bin/python -m bench.sdk_bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+
+from bench.invoke_bench import API, CONCURRENT_CALLERS, DIRECT_SUBJECT, PAYLOAD, percentiles, start_agent
+from bench.nats_bench import Server, _rss_kib, start_servers
+
+SDK_SRC = Path(__file__).resolve().parents[1] / "sdk" / "src"
+SDK_AGENT = "sdk-echo"
+MAILBOX = "bench.sdk.inbox"
+SEND_CALLERS = 50
+WORKER_MESSAGES = 2000
+
+
+def _sdk_agent_main(url: str, ready: multiprocessing.Event, stop: multiprocessing.Event, handled) -> None:
+    sys.path.insert(0, str(SDK_SRC))
+    import uvloop
+    from mq9 import Agent, Message
+
+    agent = Agent(
+        SDK_AGENT, servers=url, description="echoes its input", max_concurrency=256, mailbox=MAILBOX
+    )
+
+    @agent.skill
+    async def echo(text: str, n: int = 0) -> dict:
+        return {"text": text, "n": n}
+
+    @agent.on_message(batch=100)
+    async def inbox(msg: Message) -> None:
+        with handled.get_lock():
+            handled.value += 1
+
+    async def run() -> None:
+        async with agent:
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+
+    uvloop.run(run())
+
+
+def start_sdk_agent(url: str):
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop, handled = ctx.Event(), ctx.Event(), ctx.Value("i", 0)
+    proc = ctx.Process(target=_sdk_agent_main, args=(url, ready, stop, handled), daemon=True)
+    proc.start()
+    if not ready.wait(30):
+        raise RuntimeError("SDK agent did not start")
+    return proc, stop, handled
+
+
+async def _timed(call, seconds: float, max_requests: int) -> dict[str, float]:
+    for _ in range(50):
+        await call()
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(samples) < max_requests and time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return percentiles(samples)
+
+
+async def _rate(call, seconds: float, callers: int) -> float:
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            await call()
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return done / (time.perf_counter() - start)
+
+
+def _raw_invoke(nc, agent: str, skill: str):
+    subject = API + f"AGENT.INVOKE.{agent}"
+    body = json.dumps({"input": PAYLOAD, "skill": skill}).encode()
+
+    async def call() -> None:
+        msg = await nc.request(subject, body, timeout=10)
+        if b'"error":""' not in msg.data:
+            raise RuntimeError(f"invoke failed: {msg.data[:200]!r}")
+
+    return call
+
+
+async def bench_robustmq(url: str, seconds: float, max_requests: int, handled) -> dict[str, object]:
+    sys.path.insert(0, str(SDK_SRC))
+    from mq9 import Client
+
+    nc = await nats.connect(url)
+    out: dict[str, object] = {}
+    raw_agent = _raw_invoke(nc, "bench-echo", "echo")
+    raw_to_sdk = _raw_invoke(nc, SDK_AGENT, "echo")
+    async with Client(url) as c:
+
+        async def sdk_to_sdk() -> None:
+            await c.invoke(SDK_AGENT, PAYLOAD, skill="echo", timeout=10)
+
+        for name, call in (("raw->raw", raw_agent), ("raw->sdk", raw_to_sdk), ("sdk->sdk", sdk_to_sdk)):
+            out[name] = await _timed(call, seconds, max_requests)
+            out[name + " rate"] = await _rate(call, seconds, CONCURRENT_CALLERS)
+
+        async def send() -> None:
+            await c.send(MAILBOX, b"x" * 100, priority="normal")
+
+        out["send rate"] = await _rate(send, seconds, SEND_CALLERS)
+        # the worker has drained what the send scenario left; now time a fresh batch of messages
+        async with asyncio.timeout(60):
+            while True:
+                before = handled.value
+                await asyncio.sleep(0.5)
+                if handled.value == before:
+                    break
+        start_count, start = handled.value, time.perf_counter()
+        await asyncio.gather(*(c.send(MAILBOX, b"y" * 100) for _ in range(WORKER_MESSAGES)))
+        async with asyncio.timeout(120):
+            while handled.value < start_count + WORKER_MESSAGES:
+                await asyncio.sleep(0.01)
+        out["worker rate"] = WORKER_MESSAGES / (time.perf_counter() - start)
+    await nc.close()
+    return out
+
+
+async def bench_reference(url: str, seconds: float, max_requests: int) -> dict[str, object]:
+    nc = await nats.connect(url)
+    body = json.dumps({"input": PAYLOAD}).encode()
+
+    async def direct() -> None:
+        await nc.request(DIRECT_SUBJECT, body, timeout=5)
+
+    out = {
+        "direct": await _timed(direct, seconds, max_requests),
+        "direct rate": await _rate(direct, seconds, 20),
+    }
+    await nc.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.sdk_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of each scenario")
+    parser.add_argument("--max-requests", type=int, default=3000, help="cap per latency scenario")
+    args = parser.parse_args(argv)
+    import uvloop
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        servers: list[Server] = start_servers(data_dir)
+        reference, robustmq = servers
+        stops = []
+        try:
+            url = f"nats://127.0.0.1:{robustmq.port}"
+            raw_proc, raw_stop = start_agent(url, register=True)
+            stops.append((raw_proc, raw_stop))
+            sdk_proc, sdk_stop, handled = start_sdk_agent(url)
+            stops.append((sdk_proc, sdk_stop))
+            rss_agent_idle = _rss_kib(sdk_proc.pid)
+            ours = uvloop.run(bench_robustmq(url, args.seconds, args.max_requests, handled))
+            rss_agent_after = _rss_kib(sdk_proc.pid)
+            rss_broker = robustmq.rss_kib()
+            ref_proc, ref_stop = start_agent(f"nats://127.0.0.1:{reference.port}", register=False)
+            stops.append((ref_proc, ref_stop))
+            ref = uvloop.run(
+                bench_reference(f"nats://127.0.0.1:{reference.port}", args.seconds, args.max_requests)
+            )
+        finally:
+            for proc, stop in stops:
+                stop.set()
+                proc.join(10)
+            for server in servers:
+                server.stop()
+
+    print(f"mq9 SDK bench ({args.seconds:g} s per scenario; caller and agent in separate processes)")
+    print(f"| {'figure':<52} | {'robustmq':>10} | {'nats-server':>11} |")
+    print(f"|{'-' * 54}|{'-' * 12}|{'-' * 13}|")
+
+    def row(name: str, value: str, ref_value: str = "") -> None:
+        print(f"| {name:<52} | {value:>10} | {ref_value:>11} |")
+
+    row("direct request to a raw echo responder p50 (us)", "", f"{ref['direct']['p50']:.0f}")
+    row("direct request p99 (us)", "", f"{ref['direct']['p99']:.0f}")
+    for name, label in (
+        ("raw->raw", "raw INVOKE -> raw nats-py agent"),
+        ("raw->sdk", "raw INVOKE -> SDK Agent"),
+        ("sdk->sdk", "Client.invoke -> SDK Agent"),
+    ):
+        row(f"{label} p50 (us)", f"{ours[name]['p50']:.0f}")
+        row(f"{label} p99 (us)", f"{ours[name]['p99']:.0f}")
+        row(f"{label}, /s with {CONCURRENT_CALLERS} callers", f"{ours[name + ' rate']:.0f}")
+    row("SDK agent-side overhead p50 (us)", f"{ours['raw->sdk']['p50'] - ours['raw->raw']['p50']:.0f}")
+    row("SDK client-side overhead p50 (us)", f"{ours['sdk->sdk']['p50'] - ours['raw->sdk']['p50']:.0f}")
+    row("direct requests/s with 20 callers", "", f"{ref['direct rate']:.0f}")
+    row(f"Client.send acknowledged/s, {SEND_CALLERS} callers", f"{ours['send rate']:.0f}")
+    row(f"@on_message worker messages/s ({WORKER_MESSAGES} queued)", f"{ours['worker rate']:.0f}")
+    row("SDK agent RSS idle / after (MiB)", f"{rss_agent_idle / 1024:.0f} / {rss_agent_after / 1024:.0f}")
+    row("broker RSS after the run (MiB)", f"{rss_broker / 1024:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
