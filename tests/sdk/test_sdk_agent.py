@@ -242,3 +242,37 @@ async def test_queued_invocation_runs_when_an_instance_starts(sdk_broker):
         task = await c.invoke("latecomer", {"name": "q"}, wait=False, on_offline="queue", timeout=30)
         async with agent:
             assert await task.result(timeout=20) == "hello q"
+
+
+async def test_sync_skill_runs_in_a_thread_and_reports_progress(sdk_broker):
+    agent = Agent("blocking", servers=sdk_broker.nats_url)
+
+    @agent.skill
+    def crunch(rows: int, ctx: TaskContext) -> int:
+        """A blocking function: it runs in a worker thread, so the agent keeps serving."""
+        for i in range(rows):
+            ctx.progress(row=i)
+        return rows * 2
+
+    async with agent, Client(sdk_broker.nats_url) as c:
+        task = await c.invoke("blocking", {"rows": 3}, wait=False)
+        assert await task.result(timeout=10) == 6
+        progress = [e.data for e in [e async for e in task.events()] if e.type == "progress"]
+        assert progress == [{"row": 0}, {"row": 1}, {"row": 2}]
+
+
+async def test_idempotency_key_returns_the_first_task(sdk_broker):
+    agent = Agent("once", servers=sdk_broker.nats_url)
+    runs = []
+
+    @agent.skill
+    async def charge(amount: int) -> int:
+        runs.append(amount)
+        return len(runs)
+
+    async with agent, Client(sdk_broker.nats_url) as c:
+        first = await c.invoke("once", {"amount": 5}, wait=False, idempotency_key="order-17")
+        second = await c.invoke("once", {"amount": 5}, wait=False, idempotency_key="order-17")
+        assert first.id == second.id
+        assert await second.result(timeout=10) == 1
+        assert runs == [5]
