@@ -107,6 +107,7 @@ class Mq9Service:
         self.legacy = LegacyMailboxes(self)
         self._legacy_origins: weakref.WeakSet = weakref.WeakSet()
         self._unacked_sends: dict[str, Any] = {}
+        self._reply_batch: list[tuple[Any, str, bytes | None]] = []
         self._subscription: Any = None
         self._tasks: set[asyncio.Future] = set()
         self._sweeper: asyncio.Task | None = None
@@ -253,21 +254,38 @@ class Mq9Service:
         return None
 
     def _reply_when_durable(self, ack: Any, reply: str | None, body: bytes | None) -> None:
-        """Reply once the store has committed ``ack`` (a callback on the batch's future)."""
+        """Reply once the store has committed ``ack`` (``body`` None: the SEND reply with its offset).
+
+        Replies of one loop tick wait together on the tick's last write: the committer commits
+        every pending write at once, so when the last is done the earlier ones are too.
+        """
         if not reply:
             return
-        router = self.router
+        self._reply_batch.append((ack, reply, body))
+        if len(self._reply_batch) == 1:
+            assert self._loop is not None
+            self._loop.call_soon(self._seal_reply_batch)
 
-        def done(a: Any) -> None:
-            if getattr(a, "cancelled", None) is not None and a.cancelled():
-                return
-            exc = a.exception()
+    def _seal_reply_batch(self) -> None:
+        batch, self._reply_batch = self._reply_batch, []
+        if batch:
+            batch[-1][0].add_done_callback(lambda _last: self._send_replies(batch))
+
+    def _send_replies(self, batch: list[tuple[Any, str, bytes | None]]) -> None:
+        publish = self.router.publish
+        for ack, reply, body in batch:
+            if not ack.done():  # not expected (see above); wait for this one on its own
+                ack.add_done_callback(lambda a, r=reply, b=body: self._send_replies([(a, r, b)]))
+                continue
+            if getattr(ack, "cancelled", None) is not None and ack.cancelled():
+                continue
+            exc = ack.exception()
             if exc is not None:
-                router.publish(reply, _error_body(errors.INTERNAL.format(reason=exc)))
+                publish(reply, _error_body(errors.INTERNAL.format(reason=exc)))
+            elif body is None:
+                publish(reply, b'{"error":"","msg_id":%d}' % ack.offset)
             else:
-                router.publish(reply, b'{"error":"","msg_id":%d}' % a.offset if body is None else body)
-
-        ack.add_done_callback(done)
+                publish(reply, body)
 
     # -- MAILBOX.CREATE --------------------------------------------------------------------------
 
