@@ -61,6 +61,48 @@ class MqttConnection(asyncio.Protocol):
     subscribers (via ``router.current_origin``) get its QoS, retain flag and properties as sent."""
 
     protocol = "mqtt"
+    __slots__ = (
+        "_ack_tail",
+        "_acks_waiting",
+        "_clean_disconnect",
+        "_close_callbacks",
+        "_flush_scheduled",
+        "_hold_timer",
+        "_holds",
+        "_out",
+        "_timer",
+        "alias_in",
+        "alias_out",
+        "alias_out_max",
+        "client_id",
+        "closing",
+        "connected",
+        "cur_expiry_at",
+        "cur_payload",
+        "cur_props",
+        "cur_qos",
+        "cur_retain",
+        "cur_topic",
+        "decoder",
+        "keepalive_s",
+        "last_rx",
+        "loop",
+        "max_out_packet",
+        "name",
+        "paused",
+        "permissions",
+        "remote",
+        "router",
+        "send_quota",
+        "server",
+        "session",
+        "transport",
+        "user",
+        "v5",
+        "version",
+        "will",
+        "__weakref__",
+    )
 
     def __init__(self, server: MqttServer) -> None:
         self.server = server
@@ -102,18 +144,6 @@ class MqttConnection(asyncio.Protocol):
         self._clean_disconnect = False
         self._holds = 0
         self._hold_timer: asyncio.TimerHandle | None = None
-        self._handlers = {
-            P.Publish: self._on_publish,
-            P.Puback: self._on_puback,
-            P.Pubrec: self._on_pubrec,
-            P.Pubrel: self._on_pubrel,
-            P.Pubcomp: self._on_pubcomp,
-            P.Subscribe: self._on_subscribe,
-            P.Unsubscribe: self._on_unsubscribe,
-            P.Pingreq: self._on_pingreq,
-            P.Disconnect: self._on_disconnect,
-            P.Connect: self._on_second_connect,
-        }
 
     # -- origin interface (router.current_origin) --------------------------------------------------
 
@@ -179,7 +209,7 @@ class MqttConnection(asyncio.Protocol):
         except MqttError as exc:
             self.fail(exc.reason_code, str(exc))
             return
-        handlers = self._handlers
+        handlers = _HANDLERS
         for packet in packets:
             if not self.connected:
                 if type(packet) is not P.Connect:
@@ -192,7 +222,7 @@ class MqttConnection(asyncio.Protocol):
                     self.fail(rc.PROTOCOL_ERROR, E.UNEXPECTED_PACKET)
                     return
                 try:
-                    handler(packet)
+                    handler(self, packet)
                 except MqttError as exc:
                     self.fail(exc.reason_code, str(exc))
             if self.closing:
@@ -608,6 +638,20 @@ class MqttConnection(asyncio.Protocol):
             session.expiry_interval_s = new
         self._clean_disconnect = pk.reason_code != rc.DISCONNECT_WITH_WILL
         self.close()
+
+
+_HANDLERS: dict[type, Callable[[MqttConnection, Any], None]] = {
+    P.Publish: MqttConnection._on_publish,
+    P.Puback: MqttConnection._on_puback,
+    P.Pubrec: MqttConnection._on_pubrec,
+    P.Pubrel: MqttConnection._on_pubrel,
+    P.Pubcomp: MqttConnection._on_pubcomp,
+    P.Subscribe: MqttConnection._on_subscribe,
+    P.Unsubscribe: MqttConnection._on_unsubscribe,
+    P.Pingreq: MqttConnection._on_pingreq,
+    P.Disconnect: MqttConnection._on_disconnect,
+    P.Connect: MqttConnection._on_second_connect,
+}
 
 
 class _WebSocketListener:
