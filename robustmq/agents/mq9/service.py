@@ -270,6 +270,9 @@ class Mq9Service:
         batch, self._reply_batch = self._reply_batch, []
         if batch:
             batch[-1][0].add_done_callback(lambda _last: self._send_replies(batch))
+            # Requesters are waiting: commit this tick's writes now rather than when the store's
+            # commit timer fires (fsync still follows the store's policy).
+            self.store.committer.commit()
 
     def _send_replies(self, batch: list[tuple[Any, str, bytes | None]]) -> None:
         publish = self.router.publish
