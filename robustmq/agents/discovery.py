@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 # semantic mode: weight of the keyword score (scaled to [0, 1]) added to the cosine similarity
 KEYWORD_WEIGHT = 0.1
 # semantic mode: how many candidates each ranking contributes to the fusion
-FUSION_DEPTH = 200
+FUSION_DEPTH = 50
 EMBED_BATCH = 256
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -263,7 +263,7 @@ class VectorIndex:
     Each document owns one contiguous run of rows (appended together, compaction keeps order).
     """
 
-    COARSE_CANDIDATES = 400
+    COARSE_CANDIDATES = 200
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
