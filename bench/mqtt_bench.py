@@ -28,6 +28,7 @@ QOS1_WINDOW_MSGS = 1_000  # unacknowledged QoS 1 publishes
 QOS0_BATCH_MSGS = 500
 QOS1_BATCH_MSGS = 100
 DRAIN_S = 3.0
+STOP_GRACE_S = 2.0
 IDLE_CONNECTIONS = 1000
 LATENCY_RATE_PER_S = 2000
 LATENCY_SAMPLE_EVERY = 50
@@ -100,9 +101,15 @@ def _subscriber(port: int, n: int, qos: int, ready, stop, counts, out) -> None:
     latencies: list[int] = []
     ready.set()
     idle_since = None
+    stopped_at = None
     while True:
         events = sel.select(0.05)
         now = time.monotonic()
+        if stop.is_set():
+            if stopped_at is None:
+                stopped_at = now
+            if now - stopped_at > STOP_GRACE_S:  # a server still trickling: count what came
+                break
         if not events:
             if stop.is_set():
                 if idle_since is None:
