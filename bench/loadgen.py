@@ -43,7 +43,7 @@ def _ping(sock: socket.socket) -> None:
         chunk = sock.recv(RECV_BYTES)
         if not chunk:
             raise ConnectionError("server closed the connection")
-        buf = (buf + chunk)[-64:]
+        buf = (buf + chunk)[-4096:]
 
 
 def publisher(port: int, subject: str, size: int, max_msgs: int, seconds: float, out: Any, go: Any) -> None:

@@ -47,6 +47,15 @@ class Subscription:
         if deliver is not None:
             self.deliver = deliver
 
+    def deliver_many(self, subject: str, payloads: list[bytes]) -> None:
+        """Several plain messages (no reply, no headers) on one subject, in order.
+
+        Front-ends override this to encode a run of messages at once; the default delivers each.
+        """
+        deliver = self.deliver
+        for payload in payloads:
+            deliver(subject, None, None, payload)
+
     def __repr__(self) -> str:
         q = f" queue={self.queue}" if self.queue else ""
         return f"<Subscription {self.subject}{q}>"
@@ -160,6 +169,40 @@ class Router:
         finally:
             self.current_origin = previous
         return count, pending
+
+    def publish_many(
+        self, subject: str, payloads: list[bytes], skip_owner: Any = None, origin: Any = None
+    ) -> int:
+        """``publish`` for a run of plain messages (no reply, no headers) on one subject, in order.
+
+        Matches once and hands each subscriber the whole run; every queue group still gives
+        each message to one member. Returns how many subscriptions received the run.
+        """
+        result = self._cache.get(subject)
+        if result is None:
+            result = self.trie.match(subject)
+        if result is NO_MATCH:
+            return 0
+        previous = self.current_origin
+        self.current_origin = origin
+        count = 0
+        try:
+            for sub in result.plain:
+                if skip_owner is not None and sub.owner is skip_owner:
+                    continue
+                sub.deliver_many(subject, payloads)
+                count += 1
+            for members in result.queues:
+                delivered = False
+                for payload in payloads:
+                    member = self._pick(members, skip_owner)
+                    if member is not None:
+                        member.deliver(subject, None, None, payload)
+                        delivered = True
+                count += delivered
+        finally:
+            self.current_origin = previous
+        return count
 
     def _pick(self, members: tuple, skip_owner: Any) -> Any:
         if skip_owner is None or len(members) == 1:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from robustmq.nats import encoder, errors
 from robustmq.nats.errors import ProtocolViolation
-from robustmq.nats.events import Connect, Ping, Pong, Pub, Sub, Unsub
+from robustmq.nats.events import Connect, Ping, Pong, Pub, PubRun, Sub, Unsub
+from robustmq.nats.limits import STALL_HIGH_WATER_MAX_BYTES
 from robustmq.nats.parser import ClientParser
 from robustmq.router import Subscription
 from robustmq.subjects import is_valid_publish_subject, is_valid_subject
@@ -48,6 +49,16 @@ _BOOL_OPTIONS = ("verbose", "pedantic", "echo", "headers", "no_responders", "tls
 _STR_OPTIONS = ("name", "lang", "version", "user", "pass", "auth_token", "sig", "jwt", "nkey", "account")
 
 
+class _Gone:
+    """Stands in for the connection of a removed subscription: every delivery is dropped."""
+
+    closed = True
+    blocked = True
+
+
+_GONE = _Gone()
+
+
 class NatsSubscription(Subscription):
     """A subscription held by a network client: delivering queues a MSG/HMSG frame on it."""
 
@@ -67,8 +78,12 @@ class NatsSubscription(Subscription):
 
     def deliver(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         conn = self.conn
-        if conn.closed:
-            return None
+        if conn.blocked:  # closed, or its write buffer is past the high-water mark
+            if conn.closed:
+                return None
+            origin = conn.router.current_origin
+            if type(origin) is NatsConnection:
+                origin.stall_requested = True  # the publisher waits a little (see stall)
         if self.rule is not None and not self.rule.permits_literal(subject):
             return None
         if subject != self._subject:
@@ -97,6 +112,41 @@ class NatsSubscription(Subscription):
         return None
 
 
+    def deliver_many(self, subject: str, payloads: list[bytes]) -> None:
+        conn = self.conn
+        if conn.blocked or self.rule is not None or self.max_msgs:
+            deliver = self.deliver
+            for payload in payloads:
+                deliver(subject, None, None, payload)
+            return
+        if subject != self._subject:
+            self._subject = subject
+            subj = _b(subject)
+            self._msg_prefix = b"MSG " + subj + self._sid_b
+            self._hmsg_prefix = b"HMSG " + subj + self._sid_b
+        prefix = self._msg_prefix
+        out = conn.out
+        append = out.append
+        last_size = -1
+        head = b""
+        total = 0
+        for payload in payloads:
+            size = len(payload)
+            if size != last_size:
+                head = prefix + (_SIZE_LINES.get(size) or _size_line(size))
+                last_size = size
+            append(head)
+            append(payload)
+            append(CRLF)
+            total += size
+        count = len(payloads)
+        conn.out_msgs += count
+        conn.out_bytes += total
+        self.delivered += count
+        if not conn.dirty:
+            conn.server.schedule_flush(conn)
+
+
 class NatsConnection(asyncio.Protocol):
     """One client. Also the ``origin`` of its publishes (client_id, protocol, user, name, remote)."""
 
@@ -107,7 +157,7 @@ class NatsConnection(asyncio.Protocol):
         self.router = server.router
         self.client_id = server.next_client_id()
         settings = server.settings
-        self.parser = ClientParser(settings.max_payload_bytes, settings.max_control_line_bytes)
+        self.parser = ClientParser(settings.max_payload_bytes, settings.max_control_line_bytes, merge_runs=True)
         self.max_pending_bytes = settings.max_pending_bytes
         self.max_subscriptions = settings.max_subscriptions
         self.transport: asyncio.Transport | None = None
@@ -115,6 +165,10 @@ class NatsConnection(asyncio.Protocol):
         self.out: list[bytes] = []
         self.dirty = False
         self.closed = False
+        self.blocked = False  # closed, or backlogged: the delivery hot path checks this one flag
+        self.backlogged = False
+        self.stall_requested = False
+        self.reading_paused = False
         # CONNECT options, with nats-server's defaults until CONNECT arrives
         self.connect_received = False
         self.verbose = True
@@ -163,6 +217,8 @@ class NatsConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        high = min(STALL_HIGH_WATER_MAX_BYTES, max(self.max_pending_bytes // 4, 1))
+        transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if peer:
             self.ip, self.port = peer[0], peer[1]
@@ -181,20 +237,43 @@ class NatsConnection(asyncio.Protocol):
                 self.fail(exc.text, exc.reason)
             return
         self.handle(events)
+        if self.stall_requested:
+            self.stall()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._teardown(self.close_reason or ("client closed" if exc is None else str(exc)))
 
     def pause_writing(self) -> None:
-        pass  # slow consumers are cut off at max_pending_bytes instead (see flush)
+        # Past the high-water mark: publishers that feed this connection get stalled briefly so
+        # a reader that is merely behind can catch up; one that stays behind is cut off at
+        # max_pending_bytes (see flush), as nats-server does.
+        self.backlogged = True
+        self.blocked = True
 
     def resume_writing(self) -> None:
-        pass
+        self.backlogged = False
+        self.blocked = self.closed
+        self.server.release_stalled()
+
+    def stall(self) -> None:
+        """Stop reading from this publisher until a backlogged reader drains, or a short while."""
+        self.stall_requested = False
+        if self.closed or self.reading_paused or self.transport is None:
+            return
+        self.transport.pause_reading()
+        self.reading_paused = True
+        self.server.add_stalled(self)
+
+    def unstall(self) -> None:
+        if self.reading_paused and not self.closed and self.transport is not None:
+            self.transport.resume_reading()
+        self.reading_paused = False
 
     # -- events --------------------------------------------------------------------------------
 
     def handle(self, events: list[Any]) -> None:
-        publish = self.router.publish
+        router = self.router
+        publish = router.publish
         for ev in events:
             if self.closed:
                 return
@@ -212,6 +291,14 @@ class NatsConnection(asyncio.Protocol):
                 if publish(subject, payload, reply, headers, self.skip_owner, self) == 0 and reply:
                     if self.no_responders:
                         self._send_no_responders(subject, reply)
+            elif kind is PubRun:
+                subject, payloads = ev
+                if self.checked or self.verbose:
+                    self.handle(ev.expand())  # one by one, with every check and +OK
+                    continue
+                self.in_msgs += len(payloads)
+                self.in_bytes += sum(map(len, payloads))
+                router.publish_many(subject, payloads, self.skip_owner, self)
             elif kind is Ping:
                 if not self.connect_received and self.server.auth_required:
                     self.fail(errors.AUTHORIZATION_VIOLATION)
@@ -346,6 +433,8 @@ class NatsConnection(asyncio.Protocol):
         if self.subs.get(sub.sid) is sub:
             del self.subs[sub.sid]
         self.router.unsubscribe(sub)
+        # a publish already iterating over a snapshot of matches must not deliver to it any more
+        sub.conn = _GONE  # type: ignore[assignment]
 
     def send(self, frame: bytes) -> None:
         """Queue a control frame; it goes out with everything else at the end of this loop tick."""
@@ -404,6 +493,7 @@ class NatsConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self.blocked = True
         self.close_reason = self.close_reason or reason
         for sub in self.subs.values():
             self.router.unsubscribe(sub)

@@ -42,6 +42,28 @@ class Pub(tuple):
         return f"Pub({self[0]!r}, {self[1]!r}, {self[2]!r}, {self[3]!r})"
 
 
+class PubRun(tuple):
+    """Consecutive plain PUBs (no reply, no headers) to one subject: ``(subject, payloads)``.
+
+    Only a parser built with ``merge_runs=True`` produces it; it stands for one ``Pub`` per payload,
+    in order, and lets the connection route the run at once.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, subject: str, payloads: list[bytes]) -> PubRun:
+        return tuple.__new__(cls, (subject, payloads))
+
+    subject = property(itemgetter(0))
+    payloads = property(itemgetter(1))
+
+    def expand(self) -> list[Pub]:
+        return [Pub(self[0], None, None, p) for p in self[1]]
+
+    def __repr__(self) -> str:
+        return f"PubRun({self[0]!r}, {self[1]!r})"
+
+
 class Sub:
     __slots__ = ("subject", "queue", "sid")
 
@@ -94,4 +116,4 @@ class Pong:
 PING = Ping()
 PONG = Pong()
 
-Event = Connect | Pub | Sub | Unsub | Ping | Pong
+Event = Connect | Pub | PubRun | Sub | Unsub | Ping | Pong

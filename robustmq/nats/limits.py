@@ -20,3 +20,8 @@ DEFAULT_MAX_PENDING_BYTES = 64 * 1024 * 1024
 SWEEP_INTERVAL_MAX_S = 1.0
 # A stopping server gives its connections this long to drain their write buffers.
 STOP_DRAIN_S = 1.0
+
+# Back-pressure: a connection whose write buffer passes this (or a quarter of max_pending_bytes,
+# whichever is smaller) stalls the publishers feeding it for at most STALL_MAX_S per read.
+STALL_HIGH_WATER_MAX_BYTES = 4 * 1024 * 1024
+STALL_MAX_S = 0.01

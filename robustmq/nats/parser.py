@@ -12,7 +12,7 @@ import orjson
 
 from robustmq.nats import errors
 from robustmq.nats.errors import ProtocolViolation
-from robustmq.nats.events import PING, PONG, Connect, Pub, Sub, Unsub
+from robustmq.nats.events import PING, PONG, Connect, Pub, PubRun, Sub, Unsub
 from robustmq.nats.limits import DEFAULT_MAX_CONTROL_LINE_BYTES, DEFAULT_MAX_PAYLOAD_BYTES
 
 _MAX_SIZE_DIGITS = 9  # nats-server parses at most 9 digits of a size
@@ -60,13 +60,17 @@ class ClientParser:
         "_need",
         "_error",
         "_subjects",
+        "merge_runs",
     )
 
     def __init__(
         self,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_control_line_bytes: int = DEFAULT_MAX_CONTROL_LINE_BYTES,
+        merge_runs: bool = False,
     ) -> None:
+        # merge_runs: consecutive plain PUBs to one subject within a read become one PubRun
+        self.merge_runs = merge_runs
         self.max_payload_bytes = max_payload_bytes
         self.max_control_line_bytes = max_control_line_bytes
         self._buf = b""
@@ -137,6 +141,9 @@ class ClientParser:
         append = events.append
         subjects = self._subjects
         sizes = _sizes
+        merge = self.merge_runs
+        run_raw = None  # subject bytes of the last event when it is a plain Pub or a PubRun
+        run: list[bytes] | None = None  # the payload list of that PubRun, once there is one
         while pos < n:
             nl = find(b"\n", pos)
             if nl < 0:
@@ -177,12 +184,27 @@ class ClientParser:
                 if buf[stop : stop + 2] != b"\r\n":
                     raise ProtocolViolation(errors.UNKNOWN_OPERATION)
                 raw = parts[1]
+                pos = stop + 2
+                if reply is None and merge:
+                    if raw == run_raw:
+                        if run is None:
+                            first = events[-1]
+                            run = [first[3], buf[start:stop]]
+                            events[-1] = _new_pub(PubRun, (first[0], run))
+                        else:
+                            run.append(buf[start:stop])
+                        continue
+                    run_raw = raw
+                    run = None
+                else:
+                    run_raw = None
                 subject = subjects.get(raw)
                 if subject is None:
                     subject = self._subject(raw)
                 append(_new_pub(Pub, (subject, reply, None, buf[start:stop])))
-                pos = stop + 2
-            elif op == b"HPUB":
+                continue
+            run_raw = None  # any other operation ends a run
+            if op == b"HPUB":
                 nargs = len(parts)
                 if nargs == 4:
                     reply = None

@@ -21,6 +21,7 @@ from robustmq.nats.limits import (
     COMPAT_SERVER_VERSION,
     GO_FIELD,
     PROTOCOL_VERSION,
+    STALL_MAX_S,
     STOP_DRAIN_S,
     SWEEP_INTERVAL_MAX_S,
 )
@@ -56,6 +57,8 @@ class NatsServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dirty: list[NatsConnection] = []
         self._flush_scheduled = False
+        self._stalled: list[NatsConnection] = []
+        self._release_handle: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.Task | None = None
         self._info_base: dict[str, Any] = {}
         self._bound: list[tuple[str, int]] = []
@@ -92,6 +95,7 @@ class NatsServer:
         if self._server is None:
             return
         self._server.close()
+        self.release_stalled()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -151,6 +155,22 @@ class NatsServer:
         for conn in dirty:
             if conn.dirty:
                 conn.flush()
+
+    # -- stalled publishers (back-pressure for readers that are behind) -------------------------
+
+    def add_stalled(self, conn: NatsConnection) -> None:
+        self._stalled.append(conn)
+        if self._release_handle is None:
+            assert self._loop is not None
+            self._release_handle = self._loop.call_later(STALL_MAX_S, self.release_stalled)
+
+    def release_stalled(self) -> None:
+        if self._release_handle is not None:
+            self._release_handle.cancel()
+            self._release_handle = None
+        stalled, self._stalled = self._stalled, []
+        for conn in stalled:
+            conn.unstall()
 
     # -- the idle sweep ------------------------------------------------------------------------
 

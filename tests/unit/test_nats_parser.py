@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from robustmq.nats import encoder, errors
 from robustmq.nats.errors import ProtocolViolation
-from robustmq.nats.events import PING, PONG, Connect, Pub, Sub, Unsub
+from robustmq.nats.events import PING, PONG, Connect, Pub, PubRun, Sub, Unsub
 from robustmq.nats.parser import ClientParser
 
 
@@ -153,6 +153,27 @@ def test_events_before_a_violation_are_kept_and_the_parser_stays_broken():
         parser.feed(b"PING\r\n")
 
 
+def test_merged_runs_group_consecutive_plain_publishes_to_one_subject():
+    data = b"PUB a 1\r\n1\r\nPUB a 1\r\n2\r\nPUB a r 1\r\n3\r\nPUB a 1\r\n4\r\nPUB a 1\r\n5\r\nPUB b 1\r\n6\r\nPING\r\nPUB b 1\r\n7\r\n"
+    events = ClientParser(merge_runs=True).feed(data)
+    assert events == [
+        PubRun("a", [b"1", b"2"]),
+        Pub("a", "r", None, b"3"),
+        PubRun("a", [b"4", b"5"]),
+        Pub("b", None, None, b"6"),
+        PING,
+        Pub("b", None, None, b"7"),
+    ]
+    assert _expand(events) == parse(data)
+
+
+def _expand(events: list) -> list:
+    out: list = []
+    for ev in events:
+        out += ev.expand() if isinstance(ev, PubRun) else [ev]
+    return out
+
+
 def test_unsub_with_a_bad_count_removes_at_once():
     assert parse(b"UNSUB 1 x\r\nUNSUB 2 -1\r\n") == [Unsub("1", 0), Unsub("2", 0)]
 
@@ -190,15 +211,15 @@ _ops = st.sampled_from(
 _noise = st.binary(max_size=40)
 
 
-def _run(chunks: list[bytes]) -> tuple[list, str | None]:
-    parser = ClientParser(max_payload_bytes=64, max_control_line_bytes=48)
+def _run(chunks: list[bytes], merge_runs: bool = False) -> tuple[list, str | None]:
+    parser = ClientParser(max_payload_bytes=64, max_control_line_bytes=48, merge_runs=merge_runs)
     events: list = []
     for chunk in chunks:
         try:
             events += parser.feed(chunk)
         except ProtocolViolation as exc:
-            return events + exc.events, exc.text or "closed"
-    return events, None
+            return _expand(events + exc.events), exc.text or "closed"
+    return _expand(events), None
 
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -218,6 +239,7 @@ def test_any_split_of_any_bytes_gives_the_same_events(pieces, cuts):
     whole = _run([data])
     assert _run(_split(data, cuts)) == whole
     assert _run([data[i : i + 1] for i in range(len(data))]) == whole
+    assert _run(_split(data, cuts), merge_runs=True) == whole
 
 
 @settings(max_examples=300, deadline=None)
