@@ -7,14 +7,16 @@ so REST and NATS callers share one code path; an error reply becomes a problem d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 
-from api.problems import AGENT_API_SILENT, NO_SERVICE, UNREPRESENTABLE, ProblemError
+from api.problems import AGENT_API_SILENT, NO_SERVICE, UNREPRESENTABLE, FieldError, ProblemError
 from robustmq.router import NoResponders
 
+M = TypeVar("M", bound=BaseModel)
 API_PREFIX = "$mq9.AI.API."
 # how long past an invocation's own deadline we wait for the service to answer it
 ANSWER_MARGIN_S = 2.0
@@ -47,8 +49,29 @@ async def call(
     request: Request, verb: str, body: dict[str, Any] | None = None, timeout_s: float = DEFAULT_CALL_TIMEOUT_S
 ) -> dict[str, Any]:
     """``$mq9.AI.API.<verb>`` with ``body``; returns the reply, or raises its problem."""
-    router = request.app.state.broker.router
     payload = json_bytes(body) if body is not None else b""
+    return await call_raw(request, verb, payload, timeout_s)
+
+
+def parse_body(model: type[M], raw: bytes) -> M:
+    """Validate a JSON body against one of the agent API's models (the hot routes read it raw)."""
+    try:
+        parsed = model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        errors = [
+            FieldError(loc=["body", *(p if isinstance(p, int) else str(p) for p in e["loc"])], msg=e["msg"])
+            for e in exc.errors(include_url=False)
+        ]
+        first = errors[0]
+        detail = f"{'.'.join(str(p) for p in first.loc)}: {first.msg}"
+        raise ProblemError(400, detail, errors=errors) from None
+    json_bytes(parsed.model_dump())  # the task journal must be able to write it back
+    return parsed
+
+
+async def call_raw(request: Request, verb: str, payload: bytes, timeout_s: float) -> dict[str, Any]:
+    """Like ``call`` with a body already encoded (and validated) by the caller."""
+    router = request.app.state.broker.router
     try:
         _, raw = await router.request(API_PREFIX + verb, payload, timeout=timeout_s)
     except NoResponders:

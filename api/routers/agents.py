@@ -7,17 +7,20 @@ never drift; errors carry the NATS API's codes (404 unknown agent, 503 nobody li
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from api import agent_calls
-from api.limits import PAGE_LIMIT_DEFAULT
-from api.paging import CursorParam, Limit, Page, paginate
-from api.problems import Problem, ProblemError
+from api.limits import AGENT_NAMES_REFRESH_S, PAGE_LIMIT_DEFAULT
+from api.paging import CursorParam, Limit, Page, decode_cursor, encode_cursor
+from api.problems import BAD_CURSOR, Problem, ProblemError
 from robustmq.agents.api.errors import UNKNOWN_AGENT
 from robustmq.agents.api.limits import MAX_AGENT_NAME_CHARS
 from robustmq.agents.api.registry import AgentRecord, card_text
@@ -69,6 +72,50 @@ def _matches_text(record: AgentRecord, text: str) -> bool:
     return text in card_text(record.card).lower() or text in record.name.lower()
 
 
+class SortedAgentNames:
+    """Every agent name in order: the agent API's records plus cards registered through mq9 only.
+
+    Listing 10,000 agents must not sort 10,000 names per request: the order is kept and rebuilt
+    when either registry changes size, or at the latest ``AGENT_NAMES_REFRESH_S`` after it was built
+    (a name replaced by another one within that window shows up that much later).
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int, int] | None = None
+        self._built = 0.0
+        self.names: list[str] = []
+
+    def current(self, service: Any) -> list[str]:
+        records = service.directory.all()
+        registry = service.link.registry
+        shared = registry.agents if registry is not None else {}
+        key = (id(service), len(records), len(shared))
+        now = time.monotonic()
+        if key != self._key or now - self._built > AGENT_NAMES_REFRESH_S:
+            names = {record.name for record in records}
+            names.update(name for name, entry in shared.items() if entry.card is not None)
+            self.names = sorted(names)
+            self._key = key
+            self._built = now
+        return self.names
+
+    def invalidate(self) -> None:
+        self._key = None
+
+
+SORTED_NAMES = SortedAgentNames()
+
+
+def _record(service: Any, name: str) -> AgentRecord | None:
+    record = service.directory.get(name)
+    if record is None:
+        registry = service.link.registry
+        entry = registry.agents.get(name) if registry is not None else None
+        if entry is not None and entry.card is not None:
+            record = AgentRecord(name, entry.card, created_ms=int(entry.create_time) * 1000)
+    return record
+
+
 @router.get("/agents", response_model=Page[AgentInfo], summary="list agents")
 async def list_agents(
     service: Service,
@@ -79,19 +126,37 @@ async def list_agents(
     ] = None,
     limit: Limit = PAGE_LIMIT_DEFAULT,
     cursor: CursorParam = None,
-) -> Page[AgentInfo]:
-    records = service.records()
-    if capability:
-        records = [r for r in records if r.skill_matches(capability)]
-    if text:
-        needle = text.lower()
-        records = [r for r in records if _matches_text(r, needle)]
+) -> Response:
     now = _now_ms()
-    if status is not None:
-        records = [r for r in records if service.agent_status(r.name, now) == status]
-    page, next_cursor = paginate(records, lambda r: r.name, limit, cursor)
-    items = [AgentInfo.model_validate(service.agent_info(r, now)) for r in page]
-    return Page[AgentInfo](items=items, next_cursor=next_cursor)
+    names = SORTED_NAMES.current(service)
+    start = 0
+    if cursor:
+        after = decode_cursor(cursor)
+        if not isinstance(after, str):
+            raise ProblemError(400, BAD_CURSOR)
+        start = bisect.bisect_right(names, after)
+    if capability or text or status is not None:
+        needle = text.lower() if text else None
+        records = []
+        for name in itertools.islice(names, start, None):
+            record = _record(service, name)
+            if record is None or (capability and not record.skill_matches(capability)):
+                continue
+            if needle is not None and not _matches_text(record, needle):
+                continue
+            if status is not None and service.agent_status(name, now) != status:
+                continue
+            records.append(record)
+            if len(records) > limit:
+                break
+    else:
+        # the common listing: a slice of the kept order; only the page's records are built
+        records = [r for r in (_record(service, n) for n in names[start : start + limit + 1]) if r]
+    page = records[:limit]
+    next_cursor = encode_cursor(page[-1].name) if len(records) > limit and page else None
+    items = [service.agent_info(r, now) for r in page]
+    # the service's views are AgentInfo already: encoded once, not validated a second time
+    return Response(orjson.dumps({"items": items, "next_cursor": next_cursor}), media_type="application/json")
 
 
 @router.post(
@@ -113,6 +178,7 @@ async def register_agent(body: RegisterRequest, service: Service) -> AgentInfo:
     record.heartbeat_interval_ms = body.heartbeat_interval_ms
     service.directory.put(record)
     service.link.register(record.name, record.card)
+    SORTED_NAMES.invalidate()
     if record.mailbox:
         service.link.create_mailbox(record.mailbox)
     return AgentInfo.model_validate(service.agent_info(record, now))
@@ -120,7 +186,7 @@ async def register_agent(body: RegisterRequest, service: Service) -> AgentInfo:
 
 @router.get("/agents/{name}", response_model=AgentInfo, summary="one agent", responses=_problems(404))
 async def get_agent(name: AgentName, service: Service) -> AgentInfo:
-    record = service.record(name)
+    record = _record(service, name)
     if record is None:
         raise ProblemError(404, UNKNOWN_AGENT.format(name=name))
     return AgentInfo.model_validate(service.agent_info(record, _now_ms()))
@@ -144,6 +210,7 @@ async def agent_status(name: AgentName, request: Request, service: Service) -> d
     responses=_problems(404, 503, 504),
 )
 async def delete_agent(name: AgentName, request: Request, service: Service) -> dict[str, Any]:
+    SORTED_NAMES.invalidate()
     return await agent_calls.call(request, f"AGENT.DEREGISTER.{name}", {})
 
 
@@ -157,11 +224,12 @@ async def discover(body: DiscoverRequest, request: Request, service: Service) ->
     return await agent_calls.call(request, "AGENT.DISCOVER", body.model_dump(exclude_none=True))
 
 
-def _invoke_answer(reply: dict[str, Any], mode: str) -> JSONResponse:
-    body = InvokeReply.model_validate(reply).model_dump(exclude={"error"}, exclude_none=True)
+def _invoke_answer(reply: dict[str, Any], mode: str) -> Response:
+    body = orjson.dumps(reply)  # the service's own reply, without its empty "error"
     if mode == "async":
-        return JSONResponse(body, status_code=202, headers={"Location": f"/api/v1/tasks/{body['task_id']}"})
-    return JSONResponse(body)
+        location = f"/api/v1/tasks/{reply['task_id']}"
+        return Response(body, status_code=202, media_type="application/json", headers={"Location": location})
+    return Response(body, media_type="application/json")
 
 
 INVOKE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -170,20 +238,29 @@ INVOKE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _request_body(model: type[Any]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its JSON itself (the invoke hot path)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
 @router.post(
     "/agents/{name}/invoke",
     response_model=InvokeReply,
     response_model_exclude={"error"},
     summary="invoke an agent (sync: waits for the output; async: 202 with the task)",
     responses=INVOKE_RESPONSES,
+    openapi_extra=_request_body(InvokeRequest),
 )
-async def invoke_agent(
-    name: AgentName, body: InvokeRequest, request: Request, service: Service
-) -> JSONResponse:
+async def invoke_agent(name: AgentName, request: Request, service: Service) -> Response:
+    raw = await request.body()
+    body = agent_calls.parse_body(InvokeRequest, raw)
     timeout_s = body.timeout_ms / 1000 + agent_calls.ANSWER_MARGIN_S
-    reply = await agent_calls.call(
-        request, f"AGENT.INVOKE.{name}", body.model_dump(exclude_none=True), timeout_s
-    )
+    reply = await agent_calls.call_raw(request, f"AGENT.INVOKE.{name}", raw or b"{}", timeout_s)
     return _invoke_answer(reply, body.mode)
 
 
@@ -193,8 +270,11 @@ async def invoke_agent(
     response_model_exclude={"error"},
     summary="invoke by intent: discovery picks the best live agent",
     responses=INVOKE_RESPONSES,
+    openapi_extra=_request_body(IntentInvokeRequest),
 )
-async def invoke_by_intent(body: IntentInvokeRequest, request: Request, service: Service) -> JSONResponse:
+async def invoke_by_intent(request: Request, service: Service) -> Response:
+    raw = await request.body()
+    body = agent_calls.parse_body(IntentInvokeRequest, raw)
     timeout_s = body.timeout_ms / 1000 + agent_calls.ANSWER_MARGIN_S
-    reply = await agent_calls.call(request, "INVOKE", body.model_dump(exclude_none=True), timeout_s)
+    reply = await agent_calls.call_raw(request, "INVOKE", raw, timeout_s)
     return _invoke_answer(reply, body.mode)
