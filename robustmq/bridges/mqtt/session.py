@@ -259,9 +259,13 @@ class Session:
 
     def _send(self, conn: MqttConnection, msg: OutMessage) -> None:
         pid = self._new_packet_id()
+        frame = conn.publish_frame(msg, pid, dup=False)
+        if not frame:  # larger than the client's maximum packet size: dropped as delivered
+            self._done(msg)
+            return
         msg.packet_id = pid
         self.inflight[pid] = msg
-        conn.write(conn.publish_frame(msg, pid, dup=False))
+        conn.write(frame)
 
     def _new_packet_id(self) -> int:
         pid = self._next_pid

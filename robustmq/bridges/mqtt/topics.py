@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import re
 
-from robustmq.subjects import is_valid_publish_subject
-
 SHARE_PREFIX = "$share/"
 _CACHE_MAX_ENTRIES = 8192
 _NEEDS_ESCAPE = re.compile(r"[.% \t\r\n]|(?:^|/)[*>](?:/|$)|^/|/$|//|^$")
@@ -130,7 +128,3 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
             return False
     return len(flv) == len(tlv)
 
-
-def is_mappable(topic: str) -> bool:
-    """Does the topic name map to a valid literal subject? (Always true for a valid topic.)"""
-    return is_valid_publish_subject(topic_to_subject(topic))
