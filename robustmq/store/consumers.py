@@ -118,23 +118,31 @@ class Consumer:
             if priority:
                 fresh: list[Record] = []
                 for prio in (2, 1, 0):
-                    if need - len(fresh) <= 0:
-                        break
-                    recs, nxt = plog.read_class(prio, self.class_cursors[prio], need - len(fresh), now, not_due)
-                    self.class_cursors[prio] = max(self.class_cursors[prio], nxt)
-                    fresh.extend(recs)
+                    while len(fresh) < need and self.class_cursors[prio] < plog.end_offset:
+                        recs, nxt = plog.read_class(prio, self.class_cursors[prio], need - len(fresh), now, not_due)
+                        self.class_cursors[prio] = max(self.class_cursors[prio], nxt)
+                        fresh.extend(r for r in recs if self._is_new(r.offset))
+                        if not recs:
+                            break
             else:
-                fresh = plog.read(self.cursor, need, now, not_due)
-                self.cursor = fresh[-1].offset + 1 if len(fresh) >= need else max(self.cursor, plog.end_offset)
+                fresh = []
+                while len(fresh) < need and self.cursor < plog.end_offset:
+                    chunk = plog.read(self.cursor, need - len(fresh), now, not_due)
+                    if len(chunk) >= need - len(fresh):
+                        self.cursor = chunk[-1].offset + 1
+                    else:
+                        self.cursor = max(self.cursor, plog.end_offset)
+                    fresh.extend(r for r in chunk if self._is_new(r.offset))
                 not_due = [(d, o) for d, o in not_due if o < self.cursor]
             for d, o in not_due:
-                if o not in self.pending and o not in self.acked and o >= self.floor:
+                if self._is_new(o):
                     heapq.heappush(self.deferred, (d, o))
             for rec in fresh:
-                if rec.offset in self.acked or rec.offset < self.floor or rec.offset in self.pending:
-                    continue
                 self._deliver(rec, now, out)
         return out
+
+    def _is_new(self, offset: int) -> bool:
+        return offset >= self.floor and offset not in self.acked and offset not in self.pending
 
     def _deliver(self, rec: Record, now: int, out: list[Record]) -> None:
         entry = self.pending.get(rec.offset)

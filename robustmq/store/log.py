@@ -83,6 +83,7 @@ class PartitionLog:
         self.on_delete: Callable[[PartitionLog, list[int]], None] | None = None
         self.on_delayed: Callable[[PartitionLog, int], None] | None = None
         self.reported_corrupt: set[tuple[int, int]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the store's loop, for futures
 
     def __repr__(self) -> str:
         return f"<PartitionLog {self.stream}/{self.partition} {self.first_offset}..{self.end_offset}>"
@@ -233,6 +234,11 @@ class PartitionLog:
 
     # -- appending -------------------------------------------------------------------------------
 
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        return self.loop
+
     @property
     def pending_count(self) -> int:
         return len(self.pending_chunks)
@@ -276,13 +282,13 @@ class PartitionLog:
         self.pending_bytes += size
         self.next_offset = off + 1
         if self.pending_future is None:
-            self.pending_future = asyncio.get_running_loop().create_future()
+            self.pending_future = self._loop().create_future()
         return off
 
     def add_journal(self, entry: dict[str, Any]) -> asyncio.Future:
         self.pending_journal.append(frame(entry))
         if self.journal_future is None:
-            self.journal_future = asyncio.get_running_loop().create_future()
+            self.journal_future = self._loop().create_future()
         return self.journal_future
 
     def write_pending(self) -> None:
@@ -639,32 +645,38 @@ class PartitionLog:
             self.keys = {k: o for k, o in self.keys.items() if o >= first}
         return dropped
 
-    def plan_compaction(self, now: int) -> list[tuple[Segment, list[int]]]:
-        """For each sealed segment, the indexes of records that can go (deleted, expired, superseded)."""
-        plans = []
+    def compactable_segments(self) -> list[Segment]:
+        return [seg for seg in self.segments[:-1] if seg.end > self.first_offset and seg.path is not None]
+
+    def plan_compaction(self, seg: Segment, now: int) -> list[int]:
+        """Indexes of records of a sealed segment that can go: deleted, expired, superseded by key,
+        below the first offset. The newest record of each key always stays (its tombstone or expiry
+        still hides it), so the key map rebuilt at start-up is the same. Safe off the event loop."""
+        drop: list[int] = []
+        data = seg.read_all()
         compact = self.config.compact
-        for seg in self.segments[:-1]:
-            if seg.end <= self.first_offset:
+        keys = self.keys
+        for i, pos in enumerate(seg.positions):
+            if pos == HOLE:
                 continue
-            drop: list[int] = []
-            for i, pos in enumerate(seg.positions):
-                if pos == HOLE:
-                    continue
-                off = seg.base + i
-                if off in self.deleted or off < self.first_offset or off in seg.corrupt:
-                    drop.append(i)
-            dropped = set(drop)
-            for rec in self.read(seg.base, len(seg.positions), now, end=seg.end, include_invisible=True):
-                i = rec.offset - seg.base
-                if i in dropped:
-                    continue
-                if rec.expires_at_ms is not None and rec.expires_at_ms <= now:
-                    drop.append(i)
-                elif compact and rec.key is not None and self.keys.get(rec.key) != rec.offset:
-                    drop.append(i)
-            if drop:
-                plans.append((seg, sorted(drop)))
-        return plans
+            off = seg.base + i
+            if off < self.first_offset:
+                drop.append(i)
+                continue
+            try:
+                body, _size = check_at(data, pos)
+            except Corrupt:
+                continue  # kept for verify() to report
+            rec = decode_body(body, self.partition)
+            if rec.key is not None and keys.get(rec.key) == off:
+                continue
+            if (
+                off in self.deleted
+                or (rec.expires_at_ms is not None and rec.expires_at_ms <= now)
+                or (compact and rec.key is not None)
+            ):
+                drop.append(i)
+        return drop
 
     def rewrite_segment(self, seg: Segment, drop: list[int]) -> tuple[Path, Path, array] | None:
         """Write the survivors of a sealed segment to temporary files (safe off the event loop)."""
@@ -709,8 +721,7 @@ class PartitionLog:
             seg.corrupt.discard(seg.base + i)
         keys = []
         delayed = []
-        now = self.now_ms()
-        for rec in self.read(seg.base, len(seg.positions), now, end=seg.end, include_invisible=True):
+        for _pos, rec in records.iter_records(seg.read_all(), self.partition):
             if rec.key is not None:
                 keys.append((rec.offset, rec.key))
             if rec.deliver_after_ms and rec.deliver_after_ms > rec.timestamp_ms:

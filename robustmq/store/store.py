@@ -104,12 +104,14 @@ class Store:
         self._running = False
         self._maintenance_armed = False
         self._background: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the data directory, recover every stream, catch the index up, arm the timers."""
-        self.committer.bind(asyncio.get_running_loop())
+        self._loop = asyncio.get_running_loop()
+        self.committer.bind(self._loop)
         try:
             (self.data_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
             probe = self.data_dir / ".write-test"
@@ -302,6 +304,7 @@ class Store:
     def _open_partition(self, cfg: StreamConfig, partition: int) -> PartitionLog:
         directory = self.data_dir / LOG_DIR / _dir_name(cfg.name) / str(partition)
         plog = PartitionLog(cfg.name, partition, cfg, directory, self.settings, self.clock.now_ms)
+        plog.loop = self._loop
         try:
             entries = plog.open()
         except OSError as exc:
@@ -643,10 +646,11 @@ class Store:
                 if s.config.compact:
                     self.committer.commit()
                     plog.seal_active()
-                for seg, drop in plog.plan_compaction(self.clock.now_ms()):
-                    made = await asyncio.to_thread(plog.rewrite_segment, seg, drop)
+                for seg in plog.compactable_segments():
+                    now = self.clock.now_ms()
+                    made = await asyncio.to_thread(_rewrite_plan, plog, seg, now)
                     if made is not None:
-                        tmp, _path, positions = made
+                        tmp, positions, drop = made
                         reclaimed += plog.install_rewrite(seg, tmp, positions, drop)
         return reclaimed
 
@@ -772,6 +776,17 @@ class Store:
         if self.index is None:
             raise StoreError("the index is disabled")
         return await self.index.run_sql(text, max_rows, timeout_s)
+
+
+def _rewrite_plan(plog: PartitionLog, seg: Any, now: int) -> tuple[Path, Any, list[int]] | None:
+    drop = plog.plan_compaction(seg, now)
+    if not drop:
+        return None
+    made = plog.rewrite_segment(seg, drop)
+    if made is None:
+        return None
+    tmp, _path, positions = made
+    return tmp, positions, drop
 
 
 def _validate(config: StreamConfig | dict[str, Any]) -> StreamConfig:
