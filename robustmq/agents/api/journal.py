@@ -1,8 +1,8 @@
 """Persistence of the agent API: one stream of the store holding task, event and agent records.
 
-Records written in one loop tick go out as one store record (a JSON array), appended without
-waiting (the store's group commit makes them durable within milliseconds); they are read back in
-order at start-up. Without a store (in-process tests) the
+Records are gathered for ``JOURNAL_FLUSH_MS`` and go out as one store record (a JSON array),
+appended without waiting (the store's group commit makes them durable); they are read back in
+order at start-up. Gathering keeps the store's commits and syncs few however busy the API is. Without a store (in-process tests) the
 records stay in memory.
 """
 
@@ -33,7 +33,7 @@ class StoreJournal:
         self.stream = stream
         self._failed = False
         self._pending: list[dict[str, Any]] = []
-        self._flush_scheduled = False
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
         from robustmq.store import StreamConfig
@@ -48,13 +48,19 @@ class StoreJournal:
         self.store.create_stream(config, exist_ok=True)
 
     def write(self, record: dict[str, Any]) -> None:
-        self._pending.append(record)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        pending = self._pending
+        pending.append(record)
+        if len(pending) >= limits.JOURNAL_FLUSH_MAX_RECORDS:
+            self.flush()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                limits.JOURNAL_FLUSH_MS / 1000, self.flush
+            )
 
     def flush(self) -> None:
-        self._flush_scheduled = False
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         if not self._pending:
             return
         batch, self._pending = self._pending, []

@@ -32,4 +32,10 @@ MAX_EVENTS_PER_TASK = 10_000
 MAX_EVENTS_PER_REPLY = 1000
 LATENCY_WINDOW = 1024  # recent latencies kept per agent for avg/p99
 
+# task records are appended to the store at most this often (or when this many are waiting): each
+# append leads to a commit and, under fsync "interval", to a sync; a process crash loses at most
+# the records of the last interval (a power loss also the store's own fsync window)
+JOURNAL_FLUSH_MS = 50
+JOURNAL_FLUSH_MAX_RECORDS = 2000
+
 TASK_STREAM = "$mq9.AI.API.tasks"  # the store stream holding tasks, events and registrations
