@@ -16,6 +16,7 @@ from test_agent_api_fakes import (
     start_service,
 )
 
+from robustmq.agents.api import AgentApiService
 from robustmq.agents.api.tasks import MemoryJournal
 from robustmq.config import Settings
 
@@ -403,4 +404,22 @@ async def test_bad_input_gets_a_json_error_with_its_code(subject, body, code):
     assert reply["error"]
     ok = await request_as(broker.router, None, API + "AGENT.LIST")
     assert ok["error"] == ""
+    await service.stop()
+
+
+async def test_idempotency_keys_expire_after_the_window():
+    now = [1_000_000]
+    broker = FakeBroker()
+    service = AgentApiService(broker, journal=MemoryJournal(), clock_ms=lambda: now[0])
+    await service.start()
+    r = broker.router
+    reg = await register(r, FakeConnection(), "i")
+    agent = serve(r, reg)
+    body = {"input": 1, "idempotency_key": "k"}
+    first = await request_as(r, None, API + "AGENT.INVOKE.i", body)
+    now[0] += 10 * 60 * 1000 + 1
+    assert service.tasks.prune_idempotency() == 1
+    second = await request_as(r, None, API + "AGENT.INVOKE.i", body)
+    assert second["task_id"] != first["task_id"]
+    assert len(agent.received) == 2
     await service.stop()

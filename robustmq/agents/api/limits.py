@@ -12,6 +12,7 @@ MIN_HEARTBEAT_INTERVAL_MS = 50
 MAX_HEARTBEAT_INTERVAL_MS = 3_600_000
 MISSED_HEARTBEATS_DOWN = 3  # an instance missing this many intervals is down
 LIVENESS_SWEEP_MS = 50
+HOUSEKEEPING_EVERY_SWEEPS = 200  # expired idempotency keys are dropped this often (10 s)
 DOWN_INSTANCE_KEEP_MS = 60_000  # a down instance stays visible in INFO/STATUS this long
 
 DEFAULT_LIST_LIMIT = 100

@@ -75,6 +75,7 @@ class AgentApiService:
         self._mq9: Any = object()
         self._subs: list = []
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sweeps = 0
         # (family, verb) -> (handler, whether the subject carries a name after the verb)
         self.handlers: dict[tuple[str, str], tuple[Handler, bool]] = {
             ("AGENT", "REGISTER"): (AgentApiService._register, False),
@@ -142,6 +143,9 @@ class AgentApiService:
     def _sweep(self) -> None:
         try:
             self.instances.sweep(self._clock_ms())
+            self._sweeps += 1
+            if self._sweeps % limits.HOUSEKEEPING_EVERY_SWEEPS == 0:
+                self.tasks.prune_idempotency()
         finally:
             self._schedule_sweep()
 

@@ -206,6 +206,14 @@ class TaskTable:
             return None
         return self.get(task_id)
 
+    def prune_idempotency(self) -> int:
+        """Forget idempotency keys older than the window; returns how many went."""
+        now = self._clock_ms()
+        expired = [key for key, (_, expires_ms) in self._idempotency.items() if expires_ms <= now]
+        for key in expired:
+            del self._idempotency[key]
+        return len(expired)
+
     def add_event(self, task: Task, type_: str, data: Any) -> dict[str, Any]:
         now = self._clock_ms()
         task.seq += 1
