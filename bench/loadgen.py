@@ -38,12 +38,14 @@ def _read_until(sock: socket.socket, marker: bytes, buf: bytes = b"") -> bytes:
 def _ping(sock: socket.socket) -> None:
     """Round trip: when PONG arrives the server has processed everything sent before."""
     sock.sendall(b"PING\r\n")
-    buf = b""
-    while b"PONG\r\n" not in buf:
+    tail = b""
+    while True:
         chunk = sock.recv(RECV_BYTES)
         if not chunk:
             raise ConnectionError("server closed the connection")
-        buf = (buf + chunk)[-4096:]
+        if b"PONG\r\n" in tail + chunk:
+            return
+        tail = chunk[-8:]
 
 
 def publisher(port: int, subject: str, size: int, max_msgs: int, seconds: float, out: Any, go: Any) -> None:

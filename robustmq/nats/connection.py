@@ -126,20 +126,25 @@ class NatsSubscription(Subscription):
             self._hmsg_prefix = b"HMSG " + subj + self._sid_b
         prefix = self._msg_prefix
         out = conn.out
-        append = out.append
-        last_size = -1
-        head = b""
-        total = 0
-        for payload in payloads:
-            size = len(payload)
-            if size != last_size:
-                head = prefix + (_SIZE_LINES.get(size) or _size_line(size))
-                last_size = size
-            append(head)
-            append(payload)
-            append(CRLF)
-            total += size
         count = len(payloads)
+        sizes = set(map(len, payloads))
+        if len(sizes) == 1:
+            # one size: every frame has the same head, so the run is encoded by one join
+            size = sizes.pop()
+            head = prefix + (_SIZE_LINES.get(size) or _size_line(size))
+            out.append(head)
+            out.append((CRLF + head).join(payloads))
+            out.append(CRLF)
+            total = size * count
+        else:
+            append = out.append
+            total = 0
+            for payload in payloads:
+                size = len(payload)
+                append(prefix + (_SIZE_LINES.get(size) or _size_line(size)))
+                append(payload)
+                append(CRLF)
+                total += size
         conn.out_msgs += count
         conn.out_bytes += total
         self.delivered += count

@@ -144,7 +144,27 @@ class ClientParser:
         merge = self.merge_runs
         run_raw = None  # subject bytes of the last event when it is a plain Pub or a PubRun
         run: list[bytes] | None = None  # the payload list of that PubRun, once there is one
+        run_line = b""  # the control line of that last plain PUB, terminator included
+        run_size = 0
+        startswith = buf.startswith
         while pos < n:
+            if run_line and startswith(run_line, pos):
+                # the same control line again: same subject, same size, nothing new to check
+                start = pos + len(run_line)
+                stop = start + run_size
+                if stop + 2 > n:
+                    self._need = stop + 2 - pos
+                    return pos
+                if buf[stop : stop + 2] != b"\r\n":
+                    raise ProtocolViolation(errors.UNKNOWN_OPERATION)
+                if run is None:
+                    first = events[-1]
+                    run = [first[3], buf[start:stop]]
+                    events[-1] = _new_pub(PubRun, (first[0], run))
+                else:
+                    run.append(buf[start:stop])
+                pos = stop + 2
+                continue
             nl = find(b"\n", pos)
             if nl < 0:
                 if n - pos > max_line and n - pos - (buf[n - 1] == 13) > max_line:
@@ -184,6 +204,7 @@ class ClientParser:
                 if buf[stop : stop + 2] != b"\r\n":
                     raise ProtocolViolation(errors.UNKNOWN_OPERATION)
                 raw = parts[1]
+                line_start = pos
                 pos = stop + 2
                 if reply is None and merge:
                     if raw == run_raw:
@@ -193,17 +214,23 @@ class ClientParser:
                             events[-1] = _new_pub(PubRun, (first[0], run))
                         else:
                             run.append(buf[start:stop])
+                        run_line = buf[line_start:start]
+                        run_size = size
                         continue
                     run_raw = raw
                     run = None
+                    run_line = buf[line_start:start]
+                    run_size = size
                 else:
                     run_raw = None
+                    run_line = b""
                 subject = subjects.get(raw)
                 if subject is None:
                     subject = self._subject(raw)
                 append(_new_pub(Pub, (subject, reply, None, buf[start:stop])))
                 continue
             run_raw = None  # any other operation ends a run
+            run_line = b""
             if op == b"HPUB":
                 nargs = len(parts)
                 if nargs == 4:
