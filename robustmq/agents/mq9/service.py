@@ -519,8 +519,13 @@ class Mq9Service:
 
     async def _discover_later(self, semantic: str, limit: int, page: int, reply: str, legacy: bool) -> None:
         assert self.registry is not None
-        await self._refresh_vectors()
-        hits = self.registry.search_semantic(semantic, limit, page)
+        try:
+            await self._refresh_vectors()
+            hits = self.registry.search_semantic(semantic, limit, page)
+        except Exception as exc:  # e.g. the embedding model could not be loaded
+            log.exception("mq9 semantic DISCOVER failed")
+            self.router.publish(reply, _error_body(errors.INTERNAL.format(reason=type(exc).__name__)))
+            return
         self.router.publish(reply, _agents_reply([_search_item(e) for e, _ in hits], legacy))
 
     def _model_ready(self) -> bool:
