@@ -423,3 +423,69 @@ async def test_idempotency_keys_expire_after_the_window():
     assert second["task_id"] != first["task_id"]
     assert len(agent.received) == 2
     await service.stop()
+
+
+async def test_waiting_fail_mode_tasks_get_503_when_the_last_instance_dies():
+    broker, service = await start_service()
+    r = broker.router
+    reg = await register(r, FakeConnection(), "busy", max_concurrency=1)
+    serve(r, reg, hold=True)
+    first = asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.busy", {"input": 1}))
+    waiting = asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.busy", {"input": 2}))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    reg["_conn"].close()
+    assert (await first)["code"] == 502
+    second = await waiting
+    assert second["code"] == 503
+    await service.stop()
+
+
+async def test_cancel_of_a_queued_task_never_reaches_an_instance():
+    broker, service = await start_service()
+    r = broker.router
+    gone = FakeConnection()
+    await register(r, gone, "later")
+    gone.close()
+    sub = await request_as(
+        r, None, API + "AGENT.INVOKE.later", {"input": 1, "mode": "async", "on_offline": "queue"}
+    )
+    cancel = await request_as(r, None, API + f"TASK.CANCEL.{sub['task_id']}")
+    assert cancel["state"] == "canceled"
+    reg = await register(r, FakeConnection(), "later")
+    agent = serve(r, reg)
+    await asyncio.sleep(0.02)
+    assert agent.received == []
+    await service.stop()
+
+
+async def test_deregistering_an_instance_mid_task_retries_elsewhere():
+    broker, service = await start_service()
+    r = broker.router
+    a = await register(r, FakeConnection(), "d")
+    serve(r, a, hold=True)
+    call = asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.d", {"input": 3, "retries": 2}))
+    await asyncio.sleep(0.01)
+    b = await register(r, FakeConnection(), "d")
+    serve(r, b)
+    gone = await request_as(r, a["_conn"], API + "AGENT.DEREGISTER.d", {"instance_id": a["instance_id"]})
+    assert gone["removed_instances"] == 1
+    reply = await call
+    assert reply["output"] == 3 and reply["instance_id"] == b["instance_id"]
+    await service.stop()
+
+
+async def test_list_pages_and_status_filter():
+    broker, service = await start_service()
+    r = broker.router
+    for i in range(5):
+        await register(r, FakeConnection(), f"agent{i}")
+    down = FakeConnection()
+    await register(r, down, "zz-down")
+    down.close()
+    page = await request_as(r, None, API + "AGENT.LIST", {"limit": 2, "page": 2})
+    assert [a["name"] for a in page["agents"]] == ["agent2", "agent3"]
+    assert page["total"] == 6
+    only_down = await request_as(r, None, API + "AGENT.LIST", {"status": "down"})
+    assert [a["name"] for a in only_down["agents"]] == ["zz-down"]
+    await service.stop()
