@@ -54,6 +54,7 @@ def create_app(broker: Broker) -> FastAPI:
     app.state.access = AccessTable(broker.settings)
     app.state.metrics = ApiMetrics(broker)
     app.state.closing = asyncio.Event()
+    app.state.event_streams = set()  # queues of open SSE streams, ended when the server stops
     app.state.started_at = time.time()
     install_problem_handlers(app)
 

@@ -82,6 +82,8 @@ class HttpServer:
         if server is None:
             return
         self.app.state.closing.set()
+        for stream in list(self.app.state.event_streams):
+            stream.put_nowait(None)
         server.should_exit = True
         if self._ticker is not None:
             await self._ticker

@@ -73,7 +73,9 @@ def _is_final(event: dict[str, Any]) -> bool:
 async def _event_stream(request: Request, service: Any, task: Any, after_seq: int) -> AsyncIterator[bytes]:
     router_ = request.app.state.broker.router
     closing: asyncio.Event = request.app.state.closing
-    live: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    live: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    streams: set[asyncio.Queue] = request.app.state.event_streams
+    streams.add(live)  # the server puts None here when it stops
 
     def on_update(subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         live.put_nowait(orjson.loads(payload))
@@ -96,13 +98,15 @@ async def _event_stream(request: Request, service: Any, task: Any, after_seq: in
                     break
             if task.finished and sent >= task.seq:
                 return
+            if closing.is_set():
+                return
             try:
                 event = await asyncio.wait_for(live.get(), SSE_KEEPALIVE_S)
             except TimeoutError:
-                if closing.is_set():
-                    return
                 yield b": keepalive\n\n"
                 continue
+            if event is None:
+                return
             seq = event.get("seq", 0)
             if seq <= sent:
                 continue
@@ -114,9 +118,8 @@ async def _event_stream(request: Request, service: Any, task: Any, after_seq: in
             sent = seq
             if _is_final(event):
                 return
-            if closing.is_set():
-                return
     finally:
+        streams.discard(live)
         router_.unsubscribe(sub)
 
 

@@ -340,3 +340,22 @@ async def test_metrics_cover_invocations_tasks_streams_and_mailboxes(broker):
         assert 'robustmq_connections_accepted_total{protocol="nats"}' in text
     finally:
         await agent.close()
+
+
+async def test_an_open_event_stream_ends_when_the_broker_stops(broker):
+    agent = await EchoAgent(broker.nats_url, "lingering", hold=True).start()
+    try:
+        async with http(broker) as c:
+            r = await c.post(
+                "/api/v1/agents/lingering/invoke", json={"input": 1, "mode": "async", "timeout_ms": 60000}
+            )
+            task_id = r.json()["task_id"]
+            reader = asyncio.create_task(read_events(c, task_id, count=None))
+            await asyncio.sleep(0.3)
+            assert not reader.done()
+            code = await asyncio.to_thread(broker.stop)
+            assert code == 0
+            events = await asyncio.wait_for(reader, 10)
+            assert events and events[0]["seq"] == 1
+    finally:
+        await agent.close()

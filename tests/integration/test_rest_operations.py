@@ -3,6 +3,10 @@ connections and subscriptions of NATS clients, metrics, problem documents, pagin
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
 import httpx
 import nats
 
@@ -171,3 +175,17 @@ async def test_request_body_over_the_limit_is_413(broker_factory):
         assert r.status_code == 413 and r.json()["status"] == 413
         ok = await c.post("/api/v1/streams", json={"name": "small"})
         assert ok.status_code == 201
+
+
+def test_a_taken_http_port_is_a_clear_start_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--data-dir", str(tmp_path),
+             "--nats-port", "0", "--mqtt-port", "off", "--http-port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode != 0
+    assert "cannot start http" in proc.stderr and "in use" in proc.stderr
