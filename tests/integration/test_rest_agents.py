@@ -359,3 +359,15 @@ async def test_an_open_event_stream_ends_when_the_broker_stops(broker):
             assert events and events[0]["seq"] == 1
     finally:
         await agent.close()
+
+
+async def test_unknown_agent_and_task_paths_are_404_and_an_unmatched_intent_is_503(broker):
+    async with http(broker) as c:
+        r = await c.get("/api/v1/agents/ghost/status")
+        assert r.status_code == 404 and r.json()["detail"] == "agent ghost not found"
+        r = await c.get("/api/v1/tasks/no-such-task/events")
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+        r = await c.post("/api/v1/invoke", json={"intent": "book a flight to Lisbon", "input": 1})
+        assert r.status_code == 503 and r.json()["code"] == 503
+        r = await c.get("/api/v1/agents", params={"cursor": "bm90LWEtY3Vyc29y"})
+        assert r.status_code == 400
