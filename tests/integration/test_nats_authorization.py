@@ -42,7 +42,9 @@ async def test_token_auth(token_broker):
     await nc.flush()
     await nc.close()
     with pytest.raises((NoServersError, nats.errors.Error)):
-        await nats.connect(token_broker.nats_url, token="wrong", allow_reconnect=False, max_reconnect_attempts=0)
+        await nats.connect(
+            token_broker.nats_url, token="wrong", allow_reconnect=False, max_reconnect_attempts=0
+        )
     with RawClient(port, connect=None) as c:
         assert c.info["auth_required"] is True
         c.send(b'CONNECT {"verbose":false}\r\n')
@@ -73,7 +75,10 @@ async def test_users_with_passwords(users_broker):
 def test_publish_permissions(users_broker):
     port = users_broker.ports["nats"]
     creds = {"verbose": False, "pedantic": False, "user": "worker", "pass": "workerpw"}
-    with RawClient(port, connect={"verbose": False, "user": "admin", "pass": "adminpw"}) as admin, RawClient(port, connect=creds) as w:
+    with (
+        RawClient(port, connect={"verbose": False, "user": "admin", "pass": "adminpw"}) as admin,
+        RawClient(port, connect=creds) as w,
+    ):
         admin.send(b"SUB > 1\r\n")
         assert admin.ping() == b""
         w.send(b"PUB billing.x 1\r\nx\r\nPUB jobs.secret 1\r\ns\r\nPUB jobs.new 1\r\nj\r\n")
@@ -88,9 +93,14 @@ def test_publish_permissions(users_broker):
 def test_subscribe_permissions_and_filtered_wildcards(users_broker):
     port = users_broker.ports["nats"]
     creds = {"verbose": False, "pedantic": False, "user": "worker", "pass": "workerpw"}
-    with RawClient(port, connect={"verbose": False, "user": "admin", "pass": "adminpw"}) as admin, RawClient(port, connect=creds) as w:
+    with (
+        RawClient(port, connect={"verbose": False, "user": "admin", "pass": "adminpw"}) as admin,
+        RawClient(port, connect=creds) as w,
+    ):
         w.send(b"SUB billing.> 1\r\nSUB jobs.hidden 2\r\nSUB jobs.* 3\r\n")
-        assert w.ping() == err(errors.subscribe_violation("billing.>")) + err(errors.subscribe_violation("jobs.hidden"))
+        assert w.ping() == err(errors.subscribe_violation("billing.>")) + err(
+            errors.subscribe_violation("jobs.hidden")
+        )
         admin.send(b"PUB jobs.hidden 1\r\nh\r\nPUB jobs.open 1\r\no\r\n")
         assert admin.ping() == b""
         f = w.read_frame()

@@ -118,6 +118,7 @@ async def test_request_reply(url):
 
 async def test_old_style_request_with_its_own_inbox(url):
     requester, responder = await nats.connect(url), await nats.connect(url)
+
     async def serve(msg):
         await msg.respond(b"ok")
 

@@ -82,7 +82,9 @@ async def test_python_publish_reaches_a_network_subscriber(running):
 
     await nc.subscribe("to.client", cb=cb)
     await nc.flush()
-    count = broker.router.publish("to.client", b"from python", headers=encode_headers([("A", "1"), ("A", "2")]))
+    count = broker.router.publish(
+        "to.client", b"from python", headers=encode_headers([("A", "1"), ("A", "2")])
+    )
     assert count == 1
     await asyncio.wait_for(arrived.wait(), WAIT_S)
     assert got[0].data == b"from python"

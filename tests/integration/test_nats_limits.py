@@ -16,7 +16,9 @@ def err(text: str) -> bytes:
 
 
 def test_slow_consumer_is_cut_off_while_everyone_else_carries_on(broker_factory):
-    b = broker_factory("--http-port", "off", "--mqtt-port", "off", env={"ROBUSTMQ_NATS_MAX_PENDING_BYTES": "262144"})
+    b = broker_factory(
+        "--http-port", "off", "--mqtt-port", "off", env={"ROBUSTMQ_NATS_MAX_PENDING_BYTES": "262144"}
+    )
     port = b.ports["nats"]
     body = b"s" * 4096
     batch = 32
@@ -57,7 +59,9 @@ def test_max_connections(broker_factory):
 
 
 def test_max_subscriptions_per_connection_keeps_it_open(broker_factory):
-    b = broker_factory("--http-port", "off", "--mqtt-port", "off", env={"ROBUSTMQ_NATS_MAX_SUBSCRIPTIONS": "2"})
+    b = broker_factory(
+        "--http-port", "off", "--mqtt-port", "off", env={"ROBUSTMQ_NATS_MAX_SUBSCRIPTIONS": "2"}
+    )
     with RawClient(b.ports["nats"]) as c:
         c.send(b"SUB a 1\r\nSUB b 2\r\nSUB c 3\r\n")
         assert c.ping() == err(errors.MAX_SUBSCRIPTIONS)
@@ -80,7 +84,9 @@ async def test_stale_connection_is_closed_and_a_live_client_stays(broker_factory
 
 
 def test_configured_max_payload_is_advertised_and_enforced(broker_factory):
-    b = broker_factory("--http-port", "off", "--mqtt-port", "off", env={"ROBUSTMQ_NATS_MAX_PAYLOAD_BYTES": "1000"})
+    b = broker_factory(
+        "--http-port", "off", "--mqtt-port", "off", env={"ROBUSTMQ_NATS_MAX_PAYLOAD_BYTES": "1000"}
+    )
     with RawClient(b.ports["nats"]) as c:
         assert c.info["max_payload"] == 1000
         c.send(b"SUB p 1\r\nPUB p 1000\r\n" + b"y" * 1000 + b"\r\n")

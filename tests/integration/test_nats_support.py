@@ -26,7 +26,9 @@ class Frame:
 
 
 class RawClient:
-    def __init__(self, port: int, connect: dict[str, Any] | None = QUIET_CONNECT, handshake: bool = True) -> None:
+    def __init__(
+        self, port: int, connect: dict[str, Any] | None = QUIET_CONNECT, handshake: bool = True
+    ) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
         self.buf = b""
         line = self.read_line()

@@ -23,7 +23,18 @@ def err(text: str) -> bytes:
 def test_info_on_connect_has_the_fields_clients_read(port):
     with RawClient(port, connect=None) as c:
         info = c.info
-        for key in ("server_id", "server_name", "version", "proto", "go", "host", "port", "max_payload", "client_id", "client_ip"):
+        for key in (
+            "server_id",
+            "server_name",
+            "version",
+            "proto",
+            "go",
+            "host",
+            "port",
+            "max_payload",
+            "client_id",
+            "client_ip",
+        ):
             assert key in info, key
         assert info["headers"] is True
         assert info["proto"] == 1
@@ -67,7 +78,13 @@ def test_ops_are_case_insensitive_with_tabs_and_split_frames(port):
         for i in range(len(frame)):
             c.send(frame[i : i + 1])
         f = c.read_frame()
-        assert (f.op, f.subject, f.sid, f.reply, f.payload) == ("MSG", "mixed.case", "9", "reply.to", b"hello")
+        assert (f.op, f.subject, f.sid, f.reply, f.payload) == (
+            "MSG",
+            "mixed.case",
+            "9",
+            "reply.to",
+            b"hello",
+        )
 
 
 def test_many_frames_in_one_write_keep_order(port):
@@ -88,7 +105,18 @@ def test_wildcards_and_literal_wildcard_characters(port):
         frames = c.read_frames(1 + 3 + 4 + 2)
         got = sorted((f.payload.decode(), f.sid) for f in frames)
         assert got == sorted(
-            [("a", "4"), ("b", "1"), ("b", "2"), ("b", "4"), ("c", "1"), ("c", "2"), ("c", "3"), ("c", "4"), ("d", "2"), ("d", "4")]
+            [
+                ("a", "4"),
+                ("b", "1"),
+                ("b", "2"),
+                ("b", "4"),
+                ("c", "1"),
+                ("c", "2"),
+                ("c", "3"),
+                ("c", "4"),
+                ("d", "2"),
+                ("d", "4"),
+            ]
         )
         assert c.ping() == b""
 
@@ -130,7 +158,10 @@ def test_unsub_with_max_counts_deliveries_already_made(port):
 
 def test_headers_are_forwarded_byte_for_byte_and_stripped_for_plain_subscribers(port):
     block = b"NATS/1.0\r\nX: a\r\nX: b\r\nweird-Case:  spaced \r\n\r\n"
-    with RawClient(port, connect={"verbose": False, "pedantic": False, "headers": True}) as h, RawClient(port) as plain:
+    with (
+        RawClient(port, connect={"verbose": False, "pedantic": False, "headers": True}) as h,
+        RawClient(port) as plain,
+    ):
         h.send(b"SUB hdr 1\r\n")
         plain.send(b"SUB hdr 2\r\n")
         assert h.ping() == b"" and plain.ping() == b""
@@ -194,7 +225,11 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("data, expected", BAD_INPUT)
 def test_bad_input_closes_only_the_offender(port, data, expected):
-    with RawClient(port) as bystander, RawClient(port, connect=None) as publisher, RawClient(port, connect=None) as bad:
+    with (
+        RawClient(port) as bystander,
+        RawClient(port, connect=None) as publisher,
+        RawClient(port, connect=None) as bad,
+    ):
         bystander.send(b"SUB keep.going 1\r\n")
         assert bystander.ping() == b""
         bad.send(data)

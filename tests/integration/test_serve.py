@@ -41,7 +41,11 @@ def test_a_taken_port_is_a_clear_error_and_a_non_zero_exit(tmp_path):
 
 @pytest.mark.parametrize(
     "flags, setting",
-    [(("--nats-port", "abc"), "nats.port"), (("--nats-port", "70000"), "nats.port"), (("--fsync", "sometimes"), "store.fsync")],
+    [
+        (("--nats-port", "abc"), "nats.port"),
+        (("--nats-port", "70000"), "nats.port"),
+        (("--fsync", "sometimes"), "store.fsync"),
+    ],
 )
 def test_a_bad_flag_value_exits_2_naming_the_setting(tmp_path, flags, setting):
     result = _serve(tmp_path, *flags)
