@@ -172,7 +172,12 @@ class SubjectTrie:
         if not wild:
             self._cache.pop(pattern, None)
             return
-        for subject in [s for s in self._cache if subject_matches(pattern, s)]:
+        # only cached subjects that share the pattern's literal prefix can match it
+        star = pattern.find("*")
+        full = pattern.find(">")
+        cut = min(i for i in (star, full, len(pattern)) if i >= 0)
+        prefix = pattern[:cut]
+        for subject in [s for s in self._cache if s.startswith(prefix) and subject_matches(pattern, s)]:
             del self._cache[subject]
 
     def match(self, subject: str) -> MatchResult:
