@@ -28,7 +28,7 @@ MAX_RETRIES = 10
 MAX_IDEMPOTENCY_KEY_CHARS = 256
 IDEMPOTENCY_WINDOW_MS = 10 * 60 * 1000
 
-MAX_TASKS_IN_MEMORY = 100_000  # finished tasks beyond this are forgotten, oldest first
+MAX_TASKS_IN_MEMORY = 50_000  # finished tasks beyond this are forgotten, oldest first
 MAX_EVENTS_PER_TASK = 10_000
 MAX_EVENTS_PER_REPLY = 1000
 LATENCY_WINDOW = 1024  # recent latencies kept per agent for avg/p99

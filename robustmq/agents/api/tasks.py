@@ -182,7 +182,9 @@ class TaskTable:
     def archive(self, task: Task) -> None:
         """Keep a finished task as a blob; the object itself can go."""
         if task.finished and self.tasks.get(task.id) is task:
-            self.tasks[task.id] = orjson.dumps({**task.snapshot(), "events": task.events, "seq": task.seq})
+            blob = orjson.dumps({**task.snapshot(), "events": task.events, "seq": task.seq})
+            # an exact-size copy: orjson's result keeps its whole initial buffer (4 KiB) allocated
+            self.tasks[task.id] = memoryview(blob).tobytes()
 
     def add(self, task: Task) -> None:
         self.tasks[task.id] = task
