@@ -17,7 +17,7 @@ from robustmq.nats.limits import DEFAULT_MAX_CONTROL_LINE_BYTES, DEFAULT_MAX_PAY
 
 _MAX_SIZE_DIGITS = 9  # nats-server parses at most 9 digits of a size
 _BLANKS = b" \t"
-_NEED_ARGS = frozenset((b"PUB", b"HPUB", b"SUB", b"UNSUB", b"CONNECT"))
+_NEED_ARGS = frozenset((b"PUB", b"HPUB", b"SUB", b"UNSUB"))
 
 
 _SIZE_CACHE_MAX_ENTRIES = 4096

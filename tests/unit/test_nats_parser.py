@@ -137,6 +137,7 @@ def test_control_line_limit():
         (b"SUB a b c 1\r\n", None),
         (b"SUB foo\r\n", None),
         (b"CONNECT {bad json\r\n", None),
+        (b"CONNECT\r\n", None),
         (b"CONNECT [1]\r\n", None),
     ],
 )
