@@ -74,6 +74,11 @@ class Router:
         # remote and add_close_callback(fn).
         self.current_origin: Any = None
         self._cache = self.trie.match_cache  # read directly on the publish hot path
+        self._client_ids = itertools.count(1)
+
+    def new_client_id(self) -> int:
+        """A client id unique across every front-end of this broker (NATS, MQTT, ...)."""
+        return next(self._client_ids)
 
     # -- subscriptions -------------------------------------------------------------------------
 

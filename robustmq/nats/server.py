@@ -52,7 +52,6 @@ class NatsServer:
         self.connections_by_id: dict[int, NatsConnection] = {}
         self.slow_consumers = 0
         self.total_connections = 0
-        self._next_cid = 0
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dirty: list[NatsConnection] = []
@@ -122,8 +121,7 @@ class NatsServer:
     # -- connections ---------------------------------------------------------------------------
 
     def next_client_id(self) -> int:
-        self._next_cid += 1
-        return self._next_cid
+        return self.router.new_client_id()
 
     def info_frame(self, conn: NatsConnection) -> bytes:
         return encoder.info({**self._info_base, "client_id": conn.client_id, "client_ip": conn.ip})
