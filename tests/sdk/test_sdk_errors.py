@@ -73,3 +73,29 @@ def test_finished_task_states_map_to_exceptions():
     assert type(failure({"id": "t", "state": "canceled"})) is TaskCanceled
     assert type(failure({"id": "t", "state": "rejected", "error": "no live instance"})) is NoLiveAgent
     assert failure({"id": "t", "state": "failed", "error": "boom"}).task_id == "t"
+
+
+async def test_connecting_to_nothing_fails_fast_with_a_503():
+    from mq9 import Client
+
+    with pytest.raises(Mq9Error, match="cannot connect") as info:
+        await Client("nats://127.0.0.1:1").connect()
+    assert info.value.code == 503
+
+
+def test_mq9_run_says_in_one_line_why_an_agent_cannot_start(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import SDK_SRC
+
+    (tmp_path / "lonely.py").write_text("from mq9 import Agent\nagent = Agent('lonely')\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mq9", "run", "lonely:agent", "--servers", "nats://127.0.0.1:1"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(SDK_SRC)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip().splitlines()[-1].startswith("mq9: agent lonely could not start: cannot connect")
+    )

@@ -280,13 +280,20 @@ class Agent:
                     loop.add_signal_handler(sig, stop.set)
                 except (NotImplementedError, RuntimeError):  # not the main thread, or no signals
                     pass
-            await self.start()
-            waiters = [asyncio.ensure_future(stop.wait())]
-            if self._stopped is not None:
-                waiters.append(asyncio.ensure_future(self._stopped.wait()))
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for w in waiters:
-                w.cancel()
+            signalled = asyncio.ensure_future(stop.wait())
+            starting = asyncio.ensure_future(self.start())
+            await asyncio.wait([signalled, starting], return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():  # a signal while connecting or registering: give up quietly
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                await self.client.close()
+                return
+            starting.result()  # raises when the agent could not start
+            assert self._stopped is not None
+            stopped = asyncio.ensure_future(self._stopped.wait())
+            await asyncio.wait([signalled, stopped], return_when=asyncio.FIRST_COMPLETED)
+            signalled.cancel()
+            stopped.cancel()
             await self.stop()
 
         asyncio.run(main())

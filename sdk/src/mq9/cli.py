@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from mq9.agent import Agent
+from mq9.errors import Mq9Error
 from mq9.logs import configure
 
 
@@ -54,5 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = load_agent(args.target)
     if args.servers:
         agent.client.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    agent.run()
+    try:
+        agent.run()
+    except (Mq9Error, OSError) as exc:  # could not connect or register: say so in one line
+        print(f"mq9: agent {agent.name} could not start: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -104,7 +104,8 @@ class Client:
 
     def on_reconnect(self, callback: Callback) -> None:
         """Run ``await callback()`` after every reconnection (agents re-register there)."""
-        self._on_reconnect.append(callback)
+        if callback not in self._on_reconnect:
+            self._on_reconnect.append(callback)
 
     async def connect(self) -> Client:
         if self._nc is not None and not self._nc.is_closed:
@@ -124,17 +125,26 @@ class Client:
         async def error(exc: Exception) -> None:
             log.warning("connection error: %s", exc, extra={"client": self.name})
 
-        self._nc = await nats.connect(
-            self.servers,
-            name=self.name,
-            connect_timeout=self._connect_timeout,
-            reconnect_time_wait=defaults.RECONNECT_WAIT_S,
-            max_reconnect_attempts=self._max_reconnect_attempts,
-            reconnected_cb=reconnected,
-            disconnected_cb=disconnected,
-            error_cb=error,
-            **self._auth,
-        )
+        try:
+            nc = await nats.connect(
+                self.servers,
+                name=self.name,
+                connect_timeout=self._connect_timeout,
+                reconnect_time_wait=defaults.RECONNECT_WAIT_S,
+                # a first connection that cannot be made fails fast; once up, reconnect as configured
+                max_reconnect_attempts=defaults.CONNECT_ATTEMPTS,
+                reconnected_cb=reconnected,
+                disconnected_cb=disconnected,
+                error_cb=error,
+                **self._auth,
+            )
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            raise errors.Mq9Error(
+                errors.CANNOT_CONNECT.format(servers=self.servers, detail=exc or type(exc).__name__),
+                code=errors.UNAVAILABLE,
+            ) from None
+        nc.options["max_reconnect_attempts"] = self._max_reconnect_attempts
+        self._nc = nc
         return self
 
     async def close(self) -> None:

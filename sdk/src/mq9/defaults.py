@@ -12,6 +12,8 @@ DEADLINE_GRACE_S = 2.0
 INVOKE_TIMEOUT_S = 30.0
 RECONNECT_WAIT_S = 0.5
 CONNECT_TIMEOUT_S = 2.0
+# tries of the first connection before Client.connect() gives up (reconnections retry for ever)
+CONNECT_ATTEMPTS = 3
 
 HEARTBEAT_INTERVAL_S = 5.0
 MAX_CONCURRENCY = 1

@@ -130,6 +130,7 @@ def error_from_reply(reply: dict[str, Any]) -> Mq9Error:
 
 
 # texts of errors the SDK itself raises, in one place
+CANNOT_CONNECT = "cannot connect to {servers}: {detail}"
 NO_RESPONDERS = "no responders on {subject}: is the broker running with the agent layer?"
 REQUEST_TIMEOUT = "no reply on {subject} within {timeout_s:g} s"
 NOT_JSON = "the reply on {subject} is not a JSON object"
