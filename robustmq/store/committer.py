@@ -113,6 +113,16 @@ class GroupCommitter:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
+    def commit_soon(self, plog: PartitionLog) -> None:
+        """A partition's batch is full: commit on the next loop iteration."""
+        self._dirty[plog] = None
+        if self._soon:
+            return
+        self._soon = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._get_loop().call_soon(self.commit)
+
     def mark(self, plog: PartitionLog) -> None:
         """A partition has pending records: make sure a commit is coming."""
         self._dirty[plog] = None

@@ -32,6 +32,7 @@ INDEX_FILE = "index.duckdb"
 PARQUET_DIR = "parquet"
 SWITCH_INTERVAL_S = 0.001  # lets the worker thread get the GIL between DuckDB calls
 CATCH_UP_BATCH_ROWS = 50_000
+APPEND_CHUNK_ROWS = 2_000  # rows per appender call: the GIL is held while Python rows convert
 
 SCHEMA_VERSION = 2
 # tags: "\x1fa\x1fb\x1f" (flat text appends about twice as fast as a list column);
@@ -209,7 +210,8 @@ class IndexWorker:
     def _append(self, cur: duckdb.DuckDBPyConnection, rows: list[tuple]) -> None:
         try:
             app = cur.appender("msg_index")
-            app.append_rows(rows)
+            for i in range(0, len(rows), APPEND_CHUNK_ROWS):
+                app.append_rows(rows[i : i + APPEND_CHUNK_ROWS])  # lets the event loop in between
             app.flush()
         except Exception as exc:
             if not self.failed:

@@ -17,11 +17,21 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zlib import crc32
 
 from robustmq.store import records
 from robustmq.store.errors import CORRUPT_RECORD, RECORD_TOO_LARGE, RecordTooLarge
 from robustmq.store.journal import Journal, frame
-from robustmq.store.records import BODY, FLAG_KEY, PREFIX_BYTES, Corrupt, Record, check_at, decode_body
+from robustmq.store.records import (
+    BODY,
+    FLAG_KEY,
+    PREFIX,
+    PREFIX_BYTES,
+    Corrupt,
+    Record,
+    check_at,
+    decode_body,
+)
 from robustmq.store.segment import HOLE, Segment, segment_name
 
 if TYPE_CHECKING:
@@ -32,6 +42,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("robustmq.store")
 
 JOURNAL_REWRITE_BYTES = 4 * 1024 * 1024
+_pack_body = BODY.pack
+_pack_prefix = PREFIX.pack
+
+
+def _ignore(_plog: PartitionLog) -> None:
+    pass
+
 READ_CHUNK_RECORDS = 512
 
 
@@ -54,6 +71,10 @@ class PartitionLog:
         self.settings = settings
         self.now_ms = now_ms
         self.max_record_bytes = settings.max_record_bytes
+        self.commit_max_records = settings.commit_max_records
+        self.commit_max_bytes = settings.commit_max_bytes
+        self.on_pending: Callable[[PartitionLog], None] = _ignore  # first record of a batch
+        self.on_full: Callable[[PartitionLog], None] = _ignore  # the batch reached its limits
         self.segments: list[Segment] = []
         self.bases: list[int] = []
         self.first_offset = 0  # first offset retention keeps (logical)
@@ -83,6 +104,7 @@ class PartitionLog:
         self.on_delete: Callable[[PartitionLog, list[int]], None] | None = None
         self.on_delayed: Callable[[PartitionLog, int], None] | None = None
         self.reported_corrupt: set[tuple[int, int]] = set()
+        self.compact_hints: set[int] = set()  # sealed segments (bases) with something to reclaim
         self.loop: asyncio.AbstractEventLoop | None = None  # the store's loop, for futures
 
     def __repr__(self) -> str:
@@ -241,7 +263,16 @@ class PartitionLog:
 
     @property
     def pending_count(self) -> int:
-        return len(self.pending_chunks)
+        return len(self.pending_meta)
+
+    @property
+    def config(self) -> StreamConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: StreamConfig) -> None:
+        self._config = config
+        self.default_ttl_ms = config.default_ttl_ms
 
     def append(
         self,
@@ -262,27 +293,43 @@ class PartitionLog:
             self.last_ts = now
         off = self.next_offset
         if ttl_ms is None:
-            ttl_ms = self.config.default_ttl_ms
+            ttl_ms = self.default_ttl_ms
         exp = now + ttl_ms if ttl_ms else 0
         dl = now + deliver_after_ms if deliver_after_ms and deliver_after_ms > 0 else 0
         sb = subject.encode()
-        tb = records.encode_tags(tags) if tags else b""
-        if len(sb) > records.MAX_SUBJECT_BYTES or len(tb) > records.MAX_TAGS_BYTES or (
-            key is not None and len(key) > records.MAX_KEY_BYTES
-        ):
+        if tags:
+            tb = records.encode_tags(tags)
+            itags = records.index_tags(tags)
+        else:
+            tb = b""
+            itags = ""
+        if key is None:
+            kb = b""
+            flags = 0
+        else:
+            kb = key
+            flags = FLAG_KEY
+        hb = headers or b""
+        if len(sb) > records.MAX_SUBJECT_BYTES or len(tb) > records.MAX_TAGS_BYTES or len(kb) > records.MAX_KEY_BYTES:
             raise RecordTooLarge("subject, key or tags too long")
-        rec = records.encode(off, now, payload, sb, headers, key, prio, tb, exp, dl)
-        size = len(rec)
+        body = b"".join(
+            (_pack_body(flags, prio, off, now, exp, dl, len(sb), len(kb), len(hb), len(tb)), sb, kb, hb, tb, payload)
+        )
+        size = len(body) + PREFIX_BYTES
         if size > self.max_record_bytes:
             raise RecordTooLarge(RECORD_TOO_LARGE.format(size=size, limit=self.max_record_bytes))
-        self.pending_chunks.append(rec)
-        self.pending_meta.append(
-            (self.stream, self.partition, off, now, subject, key, prio, records.index_tags(tags), exp, dl, size)
-        )
+        chunks = self.pending_chunks
+        chunks.append(_pack_prefix(size - PREFIX_BYTES, crc32(body)))
+        chunks.append(body)
+        meta = self.pending_meta
+        meta.append((self.stream, self.partition, off, now, subject, key, prio, itags, exp, dl, size))
         self.pending_bytes += size
         self.next_offset = off + 1
         if self.pending_future is None:
             self.pending_future = self._loop().create_future()
+            self.on_pending(self)
+        elif self.pending_bytes >= self.commit_max_bytes or len(meta) >= self.commit_max_records:
+            self.on_full(self)
         return off
 
     def add_journal(self, entry: dict[str, Any]) -> asyncio.Future:
@@ -327,7 +374,12 @@ class PartitionLog:
                 prios.append(prio)
                 if prio:
                     self.by_class[prio].append(m[2])
+                if m[8] and (not seg.min_expires_ms or m[8] < seg.min_expires_ms):
+                    seg.min_expires_ms = m[8]
                 if m[5] is not None:
+                    old = self.keys.get(m[5])
+                    if old is not None and old < seg.base:
+                        self.compact_hints.add(self._segment_for(old).base)
                     self.keys[m[5]] = m[2]
                     self.active_keys.append((m[2], m[5]))
                 if m[9]:
@@ -384,6 +436,8 @@ class PartitionLog:
             raise
         self.segments.append(nxt)
         self.bases.append(nxt.base)
+        if self.config.compact or any(o >= old.base for o in self.deleted):
+            self.compact_hints.add(old.base)
         self.active_keys = []
         self.active_delayed = []
         if self.on_seal is not None:
@@ -597,6 +651,8 @@ class PartitionLog:
         if seg.positions[off - seg.base] == HOLE:
             return None
         self.deleted.add(off)
+        if seg is not self.segments[-1]:
+            self.compact_hints.add(seg.base)
         if self.on_delete is not None:
             self.on_delete(self, [off])
         return self.add_journal({"t": "del", "o": off})
@@ -645,8 +701,18 @@ class PartitionLog:
             self.keys = {k: o for k, o in self.keys.items() if o >= first}
         return dropped
 
-    def compactable_segments(self) -> list[Segment]:
-        return [seg for seg in self.segments[:-1] if seg.end > self.first_offset and seg.path is not None]
+    def compactable_segments(self, hinted_only: bool = False, now: int = 0) -> list[Segment]:
+        """Sealed segments to compact: all, or only those known to hold something to reclaim."""
+        out = []
+        for seg in self.segments[:-1]:
+            if seg.end <= self.first_offset or seg.path is None:
+                continue
+            if hinted_only and seg.base not in self.compact_hints and not (
+                seg.min_expires_ms and seg.min_expires_ms <= now
+            ):
+                continue
+            out.append(seg)
+        return out
 
     def plan_compaction(self, seg: Segment, now: int) -> list[int]:
         """Indexes of records of a sealed segment that can go: deleted, expired, superseded by key,
@@ -721,7 +787,11 @@ class PartitionLog:
             seg.corrupt.discard(seg.base + i)
         keys = []
         delayed = []
+        self.compact_hints.discard(seg.base)
+        seg.min_expires_ms = 0
         for _pos, rec in records.iter_records(seg.read_all(), self.partition):
+            if rec.expires_at_ms and (not seg.min_expires_ms or rec.expires_at_ms < seg.min_expires_ms):
+                seg.min_expires_ms = rec.expires_at_ms
             if rec.key is not None:
                 keys.append((rec.offset, rec.key))
             if rec.deliver_after_ms and rec.deliver_after_ms > rec.timestamp_ms:

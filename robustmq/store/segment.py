@@ -28,7 +28,7 @@ class Segment:
 
     __slots__ = (
         "base", "path", "positions", "timestamps", "prios", "size", "created_ms", "sealed",
-        "fd", "mem", "corrupt",
+        "fd", "mem", "corrupt", "min_expires_ms",
     )  # fmt: skip
 
     def __init__(self, base: int, path: Path | None, created_ms: int) -> None:
@@ -43,6 +43,7 @@ class Segment:
         self.fd: int | None = None
         self.mem: bytearray | None = None if path is not None else bytearray()
         self.corrupt: set[int] = set()  # offsets whose record failed its checksum
+        self.min_expires_ms = 0  # earliest TTL among its records (0: none known), for compaction
 
     # -- files -----------------------------------------------------------------------------------
 

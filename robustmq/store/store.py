@@ -105,6 +105,10 @@ class Store:
         self._maintenance_armed = False
         self._background: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._partitions: dict[str, list[PartitionLog]] = {}
+        self._next_compaction_ms = 0
+        self._compact_lock: asyncio.Lock | None = None
+        self._now_ms = self.clock.now_ms
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -139,6 +143,7 @@ class Store:
         self._save_definitions()
         if self.index is not None:
             self.index.start(self._catch_up_plan())
+        self._next_compaction_ms = self.clock.now_ms() + COMPACTION_INTERVAL_MS
         self._arm_maintenance()
 
     async def stop(self) -> None:
@@ -147,6 +152,8 @@ class Store:
             return
         for task in list(self._background):
             task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         for s in self._streams.values():
             for plog in s.partitions:
                 for c in plog.consumers.values():
@@ -232,6 +239,7 @@ class Store:
             plog.fail_pending(StreamNotFound(NO_SUCH_STREAM.format(name=name)))
             plog.destroy()
         del self._streams[name]
+        del self._partitions[name]
         shutil.rmtree(self.data_dir / LOG_DIR / _dir_name(name), ignore_errors=True)
         if self.index is not None:
             self.index.drop_stream(name)
@@ -299,6 +307,7 @@ class Store:
         for p in range(cfg.partitions):
             s.partitions.append(self._open_partition(cfg, p))
         self._streams[cfg.name] = s
+        self._partitions[cfg.name] = s.partitions
         self._subscribe(s)
 
     def _open_partition(self, cfg: StreamConfig, partition: int) -> PartitionLog:
@@ -312,6 +321,8 @@ class Store:
             log.error("%s", msg)
             raise StoreOpenError(exc.errno, msg) from None
         self._replay_journal(plog, entries)
+        plog.on_pending = self.committer.mark
+        plog.on_full = self.committer.commit_soon
         plog.on_commit = self._on_commit
         plog.on_seal = self._on_seal
         plog.on_drop = self._on_drop
@@ -402,22 +413,25 @@ class Store:
         (0 = never expires); ``deliver_after_ms`` hides the record until then.
         Raises ``RecordTooLarge``, ``StreamNotFound``; a failed commit raises on ``await``.
         """
+        try:
+            plog = self._partitions[stream][partition]
+        except (KeyError, IndexError):
+            plog = self._plog(stream, partition)
         if not self._running:
             raise StoreClosed(STORE_CLOSED)
-        plog = self._plog(stream, partition)
+        if key is not None and key.__class__ is str:
+            key = key.encode()
         off = plog.append(
             payload,
             stream if subject is None else subject,
             headers,
-            as_key(key),
-            PRIORITY_CODE.get(priority, 0),
-            tuple(tags) if tags else (),
+            key,
+            0 if priority == "normal" else PRIORITY_CODE.get(priority, 0),
+            tags,
             ttl_ms,
             deliver_after_ms,
-            self.clock.now_ms(),
+            self._now_ms(),
         )
-        self.committer.mark(plog)
-        assert plog.pending_future is not None
         return Ack(off, plog.pending_future)
 
     def append_batch(self, stream: str, items: Iterable[dict[str, Any] | bytes], *, partition: int = 0) -> BatchAck:
@@ -447,7 +461,6 @@ class Store:
                     now,
                 )
             )
-        self.committer.mark(plog)
         fut = plog.pending_future
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
@@ -626,27 +639,59 @@ class Store:
                     c.compact_state()
                 if plog.pending_journal:
                     self.committer.mark(plog)
+                else:
+                    try:
+                        plog.maybe_rewrite_journal()
+                    except OSError as exc:
+                        log.warning("cannot rewrite journal of %s: %s", plog.directory, exc.strerror or exc)
+        if now >= self._next_compaction_ms and not self._background:
+            self._next_compaction_ms = now + COMPACTION_INTERVAL_MS
+            task = asyncio.get_running_loop().create_task(self._compact_in_background())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         self._arm_maintenance()
+
+    async def _compact_in_background(self) -> None:
+        try:
+            await self.compact(background=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background compaction failed")
 
     def run_retention(self) -> int:
         """Apply retention to every stream now; returns how many records it dropped."""
         now = self.clock.now_ms()
         return sum(plog.apply_retention(now) for s in self._streams.values() for plog in s.partitions)
 
-    async def compact(self, stream: str | None = None) -> int:
+    async def compact(self, stream: str | None = None, *, background: bool = False) -> int:
         """Rewrite sealed segments without deleted, expired and superseded records; returns the
-        bytes reclaimed. Runs the file work in a thread; reads stay available meanwhile."""
+        bytes reclaimed. Runs the file work in a thread; reads stay available meanwhile.
+
+        A call seals the active segment of compacted streams first; the background job (every
+        ``COMPACTION_INTERVAL_MS``) only visits sealed segments known to hold something to reclaim.
+        """
+        if self._compact_lock is None:
+            self._compact_lock = asyncio.Lock()
+        async with self._compact_lock:
+            return await self._compact(stream, background)
+
+    async def _compact(self, stream: str | None, background: bool) -> int:
         reclaimed = 0
         names = [stream] if stream is not None else list(self._streams)
         for name in names:
-            s = self._get(name)
-            for plog in s.partitions:
+            s = self._streams.get(name)
+            if s is None:
+                continue
+            for plog in list(s.partitions):
                 if plog.directory is None:
                     continue
-                if s.config.compact:
+                if s.config.compact and not background:
                     self.committer.commit()
                     plog.seal_active()
-                for seg in plog.compactable_segments():
+                for seg in plog.compactable_segments(hinted_only=background, now=self.clock.now_ms()):
+                    if not self._running:
+                        return reclaimed
                     now = self.clock.now_ms()
                     made = await asyncio.to_thread(_rewrite_plan, plog, seg, now)
                     if made is not None:

@@ -175,3 +175,19 @@ async def test_priority_read_gives_critical_then_urgent_then_normal_fifo_within_
     recs, pos = st.read_by_priority("s", pos, max_records=10)
     assert [r.offset for r in recs] == [7]
     assert st.read_by_priority("s", pos, max_records=10)[0] == []
+
+
+async def test_a_background_job_reclaims_superseded_and_deleted_records(open_store, data_dir, clock):
+    st = await open_store(segment_max_bytes=400)
+    st.create_stream({"name": "s", "compact": True})
+    for i in range(40):
+        st.append("s", b"v%02d" % i + b"." * 60, key=f"k{i % 2}")
+        await st.flush()
+    before = sum(p.stat().st_size for p in _files(data_dir))
+    clock.advance(61_000)  # maintenance starts the job on the clock
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if sum(p.stat().st_size for p in _files(data_dir)) < before / 2:
+            break
+    assert sum(p.stat().st_size for p in _files(data_dir)) < before / 2
+    assert [r.payload[:3] for r in st.read("s", 0, 100)] == [b"v38", b"v39"]
