@@ -298,8 +298,6 @@ class Client:
     ) -> Any:
         deadline_s = defaults.INVOKE_TIMEOUT_S if timeout is None else timeout
         wait_s = deadline_s + defaults.DEADLINE_GRACE_S if wait else self.request_timeout
-        if body.get("on_offline") == "queue" and not wait:
-            wait_s = self.request_timeout
         reply = await self.request(subject, body, timeout=wait_s)
         if not wait:
             return Task(self, str(reply["task_id"]), agent=str(reply.get("agent") or agent), reply=reply)
