@@ -304,9 +304,13 @@ class NatsConnection(asyncio.Protocol):
                 self.in_bytes += len(payload)
                 if self.verbose:
                     self.send(OK)  # nats-server acknowledges on the PUB line, before routing
-                if publish(subject, payload, reply, headers, self.skip_owner, self) == 0 and reply:
-                    if self.no_responders:
-                        self._send_no_responders(subject, reply)
+                try:
+                    count = publish(subject, payload, reply, headers, self.skip_owner, self)
+                except Exception:  # an in-process subscriber failed; the client carries on
+                    self.server.delivery_failed(subject)
+                    continue
+                if count == 0 and reply and self.no_responders:
+                    self._send_no_responders(subject, reply)
             elif kind is PubRun:
                 subject, payloads = ev
                 if self.checked or self.verbose:
@@ -314,7 +318,10 @@ class NatsConnection(asyncio.Protocol):
                     continue
                 self.in_msgs += len(payloads)
                 self.in_bytes += sum(map(len, payloads))
-                router.publish_many(subject, payloads, self.skip_owner, self)
+                try:
+                    router.publish_many(subject, payloads, self.skip_owner, self)
+                except Exception:
+                    self.server.delivery_failed(subject)
             elif kind is Ping:
                 if not self.connect_received and self.server.auth_required:
                     self.fail(errors.AUTHORIZATION_VIOLATION)

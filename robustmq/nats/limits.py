@@ -25,3 +25,6 @@ STOP_DRAIN_S = 1.0
 # whichever is smaller) stalls the publishers feeding it for at most STALL_MAX_S per read.
 STALL_HIGH_WATER_MAX_BYTES = 4 * 1024 * 1024
 STALL_MAX_S = 0.01
+
+# A failing in-process subscriber is logged at most this often (it is counted every time).
+DELIVERY_ERROR_LOG_INTERVAL_S = 10.0

@@ -19,6 +19,7 @@ from robustmq.nats import encoder, errors
 from robustmq.nats.connection import NatsConnection, NatsSubscription
 from robustmq.nats.limits import (
     COMPAT_SERVER_VERSION,
+    DELIVERY_ERROR_LOG_INTERVAL_S,
     GO_FIELD,
     PROTOCOL_VERSION,
     STALL_MAX_S,
@@ -51,6 +52,8 @@ class NatsServer:
         self.log = log
         self.connections_by_id: dict[int, NatsConnection] = {}
         self.slow_consumers = 0
+        self.delivery_errors = 0
+        self._last_delivery_error_log = -DELIVERY_ERROR_LOG_INTERVAL_S
         self.total_connections = 0
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -136,6 +139,17 @@ class NatsServer:
 
     def unregister(self, conn: NatsConnection) -> None:
         self.connections_by_id.pop(conn.client_id, None)
+
+    def delivery_failed(self, subject: str) -> None:
+        """An in-process subscriber raised while a client's message was delivered to it.
+
+        Counted always, logged with its traceback at most once per ``DELIVERY_ERROR_LOG_INTERVAL_S``.
+        """
+        self.delivery_errors += 1
+        now = time.monotonic()
+        if now - self._last_delivery_error_log >= DELIVERY_ERROR_LOG_INTERVAL_S:
+            self._last_delivery_error_log = now
+            log.exception("delivery of a message on %s failed (%d so far)", subject, self.delivery_errors)
 
     # -- output: one write per connection per loop tick ------------------------------------------
 

@@ -183,3 +183,27 @@ async def test_authenticated_user_is_stamped_on_the_origin(tmp_path):
         await nc.close()
     finally:
         await broker.stop()
+
+
+async def test_a_failing_in_process_subscriber_does_not_break_the_client(running):
+    broker, server, url = running
+
+    def broken(*args):
+        raise RuntimeError("service bug")
+
+    broker.router.subscribe("fragile", broken)
+    nc = await nats.connect(url)
+    for _ in range(3):
+        await nc.publish("fragile", b"x")
+    await nc.flush()
+    # counted per failed delivery call; a run of publishes in one read is delivered in one call
+    assert 1 <= server.delivery_errors <= 3
+    reply_seen = asyncio.Event()
+
+    async def cb(msg):
+        reply_seen.set()
+
+    await nc.subscribe("fine", cb=cb)
+    await nc.publish("fine", b"y")
+    await asyncio.wait_for(reply_seen.wait(), WAIT_S)
+    await nc.close()
