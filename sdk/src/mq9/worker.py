@@ -59,6 +59,7 @@ class MailboxWorker:
         batch: int = defaults.FETCH_BATCH,
         deliver: str = "earliest",
         max_attempts: int = defaults.MAX_DELIVERY_ATTEMPTS,
+        max_batch: int = defaults.FETCH_MAX_BATCH,
         name: str = "",
     ) -> None:
         self.client = client
@@ -68,6 +69,7 @@ class MailboxWorker:
         self.batch = batch
         self.deliver = deliver
         self.max_attempts = max_attempts
+        self.max_batch = max(batch, max_batch)
         self.name = name
         self.handled_count = 0
         self.failed_count = 0
@@ -106,26 +108,31 @@ class MailboxWorker:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                messages = await self.client.fetch(
-                    self.mailbox, group=self.group, num=self._num, deliver=self.deliver,
-                    max_wait_ms=defaults.FETCH_WAIT_MS,
-                )  # fmt: skip
+                outcome = await self.step()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker restarting, connection lost: try again
                 log.debug("fetch failed: %s", exc, extra={"mailbox": self.mailbox})
                 await asyncio.sleep(defaults.RETRY_AFTER_ERROR_S)
                 continue
-            if not messages:
-                continue
-            self._busy = True
-            try:
-                failed = await self._handle(messages)
-                await self._ack(messages, full=len(messages) >= self._num)
-            finally:
-                self._busy = False
-            if failed and not self._stopping:
+            if outcome == "failed" and not self._stopping:
                 await asyncio.sleep(defaults.REDELIVERY_BACKOFF_S)
+
+    async def step(self) -> str:
+        """One round: fetch, handle, ack. ``"empty"``, ``"handled"``, or ``"failed"`` (a handler raised)."""
+        num = self._num
+        messages = await self.client.fetch(
+            self.mailbox, group=self.group, num=num, deliver=self.deliver, max_wait_ms=defaults.FETCH_WAIT_MS
+        )
+        if not messages:
+            return "empty"
+        self._busy = True
+        try:
+            failed = await self._handle(messages)
+            await self._ack(messages, full=len(messages) >= num)
+        finally:
+            self._busy = False
+        return "failed" if failed else "handled"
 
     async def _handle(self, messages: list[Message]) -> bool:
         """Handle the batch in order; stop at the first failure (it comes first again next fetch)."""
@@ -158,15 +165,30 @@ class MailboxWorker:
     async def _ack(self, messages: list[Message], full: bool) -> None:
         ack_id = safe_ack_id(messages, self._handled, full)
         if ack_id is not None and ack_id > self._acked:
-            try:
-                await self.client.ack(self.mailbox, group=self.group, msg_id=ack_id)
-            except Exception as exc:  # the group stays where it was: the batch comes again
-                log.warning("ack failed: %s", exc, extra={"mailbox": self.mailbox, "msg_id": ack_id})
-                return
-            self._acked = ack_id
-            self._handled = {i for i in self._handled if i > ack_id}
-            self._attempts = {i: n for i, n in self._attempts.items() if i > ack_id}
-            self._num = self.batch
+            await self._commit(ack_id)
         elif full and all(m.msg_id in self._handled for m in messages):
-            # a full batch of higher priorities, all handled: look further to reach an ackable point
-            self._num = min(self._num * 2, defaults.FETCH_MAX_BATCH)
+            if self._num < self.max_batch:
+                # a full batch of higher priorities, all handled: look further for an ackable point
+                self._num = min(self._num * 2, self.max_batch)
+                return
+            # A backlog of higher priorities larger than the biggest batch: mq9 cannot show what
+            # lies below it without an ACK, so move on, past lower-priority messages if any.
+            forced = safe_ack_id(messages, self._handled, full=False)
+            if forced is not None and forced > self._acked:
+                log.warning(
+                    "higher-priority backlog exceeds %d messages; acking past it may skip lower-priority "
+                    "messages below msg_id %d", self.max_batch, forced,
+                    extra={"mailbox": self.mailbox, "msg_id": forced},
+                )  # fmt: skip
+                await self._commit(forced)
+
+    async def _commit(self, ack_id: int) -> None:
+        try:
+            await self.client.ack(self.mailbox, group=self.group, msg_id=ack_id)
+        except Exception as exc:  # the group stays where it was: the batch comes again
+            log.warning("ack failed: %s", exc, extra={"mailbox": self.mailbox, "msg_id": ack_id})
+            return
+        self._acked = ack_id
+        self._handled = {i for i in self._handled if i > ack_id}
+        self._attempts = {i: n for i, n in self._attempts.items() if i > ack_id}
+        self._num = self.batch
