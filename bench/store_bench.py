@@ -82,7 +82,9 @@ def _sqlite_run(path: Path, sync: str, total: int) -> dict:
     con = sqlite3.connect(path / "ref.db")
     con.execute("PRAGMA journal_mode=WAL")
     con.execute(f"PRAGMA synchronous={sync}")
-    con.execute("CREATE TABLE m(stream TEXT, off INTEGER, ts INTEGER, payload BLOB, PRIMARY KEY(stream, off)) WITHOUT ROWID")
+    con.execute(
+        "CREATE TABLE m(stream TEXT, off INTEGER, ts INTEGER, payload BLOB, PRIMARY KEY(stream, off)) WITHOUT ROWID"
+    )
     lat = []
     t0 = time.perf_counter()
     off = 0
@@ -97,7 +99,12 @@ def _sqlite_run(path: Path, sync: str, total: int) -> dict:
     t1 = time.perf_counter()
     n = 0
     for start in range(0, off, 100):
-        n += len(con.execute("SELECT payload FROM m WHERE stream = ? AND off >= ? AND off < ?", ("bench", start, start + 100)).fetchall())
+        n += len(
+            con.execute(
+                "SELECT payload FROM m WHERE stream = ? AND off >= ? AND off < ?",
+                ("bench", start, start + 100),
+            ).fetchall()
+        )
     rdt = time.perf_counter() - t1
     con.close()
     return {"rate": off / dt, "p50_ms": _pct(lat, 0.5) * 1000, "read_rate": n / rdt}
@@ -174,8 +181,12 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="store-bench-"))
     try:
-        print(f"store benchmark: 200-byte payloads, {BATCH} appends per acknowledgement, {os.cpu_count()} cpus")
-        print(f"{'fsync':9} {'producers':>9} {'appends/s':>11} {'ack p50 ms':>11} {'ack p99 ms':>11} {'index lag':>10} {'catch-up s':>10}")
+        print(
+            f"store benchmark: 200-byte payloads, {BATCH} appends per acknowledgement, {os.cpu_count()} cpus"
+        )
+        print(
+            f"{'fsync':9} {'producers':>9} {'appends/s':>11} {'ack p50 ms':>11} {'ack p99 ms':>11} {'index lag':>10} {'catch-up s':>10}"
+        )
         for fsync in ("always", "interval", "never"):
             for producers in (1, 50):
                 d = root / f"{fsync}-{producers}"
@@ -190,15 +201,21 @@ def main() -> None:
             d = root / f"sqlite-{sync}"
             d.mkdir()
             r = _sqlite_run(d, sync, args.appends)
-            print(f"  synchronous={sync:6} {r['rate']:>11,.0f} rows/s  commit p50 {r['p50_ms']:.2f} ms  read by key range {r['read_rate']:,.0f} rows/s")
+            print(
+                f"  synchronous={sync:6} {r['rate']:>11,.0f} rows/s  commit p50 {r['p50_ms']:.2f} ms  read by key range {r['read_rate']:,.0f} rows/s"
+            )
             shutil.rmtree(d, ignore_errors=True)
         r = uvloop.run(_big_stream(root / "big", args.records))
-        print(f"big stream: {r['records']:,} records, filled at {r['fill_rate']:,.0f}/s (batches of 1000, index on)")
+        print(
+            f"big stream: {r['records']:,} records, filled at {r['fill_rate']:,.0f}/s (batches of 1000, index on)"
+        )
         print(f"  index caught up {r['index_catch_up_s']:.2f} s after the last append")
         print(f"  reads by offset: {r['read_rate']:,.0f} records/s (100 per read)")
         for kind in ("key", "tag", "time"):
             print(f"  query by {kind:4}: p50 {r[kind + '_p50_ms']:.1f} ms  p99 {r[kind + '_p99_ms']:.1f} ms")
-        print(f"  start-up with {r['records']:,} records: {r['startup_s']:.2f} s   RSS {r['rss_mib']:.0f} MiB")
+        print(
+            f"  start-up with {r['records']:,} records: {r['startup_s']:.2f} s   RSS {r['rss_mib']:.0f} MiB"
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -293,10 +293,9 @@ class Store:
         s = self._streams.get(name)
         if s is None:
             raise StreamNotFound(NO_SUCH_STREAM.format(name=name))
-        try:
-            return s.partitions[partition]
-        except IndexError:
-            raise StoreError(BAD_PARTITION.format(name=name, partition=partition)) from None
+        if not isinstance(partition, int) or not 0 <= partition < len(s.partitions):
+            raise StoreError(BAD_PARTITION.format(name=name, partition=partition))
+        return s.partitions[partition]
 
     def partition_log(self, name: str, partition: int = 0) -> PartitionLog:
         """The partition's log (for front-ends that need offsets and sizes directly)."""
@@ -389,6 +388,8 @@ class Store:
             return self.append(s.config.name, payload, **kwargs)
         except StoreError as exc:
             return FailedAck(exc)
+        except Exception as exc:  # a bad ingest function must not break the publisher
+            return FailedAck(StoreError(f"cannot store the message on stream {s.config.name}: {exc!r}"))
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -415,7 +416,9 @@ class Store:
         """
         try:
             plog = self._partitions[stream][partition]
-        except (KeyError, IndexError):
+        except (KeyError, IndexError, TypeError):
+            plog = self._plog(stream, partition)
+        if partition < 0:
             plog = self._plog(stream, partition)
         if not self._running:
             raise StoreClosed(STORE_CLOSED)

@@ -346,3 +346,16 @@ async def test_wait_for_data_wakes_on_commit(open_store):
     await st.append("s", b"x")
     assert await waiter is True
     assert await st.wait_for_data("s", 1, timeout_s=0.01) is False
+
+
+async def test_a_partition_outside_the_stream_is_refused(open_store):
+    from robustmq.store import StoreError
+
+    st = await open_store()
+    st.create_stream({"name": "s", "partitions": 2})
+    for bad in (-1, 2):
+        with pytest.raises(StoreError, match="has no partition"):
+            st.append("s", b"x", partition=bad)
+        with pytest.raises(StoreError, match="has no partition"):
+            st.read("s", 0, 10, partition=bad)
+    assert await st.append("s", b"x", partition=1) == 0
