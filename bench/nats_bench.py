@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench import loadgen
 
@@ -83,6 +84,39 @@ def start_servers(data_dir: str) -> list[Server]:
     return [reference, robustmq]
 
 
+def serve_core_only(port: int) -> None:
+    """The NATS listener and the router alone, without the store or the other services.
+
+    Only for the memory figure that shows what the NATS core itself costs.
+    """
+    import asyncio
+    import types
+
+    import uvloop
+
+    from robustmq.config import load_settings
+    from robustmq.nats.server import NatsServer
+    from robustmq.router import Router
+
+    async def run() -> None:
+        settings = load_settings(environ={}, overrides={"host": "127.0.0.1", "nats": {"port": port}})
+        server = NatsServer(types.SimpleNamespace(settings=settings, router=Router()))  # type: ignore[arg-type]
+        await server.start()
+        await asyncio.Event().wait()
+
+    uvloop.run(run())
+
+
+def core_only_idle_rss_mib() -> float:
+    port = _free_port()
+    server = Server("core", [sys.executable, "-m", "bench.nats_bench", "--serve-core-only", str(port)], port)
+    try:
+        time.sleep(0.5)
+        return server.rss_kib() / 1024
+    finally:
+        server.stop()
+
+
 # -- scenarios -----------------------------------------------------------------------------------
 
 
@@ -123,11 +157,13 @@ def fan_out(port: int, size: int, subscribers: int, seconds: float, max_msgs: in
     }
 
 
-def request_reply(port: int, count: int, seconds: float) -> dict[str, float]:
+def request_reply(
+    port: int, count: int, seconds: float, requester: Any = loadgen.requester
+) -> dict[str, float]:
     ready, stop, out = loadgen.event(), loadgen.event(), loadgen.queue()
     resp = loadgen.spawn(loadgen.responder, port, "bench.req", ready, stop)
     ready.wait(30)
-    req = loadgen.spawn(loadgen.requester, port, "bench.req", count, seconds, out)
+    req = loadgen.spawn(requester, port, "bench.req", count, seconds, out)
     _, latencies = out.get(timeout=seconds + 60)
     req.join()
     stop.set()
@@ -200,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.nats_bench", description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="publishing time per scenario")
     parser.add_argument("--requests", type=int, default=5000, help="request/reply round trips")
+    parser.add_argument("--serve-core-only", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_core_only:
+        serve_core_only(args.serve_core_only)
+        return 0
     secs = args.seconds
     with tempfile.TemporaryDirectory(prefix="robustmq-bench-") as tmp:
         servers = start_servers(tmp)
@@ -212,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
             mem = {s.name: idle_memory(s) for s in servers}
             _row(
                 "idle RSS (MiB)", mem[ref.name]["idle_mib"], mem[ours.name]["idle_mib"], lambda v: f"{v:.1f}"
+            )
+            print(
+                f"| {'idle RSS, NATS core alone (MiB)':<34} | {'':>14} | {core_only_idle_rss_mib():>14.1f} |"
+                f" {'':>7} | listener + router, no store or services",
+                flush=True,
             )
             _row(
                 f"RSS with {IDLE_CONNECTIONS} idle conns (MiB)",
@@ -241,8 +286,23 @@ def main(argv: list[str] | None = None) -> int:
                         note,
                     )
             r = {s.name: request_reply(s.port, args.requests, secs) for s in servers}
-            _row("request/reply p50 (us)", r[ref.name]["p50"], r[ours.name]["p50"], lambda v: f"{v:.0f}")
-            _row("request/reply p99 (us)", r[ref.name]["p99"], r[ours.name]["p99"], lambda v: f"{v:.0f}")
+            _row("request/reply raw p50 (us)", r[ref.name]["p50"], r[ours.name]["p50"], lambda v: f"{v:.0f}")
+            _row("request/reply raw p99 (us)", r[ref.name]["p99"], r[ours.name]["p99"], lambda v: f"{v:.0f}")
+            r = {
+                s.name: request_reply(s.port, args.requests, secs, loadgen.nats_py_requester) for s in servers
+            }
+            _row(
+                "request/reply nats-py p50 (us)",
+                r[ref.name]["p50"],
+                r[ours.name]["p50"],
+                lambda v: f"{v:.0f}",
+            )
+            _row(
+                "request/reply nats-py p99 (us)",
+                r[ref.name]["p99"],
+                r[ours.name]["p99"],
+                lambda v: f"{v:.0f}",
+            )
             ceiling = generator_ceiling(min(secs, 2.0))
             print(
                 f"load generator ceiling (fake servers): publisher {_fmt_rate(ceiling['pub_rate'])} at 16 B, "

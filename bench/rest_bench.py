@@ -32,6 +32,7 @@ ECHO_AGENT = "bench-echo"
 TARGET_LIST_P99_MS = 10.0
 TARGET_INVOKE_OVERHEAD_P50_MS = 1.0
 REGISTER_CONCURRENCY = 200
+INVOKE_ROUNDS = 5
 QUIET_CPU_SHARE = 0.05  # the broker counts as idle below 5 % of a core
 QUIET_WAIT_MAX_S = 120.0
 _READY = re.compile(r"\bready\b(.*)$")
@@ -214,7 +215,7 @@ def _time_http(
         if time.monotonic() > deadline and len(samples) >= 20:
             break
     conn.close()
-    return {**_percentiles(samples), "bytes": size}
+    return {**_percentiles(samples), "bytes": size, "samples": samples}
 
 
 async def _time_nats_invoke(url: str, count: int, seconds: float) -> dict[str, float]:
@@ -232,7 +233,7 @@ async def _time_nats_invoke(url: str, count: int, seconds: float) -> dict[str, f
         if time.monotonic() > deadline and len(samples) >= 20:
             break
     await nc.close()
-    return _percentiles(samples)
+    return {**_percentiles(samples), "samples": samples}
 
 
 def _line(label: str, figures: dict[str, float], note: str = "") -> None:
@@ -310,14 +311,22 @@ def main(argv: list[str] | None = None) -> int:
                 timed(http_port, "GET", f"/api/v1/agents/{ECHO_AGENT}", None, args.requests, args.seconds),
             )
 
-            print("\ninvoke of the same echo agent (its own process), sequential")
-            over_nats = loop.run_until_complete(
-                _time_nats_invoke(broker.nats_url, args.requests, args.seconds)
+            print(
+                f"\ninvoke of the same echo agent (its own process), sequential, {INVOKE_ROUNDS} alternating rounds"
             )
             body = json.dumps({"input": {"text": "hello"}}).encode()
-            over_http = timed(
-                http_port, "POST", f"/api/v1/agents/{ECHO_AGENT}/invoke", body, args.requests, args.seconds
-            )
+            nats_samples: list[float] = []
+            http_samples: list[float] = []
+            per_round = max(20, args.requests // INVOKE_ROUNDS)
+            for _ in range(INVOKE_ROUNDS):
+                nats_samples += loop.run_until_complete(
+                    _time_nats_invoke(broker.nats_url, per_round, args.seconds / INVOKE_ROUNDS)
+                )["samples"]
+                http_samples += timed(
+                    http_port, "POST", f"/api/v1/agents/{ECHO_AGENT}/invoke", body, per_round,
+                    args.seconds / INVOKE_ROUNDS,
+                )["samples"]  # fmt: skip
+            over_nats, over_http = _percentiles(nats_samples), _percentiles(http_samples)
             _line("NATS  $mq9.AI.API.AGENT.INVOKE (nats-py)", over_nats)
             _line("REST  POST /api/v1/agents/{name}/invoke", over_http)
             overhead = over_http["p50"] - over_nats["p50"]
