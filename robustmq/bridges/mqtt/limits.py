@@ -4,6 +4,7 @@ User-facing limits (port, max packet size, receive maximum, ...) are ``MqttSetti
 """
 
 CONNECT_TIMEOUT_S = 10.0  # a connection must send CONNECT within this time
+CLOSE_LINGER_S = 1.0  # after a DISCONNECT or refusing CONNACK we keep draining input this long
 KEEPALIVE_GRACE_FACTOR = 1.5  # a client silent for 1.5 x keep alive is closed
 SESSION_EXPIRY_NEVER = 0xFFFFFFFF
 MAX_QUEUED_MESSAGES = 10_000  # per session, offline or behind its inflight window; beyond: dropped

@@ -29,6 +29,7 @@ from robustmq.bridges.mqtt.errors import MqttError, UnsupportedProtocolVersion
 from robustmq.bridges.mqtt.limits import (
     ASSIGNED_CLIENT_ID_PREFIX,
     BACKPRESSURE_MAX_HOLD_S,
+    CLOSE_LINGER_S,
     CONNECT_TIMEOUT_S,
     KEEPALIVE_GRACE_FACTOR,
     LISTEN_BACKLOG,
@@ -275,13 +276,24 @@ class MqttConnection(asyncio.Protocol):
         if not self.transport.is_closing():
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
-    def close(self) -> None:
-        """Flush what is queued and close the socket."""
+    def close(self, linger: bool = False) -> None:
+        """Flush what is queued and close the socket.
+
+        ``linger``: the last packet is a DISCONNECT or a refusing CONNACK; shut down our side and
+        keep discarding input for a moment, so the peer reads it instead of a connection reset.
+        """
         if self.closing:
             return
         self.closing = True
         self._flush()
-        self.transport.close()
+        transport = self.transport
+        if linger and not transport.is_closing() and getattr(transport, "can_write_eof", lambda: False)():
+            transport.write_eof()
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(CLOSE_LINGER_S, transport.close)
+            return
+        transport.close()
 
     def fail(self, reason_code: int, text: str) -> None:
         """The client broke the protocol: 5.0 gets a DISCONNECT with the reason first; then close."""
@@ -290,6 +302,8 @@ class MqttConnection(asyncio.Protocol):
         if self.connected and self.v5:
             props = {P.REASON_STRING: text} if text else None
             self.write(encode(P.Disconnect(reason_code, props), P.MQTT_5))
+            self.close(linger=True)
+            return
         self.close()
 
     def _refuse(self, code: int, v5: bool) -> None:
@@ -297,7 +311,7 @@ class MqttConnection(asyncio.Protocol):
         if not v5:
             code = rc.V5_TO_V3_CONNACK.get(code, code)
         self.write(encode(P.Connack(False, code), P.MQTT_5 if v5 else P.MQTT_3_1_1))
-        self.close()
+        self.close(linger=True)
 
     def ack_frame(self, first: int, pid: int, code: int = 0) -> bytes:
         if code and self.v5:
@@ -424,7 +438,7 @@ class MqttConnection(asyncio.Protocol):
         self.will = None
         if self.v5:
             self.write(encode(P.Disconnect(rc.SESSION_TAKEN_OVER), P.MQTT_5))
-        self.close()
+        self.close(linger=self.v5)
         if will is not None and session is not None:
             self.server.publish_will(will, self, session)
 
