@@ -81,3 +81,22 @@ def test_every_request_schema_is_a_json_schema_object():
 def test_srv_subjects(subject, expected):
     got = parse_srv_subject(subject)
     assert (tuple(got) if got else None) == expected
+
+
+def test_task_table_forgets_the_oldest_finished_tasks_and_keeps_running_ones():
+    from robustmq.agents.api.tasks import MemoryJournal, Task, TaskTable
+
+    table = TaskTable(MemoryJournal(), lambda: 1000, max_tasks=3)
+    running = Task("running", "a", None, created_ms=1000, deadline_ms=5000)
+    table.add(running)
+    for i in range(5):
+        task = Task(f"t{i}", "a", i, created_ms=1000, deadline_ms=5000)
+        table.add(task)
+        table.set_state(task, "completed", output=i)
+        table.archive(task)
+    assert len(table.tasks) == 3
+    assert table.get("running") is running
+    assert table.get("t0") is None and table.get("t2") is None
+    restored = table.get("t4")
+    assert restored.state == "completed" and restored.output == 4
+    assert [e["seq"] for e in restored.events] == [1, 2]

@@ -8,6 +8,7 @@ stream of the store) and replayed at start-up.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -15,6 +16,8 @@ import orjson
 
 from robustmq.agents.api import limits
 from robustmq.agents.api.schemas import TERMINAL_STATES
+
+EVICT_MAX_SKIPS = 64  # unfinished tasks looked past per eviction round
 
 
 def new_task_id() -> str:
@@ -170,6 +173,7 @@ class TaskTable:
         self._on_event = on_event
         self._max_tasks = max_tasks
         self.tasks: dict[str, Task | bytes] = {}
+        self._order: deque[str] = deque()  # task ids, oldest first, for eviction
         self._idempotency: dict[tuple[str, str], tuple[str, int]] = {}
 
     def get(self, task_id: str) -> Task | None:
@@ -188,6 +192,7 @@ class TaskTable:
 
     def add(self, task: Task) -> None:
         self.tasks[task.id] = task
+        self._order.append(task.id)
         if task.idempotency_key:
             self._idempotency[(task.agent if not task.intent else "", task.idempotency_key)] = (
                 task.id,
@@ -255,6 +260,8 @@ class TaskTable:
                 task = Task.from_snapshot(snap)
                 if old is not None:
                     task.events, task.seq = old.events, old.seq
+                if old is None:
+                    self._order.append(task.id)
                 self.tasks[task.id] = task
                 if task.idempotency_key:
                     scope = task.agent if not task.intent else ""
@@ -296,14 +303,20 @@ class TaskTable:
         return unfinished
 
     def _evict(self) -> None:
-        excess = len(self.tasks) - self._max_tasks
-        for task_id in list(self.tasks):
-            if excess <= 0:
-                break
-            entry = self.tasks[task_id]
-            if entry.__class__ is bytes or entry.finished:  # type: ignore[union-attr]
+        """Forget the oldest finished tasks while there are too many (O(1) per forgotten task)."""
+        order = self._order
+        skipped = 0
+        while len(self.tasks) > self._max_tasks and order and skipped < EVICT_MAX_SKIPS:
+            task_id = order[0]
+            entry = self.tasks.get(task_id)
+            if entry is None:
+                order.popleft()
+            elif entry.__class__ is bytes or entry.finished:  # type: ignore[union-attr]
+                order.popleft()
                 del self.tasks[task_id]
-                excess -= 1
+            else:  # still running: keep it, look at the next oldest
+                order.rotate(-1)
+                skipped += 1
 
 
 def _restore(blob: bytes) -> Task:
