@@ -30,6 +30,7 @@ from robustmq.store.records import (
     Corrupt,
     Record,
     check_at,
+    decode_at,
     decode_body,
 )
 from robustmq.store.segment import HOLE, Segment, segment_name
@@ -516,6 +517,8 @@ class PartitionLog:
         end = self.end_offset if end is None else min(end, self.end_offset)
         deleted = self.deleted
         part = self.partition
+        compact = self._config.compact
+        keys = self.keys
         while off < end and len(out) < max_records:
             si = bisect_right(self.bases, off) - 1
             seg = self.segments[si]
@@ -535,25 +538,31 @@ class PartitionLog:
                 continue
             stop = seg.span_end(i0 + n - 1)
             buf = seg.pread(start, stop - start)
+            view = memoryview(buf)
+            corrupt = seg.corrupt
+            base = seg.base
             for i in range(i0, i0 + n):
                 pos = positions[i]
-                o = seg.base + i
-                if pos == HOLE or (deleted and o in deleted):
-                    continue
-                if seg.corrupt and o in seg.corrupt:
+                o = base + i
+                if pos == HOLE or (deleted and o in deleted) or (corrupt and o in corrupt):
                     continue
                 try:
-                    body, _size = check_at(buf, pos - start)
+                    rec = decode_at(buf, view, pos - start, part)
                 except Corrupt:
                     self._report(seg, pos, o)
                     continue
-                rec = decode_body(body, part)
-                if include_invisible or self.visible(rec, now):
+                exp = rec.expires_at_ms
+                dl = rec.deliver_after_ms
+                if include_invisible or not (
+                    (exp is not None and exp <= now)
+                    or (dl is not None and dl > now)
+                    or (compact and rec.key is not None and keys.get(rec.key) != o)
+                ):
                     out.append(rec)
                     if len(out) >= max_records:
                         break
-                elif not_due is not None and rec.deliver_after_ms is not None and rec.deliver_after_ms > now:
-                    not_due.append((rec.deliver_after_ms, o))
+                elif not_due is not None and dl is not None and dl > now:
+                    not_due.append((dl, o))
             else:
                 off = seg.base + i0 + n
                 continue

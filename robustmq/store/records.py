@@ -101,6 +101,39 @@ def decode_body(body: bytes | memoryview, partition: int = 0) -> Record:
     )  # fmt: skip
 
 
+_unpack_prefix = PREFIX.unpack_from
+_unpack_body = BODY.unpack_from
+_BODY_BYTES = BODY.size
+
+
+def decode_at(buf: bytes, view: memoryview, pos: int, partition: int = 0) -> Record:
+    """Check and decode the record at ``pos`` of ``buf`` (``view`` is ``memoryview(buf)``), the
+    read path's one call per record. Raises ``Corrupt``."""
+    if pos + PREFIX.size > len(buf):
+        raise Corrupt(pos, None)
+    length, crc = _unpack_prefix(buf, pos)
+    start = pos + PREFIX.size
+    end = start + length
+    if length < _BODY_BYTES or end > len(buf):
+        raise Corrupt(pos, None)
+    if crc32(view[start:end]) != crc:
+        raise Corrupt(pos, PREFIX.size + length)
+    flags, prio, off, ts, exp, dl, sl, kl, hl, tl = _unpack_body(buf, start)
+    p = start + _BODY_BYTES
+    subject = buf[p : p + sl].decode()
+    p += sl
+    key = buf[p : p + kl] if flags & FLAG_KEY else None
+    p += kl
+    headers = buf[p : p + hl] if hl else None
+    p += hl
+    tags = tuple(buf[p : p + tl].decode().split(TAG_SEPARATOR)) if tl else ()
+    p += tl
+    return Record(
+        off, ts, buf[p:end], subject, headers, key, PRIORITIES[prio] if prio < 3 else "normal",
+        tags, exp or None, dl or None, partition,
+    )  # fmt: skip
+
+
 def encode_tags(tags: tuple[str, ...] | list[str]) -> bytes:
     return TAG_SEPARATOR.join(tags).encode() if tags else b""
 

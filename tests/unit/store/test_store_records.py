@@ -35,6 +35,8 @@ def test_encode_decode_round_trip(offset, ts, payload, subject, headers, key, pr
     assert rec == Record(
         offset, ts, payload, subject, headers, key, PRIORITIES[prio], tuple(tags), exp or None, dl or None
     )
+    framed = b"junk" + data
+    assert records.decode_at(framed, memoryview(framed), 4) == rec
 
 
 def test_empty_key_is_kept_apart_from_no_key():
@@ -77,6 +79,11 @@ def test_scan_treats_a_bad_last_record_as_a_torn_tail():
 
 @given(st.binary(max_size=400))
 def test_scan_of_arbitrary_bytes_never_raises(data):
+    for pos in range(0, len(data), 7):
+        try:
+            records.decode_at(data, memoryview(data), pos)
+        except records.Corrupt:
+            pass
     result = scan(data)
     assert 0 <= result.valid_end <= len(data)
     for _off, pos, size in result.entries:
