@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mq9 import (
     BadRequest,
@@ -88,12 +90,11 @@ def test_mq9_run_says_in_one_line_why_an_agent_cannot_start(tmp_path):
     import subprocess
     import sys
 
-    from conftest import SDK_SRC
-
+    sdk_src = Path(__file__).resolve().parents[2] / "sdk" / "src"
     (tmp_path / "lonely.py").write_text("from mq9 import Agent\nagent = Agent('lonely')\n")
     proc = subprocess.run(
         [sys.executable, "-m", "mq9", "run", "lonely:agent", "--servers", "nats://127.0.0.1:1"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(SDK_SRC)}, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(sdk_src)}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 1
     assert (

@@ -6,10 +6,12 @@ import asyncio
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from conftest import SDK_SRC
 from mq9 import Client
+
+SDK_SRC = Path(__file__).resolve().parents[2] / "sdk" / "src"
 
 EXAMPLES = SDK_SRC.parent / "examples"
 

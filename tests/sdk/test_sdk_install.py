@@ -13,8 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SDK_SRC
 from mq9 import Client
+
+SDK_SRC = Path(__file__).resolve().parents[2] / "sdk" / "src"
 
 SDK_DIR = SDK_SRC.parent
 ALLOWED = {"nats-py", "pydantic"}
