@@ -100,3 +100,12 @@ def test_task_table_forgets_the_oldest_finished_tasks_and_keeps_running_ones():
     restored = table.get("t4")
     assert restored.state == "completed" and restored.output == 4
     assert [e["seq"] for e in restored.events] == [1, 2]
+
+
+def test_task_snapshot_holds_exactly_the_persisted_fields():
+    from robustmq.agents.api.tasks import Task
+
+    task = Task("x", "a", {"k": 1}, created_ms=1, deadline_ms=2)
+    assert tuple(task.snapshot()) == Task._PERSISTED
+    again = Task.from_snapshot(task.snapshot())
+    assert again.snapshot() == task.snapshot()
