@@ -280,9 +280,10 @@ class Mq9Service:
             if not ack.done():  # not expected (see above); wait for this one on its own
                 ack.add_done_callback(lambda a, r=reply, b=body: self._send_replies([(a, r, b)]))
                 continue
-            if getattr(ack, "cancelled", None) is not None and ack.cancelled():
+            try:
+                exc = ack.exception()
+            except asyncio.CancelledError:  # the write was abandoned (shutdown)
                 continue
-            exc = ack.exception()
             if exc is not None:
                 publish(reply, _error_body(errors.INTERNAL.format(reason=exc)))
             elif body is None:
