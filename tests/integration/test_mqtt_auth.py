@@ -85,3 +85,33 @@ def test_will_to_a_forbidden_topic_is_refused(port: int) -> None:
     connack = c.connect(unique("c"), username="device", password=b"s3cret", will=P.Will("actuators/x", b"w"))
     assert connack.reason_code == 0x87
     c.closed()
+
+
+def test_permissions_still_apply_to_a_session_restored_after_restart(tmp_path) -> None:
+    (tmp_path / "robustmq.toml").write_text(CONFIG)
+    args = ("--http-port", "off", "--config", str(tmp_path / "robustmq.toml"))
+    cid = unique("keep")
+    b = start_broker(tmp_path / "data", *args)
+    try:
+        c = RawClient(b.ports["mqtt"])
+        c.connect(cid, clean=False, username="device", password=b"s3cret")
+        c.subscribe("cmd/#", qos=1)
+        c.disconnect()
+    finally:
+        b.stop()
+    b = start_broker(tmp_path / "data", *args)
+    try:
+        admin = RawClient(b.ports["mqtt"])
+        admin.connect(unique("a"), username="admin", password=b"root")
+        admin.publish("cmd/secret", b"hidden", 1)
+        admin.publish("cmd/open", b"visible", 1, pid=2)
+        c = RawClient(b.ports["mqtt"])
+        assert c.connect(cid, clean=False, username="device", password=b"s3cret").session_present
+        m = c.recv_type(P.Publish)
+        assert (m.topic, m.payload) == ("cmd/open", b"visible")
+        c.send(P.Puback(m.packet_id))
+        assert c.nothing()
+        c.disconnect()
+        admin.disconnect()
+    finally:
+        b.stop()

@@ -602,9 +602,11 @@ class MqttConnection(asyncio.Protocol):
             perms = self.permissions
             rule = None
             if perms is not None:
-                if not all(perms.may_subscribe(s) for s in subjects):
+                if not perms.may_subscribe(subjects[0]):
                     codes.append(rc.NOT_AUTHORIZED if self.v5 else failure)
                     continue
+                # 'a/#' also matches 'a'; that extra subject only when the user may read it
+                subjects = [subjects[0], *(x for x in subjects[1:] if perms.may_subscribe(x))]
                 rule = perms.delivery_filter(subjects[0])
             queue = f"$mqtt.share.{group}.{request.topic_filter}" if group is not None else None
             guard = starts_with_wildcard(topic_filter)

@@ -119,7 +119,7 @@ class MqttPersistence:
             })  # fmt: skip
         return orjson.dumps({
             "expiry": session.expiry_interval_s, "v5": session.v5, "subs": subs,
-            "seen_ms": int(time.time() * 1000), "online": session.connection is not None,
+            "seen_ms": int(time.time() * 1000), "online": session.connection is not None, "user": session.user,
         })  # fmt: skip
 
     def subscriptions_changed(self, session: Session) -> None:
@@ -161,6 +161,9 @@ class MqttPersistence:
             session = Session(server, client_id)
             session.expiry_interval_s = expiry
             session.v5 = bool(data.get("v5"))
+            session.user = data.get("user")
+            principal = server.authenticator.principal(session.user) if session.user else None
+            perms = principal.permissions if principal is not None else None
             for s in data.get("subs", []):
                 request = P.SubscriptionRequest(s["f"], s["q"], s.get("nl", False), s.get("rap", False))
                 try:
@@ -168,10 +171,16 @@ class MqttPersistence:
                 except ValueError:
                     continue
                 queue = f"$mqtt.share.{group}.{s['f']}" if group is not None else None
+                subjects = filter_to_subjects(topic_filter)
+                if perms is not None:
+                    if not perms.may_subscribe(subjects[0]):
+                        continue  # the user's permissions changed since: the subscription is gone
+                    subjects = [subjects[0], *(x for x in subjects[1:] if perms.may_subscribe(x))]
+                rule = perms.delivery_filter(subjects[0]) if perms is not None else None
                 subs = [
-                    MqttSubscription(sub, session, s["f"], request, queue, s.get("id"), None,
+                    MqttSubscription(sub, session, s["f"], request, queue, s.get("id"), rule,
                                      starts_with_wildcard(topic_filter))  # fmt: skip
-                    for sub in filter_to_subjects(topic_filter)
+                    for sub in subjects
                 ]
                 session.add_subscription(s["f"], subs)
             server.sessions[client_id] = session

@@ -72,6 +72,7 @@ class Session:
         self.expiry_interval_s = 0
         self.send_quota = 65535  # the client's receive maximum
         self.v5 = False  # the protocol of the last connection
+        self.user: str | None = None  # who owns it (permissions apply to restored subscriptions)
         self.dropped_messages = 0
         self._next_pid = 0
         self._expiry_timer: asyncio.TimerHandle | None = None
@@ -98,6 +99,7 @@ class Session:
         self.pending_will = None
         self.send_quota = conn.send_quota
         self.v5 = conn.v5
+        self.user = conn.user
         now = time.time()
         for pid, msg in list(self.inflight.items()):
             if msg.released:
