@@ -188,6 +188,11 @@ class Router:
             result = self.trie.match(subject)
         if result is NO_MATCH:
             return 0
+        if result.shared_owner:
+            count = 0
+            for payload in payloads:
+                count = max(count, self.publish(subject, payload, None, None, skip_owner, origin))
+            return count
         previous = self.current_origin
         self.current_origin = origin
         count = 0

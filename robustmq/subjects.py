@@ -73,11 +73,24 @@ class MatchResult:
     The trie returns the ``NO_MATCH`` singleton for no match, so hot paths test identity.
     """
 
-    __slots__ = ("plain", "queues")
+    __slots__ = ("plain", "queues", "shared_owner")
 
     def __init__(self, plain: tuple, queues: tuple) -> None:
         self.plain = plain
         self.queues = queues  # tuple of member tuples, one per queue group name
+        # Does one owner (a connection) hold more than one of these? Then a run of messages must
+        # be delivered message by message to keep the interleaving on that connection's stream.
+        seen: set[int] = set()
+        shared = False
+        for sub in (*plain, *(m for group in queues for m in group)):
+            owner = sub.owner
+            if owner is None:
+                continue
+            if id(owner) in seen:
+                shared = True
+                break
+            seen.add(id(owner))
+        self.shared_owner = shared
 
     def __bool__(self) -> bool:
         return bool(self.plain or self.queues)
