@@ -276,3 +276,18 @@ async def test_idempotency_key_returns_the_first_task(sdk_broker):
         assert first.id == second.id
         assert await second.result(timeout=10) == 1
         assert runs == [5]
+
+
+async def test_an_instance_the_broker_forgot_registers_again_on_its_next_heartbeat(sdk_broker):
+    agent = Agent("forgotten", servers=sdk_broker.nats_url, heartbeat_interval=0.1)
+
+    @agent.skill
+    async def hello(name: str) -> str:
+        return f"hello {name}"
+
+    async with agent, Client(sdk_broker.nats_url) as c:
+        first = agent.instance_id
+        await c.deregister("forgotten", first)
+        await eventually(lambda: agent.instance_id != first)
+        await eventually(lambda: c.agent_status("forgotten"))
+        assert await c.invoke("forgotten", {"name": "again"}) == "hello again"

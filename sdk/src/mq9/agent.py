@@ -400,30 +400,33 @@ class Agent:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            try:
-                await self.client.request(
-                    subjects.agent_op("HEARTBEAT", self.name),
-                    {
-                        "instance_id": self.instance_id,
-                        "in_flight": self.in_flight,
-                        "processed": self.processed,
-                    },
-                )
-                for tool in self.tools.values():
-                    if tool.instance_id:
-                        await self.client.request(
-                            subjects.tool_op("HEARTBEAT", tool.name), {"instance_id": tool.instance_id}
-                        )
-            except errors.NotFound:  # the broker has forgotten this instance: register again
-                log.info("instance unknown to the broker; registering again", extra={"agent": self.name})
-                try:
-                    await self._register()
-                except Exception as exc:
-                    log.warning("registering again failed: %s", exc, extra={"agent": self.name})
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # disconnected or the broker is busy: the next beat tries again
-                log.debug("heartbeat failed: %s", exc, extra={"agent": self.name})
+            beat = {"instance_id": self.instance_id, "in_flight": self.in_flight, "processed": self.processed}
+            if await self._beat(subjects.agent_op("HEARTBEAT", self.name), beat):
+                await self._register_again(self._register)
+            for tool in self.tools.values():
+                if tool.instance_id and await self._beat(
+                    subjects.tool_op("HEARTBEAT", tool.name), {"instance_id": tool.instance_id}
+                ):
+                    await self._register_again(lambda tool=tool: self._register_tool(tool))
+
+    async def _beat(self, subject: str, body: dict[str, Any]) -> bool:
+        """Send one heartbeat; True when the broker has forgotten the instance."""
+        try:
+            await self.client.request(subject, body)
+        except errors.NotFound:
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # disconnected or the broker is busy: the next beat tries again
+            log.debug("heartbeat failed: %s", exc, extra={"agent": self.name})
+        return False
+
+    async def _register_again(self, register: Callable[[], Awaitable[None]]) -> None:
+        log.info("instance unknown to the broker; registering again", extra={"agent": self.name})
+        try:
+            await register()
+        except Exception as exc:
+            log.warning("registering again failed: %s", exc, extra={"agent": self.name})
 
     # -- serving --------------------------------------------------------------------------------
 
