@@ -52,3 +52,36 @@ async def test_two_agent_processes_share_the_load(sdk_broker, agent_processes):
             assert await asyncio.to_thread(p.wait, 20) == 0
         with pytest.raises(NoLiveAgent):
             await c.invoke("sharer", {"n": 0})
+
+
+SLOW_AGENT = '''
+import asyncio
+import os
+
+from mq9 import Agent
+
+agent = Agent("steady", description="Takes its time")
+
+
+@agent.skill
+async def slow(seconds: float) -> int:
+    """Sleeps, then says which process finished."""
+    await asyncio.sleep(seconds)
+    return os.getpid()
+'''
+
+
+async def test_a_task_survives_the_death_of_its_instance_with_retries(sdk_broker, agent_processes):
+    first = agent_processes(SLOW_AGENT, "slow_agent:agent", sdk_broker.nats_url)
+    async with Client(sdk_broker.nats_url) as c:
+        await wait_for_instances(c, "steady", 1)
+        task = await c.invoke("steady", {"seconds": 2}, wait=False, retries=1, timeout=60)
+        async with asyncio.timeout(30):
+            while (await task.get())["state"] != "working":
+                await asyncio.sleep(0.05)
+        second = agent_processes(SLOW_AGENT, "slow_agent:agent", sdk_broker.nats_url)
+        await wait_for_instances(c, "steady", 2)
+        first.kill()  # SIGKILL: no goodbye, the connection just drops
+        assert await task.result(timeout=60) == second.pid
+        types = [e.type for e in [e async for e in task.events()]]
+        assert types.count("state") >= 3
