@@ -39,6 +39,8 @@ def _server_id() -> str:
 
 
 class NatsServer:
+    """The ``nats`` component: ``start`` binds, ``stop`` stops accepting, flushes and closes."""
+
     name = "nats"
 
     def __init__(self, broker: Broker) -> None:
@@ -106,14 +108,13 @@ class NatsServer:
         connections = list(self.connections_by_id.values())
         for conn in connections:
             conn.close("server shutdown")
+        # closing transports still write what they hold; give that a moment, then cut the rest
         deadline = time.monotonic() + STOP_DRAIN_S
-        while any(c.transport is not None and not c.transport.is_closing() for c in connections):
-            if time.monotonic() > deadline:
-                break
+        while time.monotonic() < deadline and any(_unsent(c) for c in connections):
             await asyncio.sleep(0.01)
         for conn in connections:
-            if conn.transport is not None and conn.transport.get_write_buffer_size():
-                conn.transport.abort()
+            if _unsent(conn):
+                conn.transport.abort()  # type: ignore[union-attr]
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), STOP_DRAIN_S)
         self._server = None
@@ -216,6 +217,11 @@ class NatsServer:
             for sub in conn.subs.values():
                 out.append(_subscription_info(sub))
         return out
+
+
+def _unsent(conn: NatsConnection) -> int:
+    transport = conn.transport
+    return transport.get_write_buffer_size() if transport is not None else 0
 
 
 def _subscription_info(sub: NatsSubscription) -> dict[str, Any]:

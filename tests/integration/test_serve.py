@@ -79,3 +79,20 @@ async def test_signal_stops_the_broker_within_5_s_with_exit_0(broker_factory, si
     code = await asyncio.to_thread(b.proc.wait, 5.0)  # the bound: raises if it takes longer
     assert code == 0
     await asyncio.wait_for(closed.wait(), 5)
+
+
+def test_stop_flushes_what_subscribers_are_owed(broker_factory):
+    from test_nats_support import RawClient
+
+    b = broker_factory("--http-port", "off", "--mqtt-port", "off")
+    port = b.ports["nats"]
+    body = b"f" * 4096
+    with RawClient(port) as sub, RawClient(port) as pub:
+        sub.send(b"SUB owed 1\r\n")
+        assert sub.ping() == b""
+        pub.send(b"PUB owed %d\r\n%s\r\n" % (len(body), body) * 1000)  # about 4 MB, not read yet
+        assert pub.ping() == b""
+        b.proc.send_signal(signal.SIGTERM)
+        rest = sub.closed_after()
+        assert rest.count(b"MSG owed 1 4096\r\n") == 1000
+        assert b.proc.wait(5.0) == 0
