@@ -23,7 +23,7 @@ ANSWER_MARGIN_S = 2.0
 DEFAULT_CALL_TIMEOUT_S = 10.0
 
 
-def agent_service(request: Request) -> Any:
+async def agent_service(request: Request) -> Any:
     service = getattr(request.app.state.broker, "agent_api", None)
     if service is None or not hasattr(service, "tasks"):
         raise ProblemError(503, NO_SERVICE.format(name="agent API"))

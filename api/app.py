@@ -58,10 +58,12 @@ def create_app(broker: Broker) -> FastAPI:
     app.state.started_at = time.time()
     install_problem_handlers(app)
 
-    protected = [Depends(require_access)]
+    # with no credentials configured the API is open: no auth dependency (and none in the OpenAPI document)
+    protected = [Depends(require_access)] if app.state.access.enabled else []
     app.include_router(health.router)
     app.include_router(metrics.router, dependencies=protected)
-    for module in (server, connections, subscriptions, streams, consumers, query, agents, tasks, mailboxes):
+    # routes are matched in this order: the hot ones (invoke, listings) first
+    for module in (agents, tasks, mailboxes, streams, consumers, query, server, connections, subscriptions):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=protected)
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

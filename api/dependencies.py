@@ -1,6 +1,7 @@
 """FastAPI dependencies that hand a route the broker and its services (no NATS round trip to itself).
 
 A route asks for what it uses; a service the broker was built without answers 503, never a crash.
+Dependencies are ``async def``: FastAPI would run a plain ``def`` in a worker thread per request.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ if TYPE_CHECKING:
     from robustmq.broker import Broker
 
 
-def get_broker(request: Request) -> Broker:
+async def get_broker(request: Request) -> Broker:
     return request.app.state.broker
 
 
-def get_store(request: Request) -> Any:
+async def get_store(request: Request) -> Any:
     store = getattr(request.app.state.broker, "store", None)
     if store is None:
         raise ProblemError(503, NO_STORE)

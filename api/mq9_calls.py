@@ -26,7 +26,7 @@ _NOT_FOUND_SUFFIX = mq9_errors.MAILBOX_MISSING.rsplit("}", 1)[1]
 _CONFLICT_SUFFIX = mq9_errors.MAILBOX_EXISTS.rsplit("}", 1)[1]
 
 
-def mq9_service(request: Request) -> Any:
+async def mq9_service(request: Request) -> Any:
     service = getattr(request.app.state.broker, "mq9", None)
     if service is None or getattr(service, "mailboxes", None) is None:
         raise ProblemError(503, NO_SERVICE.format(name="mq9"))
