@@ -6,6 +6,7 @@ builds the schema and checks the input before the function runs.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -13,10 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
-from pydantic_core import to_jsonable_python
 
 from mq9 import errors
 from mq9.context import TaskContext
+
+
+@functools.cache
+def _any_adapter() -> TypeAdapter[Any]:
+    return TypeAdapter(Any)
 
 
 class InputError(errors.BadRequest):
@@ -150,4 +155,4 @@ class FunctionSchema:
     @staticmethod
     def dump_output(value: Any) -> Any:
         """A return value as JSON-ready data (pydantic models and dataclasses included)."""
-        return to_jsonable_python(value)
+        return _any_adapter().dump_python(value, mode="json")
