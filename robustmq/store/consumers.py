@@ -119,7 +119,9 @@ class Consumer:
                 fresh: list[Record] = []
                 for prio in (2, 1, 0):
                     while len(fresh) < need and self.class_cursors[prio] < plog.end_offset:
-                        recs, nxt = plog.read_class(prio, self.class_cursors[prio], need - len(fresh), now, not_due)
+                        recs, nxt = plog.read_class(
+                            prio, self.class_cursors[prio], need - len(fresh), now, not_due
+                        )
                         self.class_cursors[prio] = max(self.class_cursors[prio], nxt)
                         fresh.extend(r for r in recs if self._is_new(r.offset))
                         if not recs:

@@ -106,7 +106,9 @@ class IndexWorker:
         con.execute("CREATE TABLE IF NOT EXISTS index_meta(version INTEGER)")
         got = con.execute("SELECT max(version) FROM index_meta").fetchall()[0][0]
         if got != SCHEMA_VERSION:
-            con.execute("DROP TABLE IF EXISTS msg_index; DROP TABLE IF EXISTS deletions; DELETE FROM index_meta")
+            con.execute(
+                "DROP TABLE IF EXISTS msg_index; DROP TABLE IF EXISTS deletions; DELETE FROM index_meta"
+            )
             con.execute(SCHEMA)
             con.execute("INSERT INTO index_meta VALUES (?)", [SCHEMA_VERSION])
         con.execute(SCHEMA)
@@ -232,8 +234,14 @@ class IndexWorker:
             app.flush()
         elif kind == "dropped":
             _, stream, partition, first, bases = op
-            cur.execute("DELETE FROM msg_index WHERE stream = ? AND partition = ? AND off < ?", [stream, partition, first])
-            cur.execute("DELETE FROM deletions WHERE stream = ? AND partition = ? AND off < ?", [stream, partition, first])
+            cur.execute(
+                "DELETE FROM msg_index WHERE stream = ? AND partition = ? AND off < ?",
+                [stream, partition, first],
+            )
+            cur.execute(
+                "DELETE FROM deletions WHERE stream = ? AND partition = ? AND off < ?",
+                [stream, partition, first],
+            )
             for base in bases:
                 _parquet_path(self.data_dir, stream, partition, base).unlink(missing_ok=True)
         elif kind == "sealed":
@@ -260,7 +268,8 @@ class IndexWorker:
             mx, _n = have.get((stream, partition), (-1, 0))
             if mx is not None and mx >= end:
                 cur.execute(
-                    "DELETE FROM msg_index WHERE stream = ? AND partition = ? AND off >= ?", [stream, partition, end]
+                    "DELETE FROM msg_index WHERE stream = ? AND partition = ? AND off >= ?",
+                    [stream, partition, end],
                 )
                 mx = end - 1
             start = (mx if mx is not None else -1) + 1

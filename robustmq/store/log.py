@@ -50,6 +50,7 @@ _pack_prefix = PREFIX.pack
 def _ignore(_plog: PartitionLog) -> None:
     pass
 
+
 READ_CHUNK_RECORDS = 512
 
 
@@ -203,7 +204,9 @@ class PartitionLog:
                 os.ftruncate(seg.fd, result.valid_end)
                 seg.size = result.valid_end
             else:
-                log.error("unreadable tail in sealed segment %s after position %d", seg.path, result.valid_end)
+                log.error(
+                    "unreadable tail in sealed segment %s after position %d", seg.path, result.valid_end
+                )
         if timestamps:
             seg.created_ms = timestamps[0]
         return keys, delayed
@@ -311,10 +314,21 @@ class PartitionLog:
             kb = key
             flags = FLAG_KEY
         hb = headers or b""
-        if len(sb) > records.MAX_SUBJECT_BYTES or len(tb) > records.MAX_TAGS_BYTES or len(kb) > records.MAX_KEY_BYTES:
+        if (
+            len(sb) > records.MAX_SUBJECT_BYTES
+            or len(tb) > records.MAX_TAGS_BYTES
+            or len(kb) > records.MAX_KEY_BYTES
+        ):
             raise RecordTooLarge("subject, key or tags too long")
         body = b"".join(
-            (_pack_body(flags, prio, off, now, exp, dl, len(sb), len(kb), len(hb), len(tb)), sb, kb, hb, tb, payload)
+            (
+                _pack_body(flags, prio, off, now, exp, dl, len(sb), len(kb), len(hb), len(tb)),
+                sb,
+                kb,
+                hb,
+                tb,
+                payload,
+            )
         )
         size = len(body) + PREFIX_BYTES
         if size > self.max_record_bytes:
@@ -423,7 +437,9 @@ class PartitionLog:
 
     def _roll(self, now: int) -> None:
         old = self.segments[-1]
-        nxt = Segment(old.end, self.directory / (segment_name(old.end) + ".log") if self.directory else None, now)
+        nxt = Segment(
+            old.end, self.directory / (segment_name(old.end) + ".log") if self.directory else None, now
+        )
         nxt.open(create=True)  # raises before anything changes if the directory is unwritable
         try:
             old.sync()
@@ -704,7 +720,11 @@ class PartitionLog:
                     del offs[:cut_i]
             if self.on_drop is not None:
                 self.on_drop(self, gone)
-        if self.segments[-1].end <= first and self.segments[-1].positions and self.end_offset == self.next_offset:
+        if (
+            self.segments[-1].end <= first
+            and self.segments[-1].positions
+            and self.end_offset == self.next_offset
+        ):
             pass  # the active segment is dropped when it rolls over
         if dropped and self.config.compact:
             self.keys = {k: o for k, o in self.keys.items() if o >= first}
@@ -716,8 +736,10 @@ class PartitionLog:
         for seg in self.segments[:-1]:
             if seg.end <= self.first_offset or seg.path is None:
                 continue
-            if hinted_only and seg.base not in self.compact_hints and not (
-                seg.min_expires_ms and seg.min_expires_ms <= now
+            if (
+                hinted_only
+                and seg.base not in self.compact_hints
+                and not (seg.min_expires_ms and seg.min_expires_ms <= now)
             ):
                 continue
             out.append(seg)

@@ -187,7 +187,9 @@ class Store:
     def _save_definitions(self) -> None:
         path = self.data_dir / STREAMS_FILE
         tmp = path.with_suffix(".tmp")
-        data = orjson.dumps([s.config.model_dump() for s in self._streams.values()], option=orjson.OPT_INDENT_2)
+        data = orjson.dumps(
+            [s.config.model_dump() for s in self._streams.values()], option=orjson.OPT_INDENT_2
+        )
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
@@ -344,7 +346,9 @@ class Store:
                 if e["o"] >= plog.first_offset:
                     plog.deleted.add(e["o"])
             elif t == "cons":
-                c = self._make_consumer(plog, e["c"], ConsumerConfig.model_validate(e["cfg"]), e.get("floor", 0))
+                c = self._make_consumer(
+                    plog, e["c"], ConsumerConfig.model_validate(e["cfg"]), e.get("floor", 0)
+                )
                 plog.consumers[c.name] = c
             elif t == "drop":
                 plog.consumers.pop(e["c"], None)
@@ -370,7 +374,9 @@ class Store:
                 self.router.unsubscribe(sub)
         s.subscriptions = []
 
-    def _ingest(self, s: _Stream, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> Any:
+    def _ingest(
+        self, s: _Stream, subject: str, reply: str | None, headers: bytes | None, payload: bytes
+    ) -> Any:
         try:
             kwargs: dict[str, Any] = {}
             if s.ingest is not None:
@@ -437,7 +443,9 @@ class Store:
         )
         return Ack(off, plog.pending_future)
 
-    def append_batch(self, stream: str, items: Iterable[dict[str, Any] | bytes], *, partition: int = 0) -> BatchAck:
+    def append_batch(
+        self, stream: str, items: Iterable[dict[str, Any] | bytes], *, partition: int = 0
+    ) -> BatchAck:
         """Append many records with one future (for front-ends decoding many messages per read).
 
         Each item is a payload or a dict of ``append`` keyword arguments plus ``payload``.

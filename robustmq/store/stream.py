@@ -19,11 +19,7 @@ _BAD_NAME = re.compile(r"[\x00-\x1f/\\\s*>]")
 
 
 def is_valid_stream_name(name: str) -> bool:
-    return (
-        0 < len(name) <= MAX_STREAM_NAME_CHARS
-        and name not in (".", "..")
-        and not _BAD_NAME.search(name)
-    )
+    return 0 < len(name) <= MAX_STREAM_NAME_CHARS and name not in (".", "..") and not _BAD_NAME.search(name)
 
 
 class StreamConfig(BaseModel):

@@ -25,7 +25,9 @@ async def test_nats_publishes_on_stream_subjects_are_stored_and_survive_a_restar
     await st.start()
     try:
         recs = st.read("orders", 0, 100)
-        assert [(r.subject, r.payload) for r in recs] == [(f"orders.eu.{i}", b"order-%d" % i) for i in range(10)]
+        assert [(r.subject, r.payload) for r in recs] == [
+            (f"orders.eu.{i}", b"order-%d" % i) for i in range(10)
+        ]
         assert b"trace-id: 3" in recs[3].headers
         assert st.stream_config("orders").max_msgs == 1000
     finally:

@@ -117,7 +117,9 @@ async def _check(data_dir: Path, acked: dict[int, str], with_index: bool) -> int
         assert st.verify(STREAM) == []
         if with_index:
             await st.sync_index()
-            got = await st.sql(f"SELECT count(*), count(DISTINCT off) FROM messages WHERE stream = '{STREAM}'")
+            got = await st.sql(
+                f"SELECT count(*), count(DISTINCT off) FROM messages WHERE stream = '{STREAM}'"
+            )
             assert got["rows"] == [(end, end)], "index not caught up from the log"
         return end
     finally:

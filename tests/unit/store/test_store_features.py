@@ -114,7 +114,12 @@ async def test_compaction_keeps_only_the_newest_record_per_key_and_reclaims_spac
         await st.flush()
     await st.append("s", b"unkeyed")
     visible = st.read("s", 0, 100)
-    assert [(r.key, r.payload[:3]) for r in visible] == [(b"k0", b"v57"), (b"k1", b"v58"), (b"k2", b"v59"), (None, b"unk")]
+    assert [(r.key, r.payload[:3]) for r in visible] == [
+        (b"k0", b"v57"),
+        (b"k1", b"v58"),
+        (b"k2", b"v59"),
+        (None, b"unk"),
+    ]
     before = sum(p.stat().st_size for p in _files(data_dir))
     reclaimed = await st.compact("s")
     after = sum(p.stat().st_size for p in _files(data_dir))
@@ -123,7 +128,12 @@ async def test_compaction_keeps_only_the_newest_record_per_key_and_reclaims_spac
     await st.append("s", b"newest", key="k1")
     await st.stop()
     st = await open_store(segment_max_bytes=800)
-    assert [r.payload for r in st.read("s", 0, 100)] == [b"v57" + b"." * 50, b"v59" + b"." * 50, b"unkeyed", b"newest"]
+    assert [r.payload for r in st.read("s", 0, 100)] == [
+        b"v57" + b"." * 50,
+        b"v59" + b"." * 50,
+        b"unkeyed",
+        b"newest",
+    ]
     assert st.latest_by_key("s", "k1").payload == b"newest"
     assert sorted(st.keys("s")) == [b"k0", b"k1", b"k2"]
 

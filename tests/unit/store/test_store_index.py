@@ -69,7 +69,9 @@ async def test_sealed_segments_are_exported_to_parquet_with_payloads(open_store)
         st.append("s", b"payload-%02d" % i + b"." * 40)
         await st.flush()
     await st.sync_index()
-    got = await st.sql("SELECT min(off), count(*), bool_and(starts_with(payload::VARCHAR, 'payload-')) FROM archive")
+    got = await st.sql(
+        "SELECT min(off), count(*), bool_and(starts_with(payload::VARCHAR, 'payload-')) FROM archive"
+    )
     first, count, ok = got["rows"][0]
     assert first == 0 and 0 < count < 20 and ok
 

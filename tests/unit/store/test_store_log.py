@@ -32,7 +32,9 @@ async def test_append_returns_offsets_from_zero_and_read_gives_identical_records
     st.create_stream({"name": "s"})
     hdr = encode_headers([("a", "1"), ("a", "2"), ("b", "x")])
     acks = [
-        st.append("s", b"p%d" % i, subject=f"x.{i}", headers=hdr, key=f"k{i}", priority="urgent", tags=["t1", "t2"])
+        st.append(
+            "s", b"p%d" % i, subject=f"x.{i}", headers=hdr, key=f"k{i}", priority="urgent", tags=["t1", "t2"]
+        )
         for i in range(5)
     ]
     assert [a.offset for a in acks] == [0, 1, 2, 3, 4]
@@ -41,7 +43,12 @@ async def test_append_returns_offsets_from_zero_and_read_gives_identical_records
     assert [r.offset for r in recs] == [0, 1, 2, 3, 4]
     r = recs[3]
     assert (r.payload, r.subject, r.headers, r.key, r.priority, r.tags) == (
-        b"p3", "x.3", hdr, b"k3", "urgent", ("t1", "t2")
+        b"p3",
+        "x.3",
+        hdr,
+        b"k3",
+        "urgent",
+        ("t1", "t2"),
     )
     assert st.read("s", 3, 1)[0].offset == 3
     assert st.get("s", 4).payload == b"p4"
@@ -296,7 +303,9 @@ async def test_an_ingest_function_maps_headers_to_record_fields(open_store):
         return {"priority": h.get("prio", "normal"), "key": h.get("key"), "tags": ["t"]}
 
     st.set_ingest("box", ingest)
-    _, pending = router.publish_durable("box", b"a", headers=encode_headers([("prio", "critical"), ("key", "k")]))
+    _, pending = router.publish_durable(
+        "box", b"a", headers=encode_headers([("prio", "critical"), ("key", "k")])
+    )
     await pending[0]
     assert router.publish_durable("box", b"b", headers=encode_headers([("skip", "1")]))[1] == []
     rec = st.get("box", 0)

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 from robustmq.store import records
 from robustmq.store.records import PRIORITIES, Record, decode_body, encode, encode_tags, scan
 
-texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x1f"), max_size=20)
+texts = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x1f"), max_size=20
+)
 
 
 def _record(i: int, payload: bytes = b"payload") -> bytes:
