@@ -7,9 +7,11 @@ loop tick; the server owns the sessions, the retained messages and the TCP/WebSo
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +65,7 @@ class MqttConnection(asyncio.Protocol):
 
     protocol = "mqtt"
     __slots__ = (
-        "_ack_tail",
+        "_ack_queue",
         "_acks_waiting",
         "_clean_disconnect",
         "_close_callbacks",
@@ -139,7 +141,7 @@ class MqttConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
-        self._ack_tail: asyncio.Future | None = None
+        self._ack_queue: deque[list] = deque()
         self._acks_waiting = 0
         self._close_callbacks: list[Callable[[], Any]] = []
         self._clean_disconnect = False
@@ -500,7 +502,7 @@ class MqttConnection(asyncio.Protocol):
             first = 0x50
         else:
             first = 0x40
-        if pending or self._ack_tail is not None:
+        if pending or self._ack_queue:
             self._ack_after(pending, first, pid, code)
         else:
             self.write(self.ack_frame(first, pid, code))
@@ -518,31 +520,50 @@ class MqttConnection(asyncio.Protocol):
         return topic
 
     def _ack_after(self, pending: list, first: int, pid: int, code: int) -> None:
-        """Acknowledge once the writes are durable, keeping acks in PUBLISH order."""
-        previous = self._ack_tail
+        """Acknowledge once the writes are durable, keeping acks in PUBLISH order.
+
+        No task per message: each durable write calls back when its commit is done, and the acks
+        at the head of the queue whose writes are all done go out.
+        """
+        entry = [first, pid, code, len(pending), False]  # ..., writes outstanding, a write failed
+        self._ack_queue.append(entry)
         self._acks_waiting += 1
+        for done in pending:
+            if getattr(done, "done", None) is not None and done.done():
+                self._ack_part_done(entry, done)
+                continue
+            add = getattr(done, "add_done_callback", None)
+            if add is None:
+                done = asyncio.ensure_future(done)
+                add = done.add_done_callback
+            add(functools.partial(self._ack_part_done, entry))
+        if not pending:
+            self._release_acks()
 
-        async def wait() -> None:
-            failed = False
-            if pending:
-                results = await asyncio.gather(*pending, return_exceptions=True)
-                failed = any(isinstance(r, BaseException) for r in results)
-            if previous is not None:
-                await asyncio.shield(previous)
+    def _ack_part_done(self, entry: list, done: Any) -> None:
+        try:
+            failed = done.exception() is not None
+        except asyncio.CancelledError:
+            failed = True
+        if failed:
+            entry[4] = True
+        entry[3] -= 1
+        if entry[3] == 0:
+            self._release_acks()
+
+    def _release_acks(self) -> None:
+        queue = self._ack_queue
+        while queue and queue[0][3] <= 0:
+            first, pid, code, _, failed = queue.popleft()
             self._acks_waiting -= 1
-            if self._ack_tail is task:
-                self._ack_tail = None
             if self.closing:
-                return
-            if failed:
-                if self.v5:
-                    self.write(self.ack_frame(first, pid, rc.IMPLEMENTATION_SPECIFIC_ERROR))
-                else:
-                    self.close()  # 3.1.1 has no negative ack: the client resends on reconnect
-                return
-            self.write(self.ack_frame(first, pid, code))
-
-        task = self._ack_tail = asyncio.ensure_future(wait())
+                continue
+            if not failed:
+                self.write(self.ack_frame(first, pid, code))
+            elif self.v5:
+                self.write(self.ack_frame(first, pid, rc.IMPLEMENTATION_SPECIFIC_ERROR))
+            else:
+                self.close()  # 3.1.1 has no negative ack: the client resends on reconnect
 
     def _on_puback(self, pk: P.Puback) -> None:
         if self.session is not None:
