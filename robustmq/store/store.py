@@ -8,6 +8,7 @@ from memory and the log; DuckDB is fed off the event loop and answers queries an
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import logging
 import os
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("robustmq.store")
 
 STREAMS_FILE = "streams.json"
+LOCK_FILE = "lock"  # flock'ed while a store has the directory open
 LOG_DIR = "log"
 MAINTENANCE_INTERVAL_MS = 1000  # retention, consumer floors, journal snapshots
 COMPACTION_INTERVAL_MS = 60_000
@@ -108,6 +110,7 @@ class Store:
         self._partitions: dict[str, list[PartitionLog]] = {}
         self._next_compaction_ms = 0
         self._compact_lock: asyncio.Lock | None = None
+        self._lock_fd: int | None = None
         self._now_ms = self.clock.now_ms
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -121,8 +124,17 @@ class Store:
             probe = self.data_dir / ".write-test"
             probe.write_bytes(b"")
             probe.unlink()
+            self._lock_fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             msg = OPEN_FAILED.format(path=self.data_dir, reason=exc.strerror or exc)
+            log.error("%s", msg)
+            raise StoreOpenError(exc.errno, msg) from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            msg = OPEN_FAILED.format(path=self.data_dir, reason="it is used by another robustmq process")
             log.error("%s", msg)
             raise StoreOpenError(exc.errno, msg) from None
         definitions = self._load_definitions()
@@ -136,7 +148,13 @@ class Store:
             from robustmq.store.index import IndexWorker
 
             self.index = IndexWorker(self.data_dir, self.settings)
-            await asyncio.to_thread(self.index.open)
+            try:
+                await asyncio.to_thread(self.index.open)
+            except Exception as exc:
+                self._release_lock()
+                msg = OPEN_FAILED.format(path=self.data_dir / "index.duckdb", reason=exc)
+                log.error("%s", msg)
+                raise StoreOpenError(0, msg) from None
         self._running = True
         for cfg in definitions.values():
             self._open_stream(cfg)
@@ -167,6 +185,12 @@ class Store:
         self.timers.close()
         if self.index is not None:
             await asyncio.to_thread(self.index.stop)
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     def _check_open(self) -> None:
         if not self._running:

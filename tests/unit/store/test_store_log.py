@@ -368,3 +368,9 @@ async def test_a_partition_outside_the_stream_is_refused(open_store):
         with pytest.raises(StoreError, match="has no partition"):
             st.read("s", 0, 10, partition=bad)
     assert await st.append("s", b"x", partition=1) == 0
+
+
+async def test_a_data_directory_is_used_by_one_store_at_a_time(open_store):
+    await open_store()
+    with pytest.raises(StoreOpenError, match="used by another robustmq process"):
+        await open_store()
