@@ -339,7 +339,8 @@ class Agent:
 
     async def _register_tool(self, tool: Tool) -> None:
         async def register_tool() -> str:
-            reply = await self.client.request(subjects.TOOL_REGISTER, tool.registration())
+            body = {**tool.registration(), "heartbeat_interval_ms": int(self.heartbeat_interval * 1000)}
+            reply = await self.client.request(subjects.TOOL_REGISTER, body)
             tool.instance_id = str(reply["instance_id"])
             tool.serve_subject = str(
                 reply.get("serve_subject") or f"$mq9.AI.TOOL.{tool.name}.{tool.instance_id}"

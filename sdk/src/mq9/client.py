@@ -412,15 +412,23 @@ class Client:
     # -- tools --------------------------------------------------------------------------------
 
     async def invoke_tool(
-        self, name: str, arguments: dict[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        on_offline: str | None = None,
+        retries: int | None = None,
     ) -> Any:
         """Call a tool; its ``result``. Arguments are checked against its schema first (400)."""
         wait_s = (defaults.INVOKE_TIMEOUT_S if timeout is None else timeout) + defaults.DEADLINE_GRACE_S
-        reply = await self.request(
-            subjects.tool_op("INVOKE", name),
-            {"arguments": arguments or {}, "timeout_ms": _timeout_ms(timeout)},
-            timeout=wait_s,
-        )
+        body = {
+            "arguments": arguments or {},
+            "timeout_ms": _timeout_ms(timeout),
+            "on_offline": on_offline,
+            "retries": retries,
+        }
+        reply = await self.request(subjects.tool_op("INVOKE", name), body, timeout=wait_s)
         return reply.get("result")
 
     async def list_tools(self) -> list[dict[str, Any]]:
