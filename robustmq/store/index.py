@@ -32,6 +32,7 @@ INDEX_FILE = "index.duckdb"
 PARQUET_DIR = "parquet"
 SWITCH_INTERVAL_S = 0.001  # lets the worker thread get the GIL between DuckDB calls
 CATCH_UP_BATCH_ROWS = 50_000
+MAX_QUEUED_ROWS = 200_000  # beyond this lag, commits are queued as file ranges, not rows
 APPEND_CHUNK_ROWS = 2_000  # rows per appender call: the GIL is held while Python rows convert
 
 SCHEMA_VERSION = 2
@@ -139,12 +140,19 @@ class IndexWorker:
 
     # -- feeding (event loop side; cheap) --------------------------------------------------------
 
-    def feed(self, rows: list[tuple]) -> None:
-        self._ops.append(("rows", rows))
+    def feed(self, rows: list[tuple], path: str | None = None, start: int = 0, end: int = 0) -> None:
+        """Rows of one commit. When the index is far behind and the rows are in a segment file
+        (``path``, ``start`` .. ``end``), only that range is queued: memory stays bounded and the
+        worker reads the records back from the file."""
+        lag = self._lag
+        if path is not None and lag >= MAX_QUEUED_ROWS:
+            first = rows[0]
+            self._ops.append(("range", first[0], first[1], path, start, end, first[2], len(rows)))
+        else:
+            self._ops.append(("rows", rows))
         with self._lag_lock:
             self._lag += len(rows)
-            big = self._lag >= self.batch_rows
-        if big:
+        if lag + len(rows) >= self.batch_rows:
             self._wake.set()
 
     def deleted(self, stream: str, partition: int, offsets: list[int], ts: int) -> None:
@@ -186,8 +194,8 @@ class IndexWorker:
             while ops:
                 op = ops.popleft()
                 kind = op[0]
-                if kind == "rows":
-                    buf.extend(op[1])
+                if kind == "rows" or kind == "range":
+                    buf.extend(op[1] if kind == "rows" else self._read_range(*op[1:]))
                     if len(buf) >= self.batch_rows:
                         self._append(cur, buf)
                         buf = []
@@ -281,26 +289,30 @@ class IndexWorker:
             cur.execute("DELETE FROM msg_index WHERE stream = ? AND partition = ?", [stream, partition])
 
     def _index_from_log(self, cur, stream: str, partition: int, start: int, end: int, segs: list) -> None:
-        rows: list[tuple] = []
         for base, seg_end, path in segs:
             if seg_end <= start or base >= end:
                 continue
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            for _pos, rec in records.iter_records(data, partition):
-                if rec.offset < start or rec.offset >= end:
-                    continue
-                rows.append(_row(stream, partition, rec, _record_size(rec)))
-                if len(rows) >= CATCH_UP_BATCH_ROWS:
-                    self._append(cur, rows)
-                    rows = []
-        if rows:
-            self._append(cur, rows)
+            rows = [r for r in _rows_of_file(stream, partition, path) if start <= r[2] < end]
+            for i in range(0, len(rows), CATCH_UP_BATCH_ROWS):
+                self._append(cur, rows[i : i + CATCH_UP_BATCH_ROWS])
         with self._lag_lock:
             self._lag = max(0, self._lag)
+
+    def _read_range(
+        self, stream: str, partition: int, path: str, start: int, end: int, first: int, count: int
+    ) -> list[tuple]:
+        """Index rows of records ``first .. first+count-1`` written at ``start .. end`` of a file."""
+        try:
+            with open(path, "rb") as f:
+                rows = _rows_of(stream, partition, os.pread(f.fileno(), end - start, start))
+        except OSError:
+            rows = []
+        if len(rows) != count or (rows and rows[0][2] != first):
+            # rewritten by compaction or dropped by retention since: look the records up by offset
+            rows = [r for r in _rows_of_file(stream, partition, path) if first <= r[2] < first + count]
+            with self._lag_lock:
+                self._lag -= count - len(rows)  # records that are gone count as indexed
+        return rows
 
     def _export(self, cur, stream: str, partition: int, base: int, end: int, path: str) -> None:
         """Write a sealed segment (metadata, headers and payloads) to Parquet via DuckDB's COPY."""
@@ -386,11 +398,21 @@ def _resolve(fut: asyncio.Future) -> None:
         fut.set_result(None)
 
 
-def _record_size(rec: records.Record) -> int:
-    return (
-        records.HEADER_BYTES + len(rec.subject.encode()) + len(rec.key or b"") + len(rec.headers or b"")
-        + len(records.encode_tags(rec.tags)) + len(rec.payload)
-    )  # fmt: skip
+def _rows_of(stream: str, partition: int, data: bytes) -> list[tuple]:
+    """Index rows of every good record in ``data``."""
+    view = memoryview(data)
+    return [
+        _row(stream, partition, records.decode_at(data, view, pos, partition), size)
+        for _off, pos, size in records.scan(data).entries
+    ]
+
+
+def _rows_of_file(stream: str, partition: int, path: str) -> list[tuple]:
+    try:
+        with open(path, "rb") as f:
+            return _rows_of(stream, partition, f.read())
+    except OSError:
+        return []
 
 
 def _row(stream: str, partition: int, rec: records.Record, size: int) -> tuple:

@@ -106,6 +106,7 @@ class PartitionLog:
         self.on_delete: Callable[[PartitionLog, list[int]], None] | None = None
         self.on_delayed: Callable[[PartitionLog, int], None] | None = None
         self.reported_corrupt: set[tuple[int, int]] = set()
+        self.write_base = 0  # where the last committed batch starts in the active segment
         self.compact_hints: set[int] = set()  # sealed segments (bases) with something to reclaim
         self.loop: asyncio.AbstractEventLoop | None = None  # the store's loop, for futures
 
@@ -364,7 +365,7 @@ class PartitionLog:
             ):
                 self._roll(now)
                 seg = self.segments[-1]
-            self._write_base = seg.size
+            self.write_base = seg.size
             seg.write(b"".join(self.pending_chunks))
         if self.pending_journal:
             self.journal.write(b"".join(self.pending_journal))
@@ -379,7 +380,7 @@ class PartitionLog:
         meta = self.pending_meta
         if meta:
             seg = self.segments[-1]
-            pos = self._write_base
+            pos = self.write_base
             positions, timestamps, prios = seg.positions, seg.timestamps, seg.prios
             for m in meta:
                 positions.append(pos)

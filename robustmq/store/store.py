@@ -762,7 +762,11 @@ class Store:
 
     def _on_commit(self, plog: PartitionLog, rows: list[tuple]) -> None:
         if self.index is not None:
-            self.index.feed(rows)
+            seg = plog.segments[-1]
+            if seg.path is None:
+                self.index.feed(rows)
+            else:
+                self.index.feed(rows, str(seg.path), plog.write_base, seg.size)
 
     def _on_seal(self, plog: PartitionLog, seg: Any) -> None:
         if self.index is not None and seg.path is not None:
