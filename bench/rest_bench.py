@@ -182,6 +182,32 @@ async def _register_agents(url: str, count: int) -> nats.NATS:
     return nc
 
 
+def _register_cards_over_http(port: int, count: int, connections: int = 4) -> None:
+    """``count`` agent cards over HTTP (no instances: nothing for the liveness sweep to visit)."""
+    import concurrent.futures
+
+    def batch(indexes: range) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for i in indexes:
+            card = {
+                "name": f"agent-{i:05d}",
+                "description": f"bench agent {i} handles tickets of kind {i % 97}",
+                "version": "1.0.0",
+                "skills": [{"id": f"skill-{i % 50}", "name": "work", "tags": [f"tag-{i % 20}"]}],
+            }
+            conn.request(
+                "POST", "/api/v1/agents", body=json.dumps(card), headers={"Content-Type": "application/json"}
+            )
+            response = conn.getresponse()
+            response.read()
+            if response.status != 201:
+                raise SystemExit(f"registering agent {i} answered {response.status}")
+        conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(connections) as pool:
+        list(pool.map(batch, [range(k, count, connections) for k in range(connections)]))
+
+
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:
     ordered = sorted(samples_ms)
     n = len(ordered)
@@ -248,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=1000, help="timed requests per scenario")
     parser.add_argument("--seconds", type=float, default=10.0, help="time cap per scenario")
+    parser.add_argument(
+        "--register",
+        choices=["nats", "http"],
+        default="nats",
+        help="nats: agents with a live instance each (default); http: cards only, no instances",
+    )
     args = parser.parse_args(argv)
     timed: Callable[..., dict[str, float]] = _time_http
 
@@ -279,12 +311,15 @@ def main(argv: list[str] | None = None) -> int:
             )
 
             started = time.monotonic()
-            holder = loop.run_until_complete(_register_agents(broker.nats_url, args.agents))
+            if args.register == "nats":
+                holder = loop.run_until_complete(_register_agents(broker.nats_url, args.agents))
+            else:
+                _register_cards_over_http(http_port, args.agents)
             took = time.monotonic() - started
             settled = _wait_quiet(broker.proc.pid)
             rss_agents = _rss_mib(broker.proc.pid)
             print(
-                f"\nregistered {args.agents} agents over NATS in {took:.1f} s "
+                f"\nregistered {args.agents} agents over {args.register.upper()} in {took:.1f} s "
                 f"({args.agents / took:,.0f}/s); broker quiet after {settled:.0f} s more"
             )
             listing = timed(http_port, "GET", "/api/v1/agents", None, args.requests, args.seconds)
