@@ -128,3 +128,21 @@ async def test_a_far_behind_index_reads_commits_back_from_the_segment_files(open
     assert total == distinct and last == 29  # superseded records compacted away before indexing are skipped
     assert st.index_lag() == 0
     assert [r.offset for r in await st.query("s", tags_any=["t"])] == [27, 28, 29]
+
+
+async def test_the_index_is_fed_in_batches_never_per_message(open_store, monkeypatch):
+    from robustmq.store.index import IndexWorker
+
+    calls: list[int] = []
+    real = IndexWorker._append
+    monkeypatch.setattr(
+        IndexWorker, "_append", lambda self, cur, rows: calls.append(len(rows)) or real(self, cur, rows)
+    )
+    st = await open_store(index=True, index_batch_rows=5000, index_flush_ms=600_000)
+    st.create_stream({"name": "s"})
+    for _ in range(20):
+        st.append_batch("s", [b"x"] * 1000)
+        await st.flush()
+    await st.sync_index()
+    assert sum(calls) == 20_000
+    assert len(calls) <= 5  # batches of at least 5 000 rows, and the rest when asked to sync
