@@ -721,14 +721,9 @@ class PartitionLog:
                     del offs[:cut_i]
             if self.on_drop is not None:
                 self.on_drop(self, gone)
-        if (
-            self.segments[-1].end <= first
-            and self.segments[-1].positions
-            and self.end_offset == self.next_offset
-        ):
-            pass  # the active segment is dropped when it rolls over
-        if dropped and self.config.compact:
-            self.keys = {k: o for k, o in self.keys.items() if o >= first}
+        if gone:  # forget keys whose newest record is gone (not on every move: O(keys))
+            lo = self.segments[0].base
+            self.keys = {k: o for k, o in self.keys.items() if o >= lo}
         return dropped
 
     def compactable_segments(self, hinted_only: bool = False, now: int = 0) -> list[Segment]:
