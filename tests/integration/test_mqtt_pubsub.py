@@ -263,3 +263,55 @@ def test_websocket_transport_with_subprotocol_mqtt(tmp_path, version: int) -> No
         tcp.stop()
     finally:
         b.stop()
+
+
+def test_shared_subscription_is_accepted_from_a_3_1_1_client(port: int) -> None:
+    topic = unique("sh311")
+    members = [RawClient(port) for _ in range(2)]
+    for m in members:
+        m.connect(unique("m"))
+        assert m.subscribe(f"$share/g/{topic}", qos=0).reason_codes == [0]
+    pub = RawClient(port)
+    pub.connect(unique("p"))
+    for i in range(10):
+        pub.publish(topic, str(i).encode())
+    got = []
+    for m in members:
+        while True:
+            try:
+                got.append(m.recv(0.4).payload)
+            except TimeoutError:
+                break
+    assert sorted(got, key=int) == [str(i).encode() for i in range(10)]
+    for c in (*members, pub):
+        c.disconnect()
+
+
+def test_retained_will_is_kept_for_later_subscribers(port: int) -> None:
+    topic = unique("rwill")
+    dying = RawClient(port)
+    dying.connect(unique("d"), will=P.Will(topic, b"offline", 1, retain=True))
+    dying.close()
+    time.sleep(0.3)
+    late = RawClient(port)
+    late.connect(unique("l"))
+    late.subscribe(topic, qos=1)
+    m = late.recv_type(P.Publish)
+    assert (m.payload, m.retain, m.qos) == (b"offline", True, 1)
+    late.send(P.Puback(m.packet_id))
+    late.disconnect()
+
+
+def test_expired_retained_message_is_not_delivered(port: int) -> None:
+    topic = unique("rexp")
+    c = RawClient(port, P.MQTT_5)
+    c.connect(unique("p"))
+    c.publish(topic, b"brief", 1, retain=True, properties={P.MESSAGE_EXPIRY_INTERVAL: 1})
+    c.publish(topic + "/long", b"lasting", 1, pid=2, retain=True, properties={P.MESSAGE_EXPIRY_INTERVAL: 60})
+    time.sleep(1.3)
+    c.subscribe(topic + "/#", qos=1)
+    m = c.recv_type(P.Publish)
+    assert m.payload == b"lasting" and m.retain and m.properties[P.MESSAGE_EXPIRY_INTERVAL] <= 60
+    c.send(P.Puback(m.packet_id))
+    assert c.nothing()
+    c.disconnect()
