@@ -16,7 +16,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from robustmq.config import StoreSettings
 from robustmq.store import ManualClock, Store
 
-STREAMS = ("plain", "kv")  # kv is key-compacted
+STREAMS = ("plain", "kv", "capped")  # kv is key-compacted, capped keeps the last CAP records
+CAP = 5
 PRIOS = ("normal", "urgent", "critical")
 LONG = os.environ.get("ROBUSTMQ_LONG_TESTS") == "1"
 
@@ -28,6 +29,7 @@ class M:
     key: bytes | None
     priority: str
     expires_at: int | None
+    deliver_after: int | None = None
 
 
 class StoreModel(RuleBasedStateMachine):
@@ -55,6 +57,7 @@ class StoreModel(RuleBasedStateMachine):
     async def _create(self) -> None:
         self.store.create_stream({"name": "plain"})
         self.store.create_stream({"name": "kv", "compact": True})
+        self.store.create_stream({"name": "capped", "max_msgs": CAP})
         self.consumer = self.store.consumer("plain", "g", config={"ack_wait_ms": 10**12})
 
     def teardown(self) -> None:
@@ -71,8 +74,13 @@ class StoreModel(RuleBasedStateMachine):
             if r.key is not None:
                 newest[r.key] = r.offset
         out = []
+        first = max(0, len(self.records[stream]) - CAP) if stream == "capped" else 0
         for r in self.records[stream]:
-            if r.offset in self.deleted[stream] or (r.expires_at is not None and r.expires_at <= now):
+            if r.offset < first or r.offset in self.deleted[stream]:
+                continue
+            if (r.expires_at is not None and r.expires_at <= now) or (
+                r.deliver_after is not None and r.deliver_after > now
+            ):
                 continue
             if stream == "kv" and r.key is not None and newest[r.key] != r.offset:
                 continue
@@ -87,15 +95,23 @@ class StoreModel(RuleBasedStateMachine):
         key=st.one_of(st.none(), st.sampled_from([b"a", b"b", b"c"])),
         priority=st.sampled_from(PRIOS),
         ttl=st.one_of(st.none(), st.integers(1, 3000)),
+        delay=st.one_of(st.none(), st.integers(1, 3000)),
     )
-    def append(self, stream, payload, key, priority, ttl):
+    def append(self, stream, payload, key, priority, ttl, delay):
+        if stream == "plain":
+            delay = None  # the consumer model below does not model delays
+
         async def go():
-            return await self.store.append(stream, payload, key=key, priority=priority, ttl_ms=ttl)
+            return await self.store.append(
+                stream, payload, key=key, priority=priority, ttl_ms=ttl, deliver_after_ms=delay
+            )
 
         off = self.run(go())
         assert off == len(self.records[stream])
-        exp = self.clock.now_ms() + ttl if ttl else None
-        self.records[stream].append(M(off, payload, key, priority, exp))
+        now = self.clock.now_ms()
+        self.records[stream].append(
+            M(off, payload, key, priority, now + ttl if ttl else None, now + delay if delay else None)
+        )
 
     @rule(stream=st.sampled_from(STREAMS), n=st.integers(1, 20))
     def append_batch(self, stream, n):
@@ -192,8 +208,9 @@ class StoreModel(RuleBasedStateMachine):
             expect = [m.offset for m in sorted(want, key=lambda m: (order[m.priority], m.offset))]
             got, _pos = self.store.read_by_priority(stream, [0, 0, 0], 10_000)
             assert [r.offset for r in got] == expect
+            first = max(0, len(self.records[stream]) - CAP) if stream == "capped" else 0
             for key in (b"a", b"b", b"c"):
-                latest = [m for m in self.records[stream] if m.key == key]
+                latest = [m for m in self.records[stream] if m.key == key and m.offset >= first]
                 rec = self.store.latest_by_key(stream, key)
                 if latest and latest[-1] in want:
                     assert rec is not None and rec.offset == latest[-1].offset
