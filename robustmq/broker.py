@@ -58,6 +58,13 @@ class Broker:
 
         self.agent_api = AgentApiService(self)
         self.components.append(self.agent_api)
+        from robustmq.agents.pipelines import PipelineService
+        from robustmq.agents.tools import ToolService
+
+        self.tools = ToolService(self)
+        self.components.append(self.tools)
+        self.pipelines = PipelineService(self)
+        self.components.append(self.pipelines)
         if s.mqtt.port is not None or s.mqtt.ws_port is not None:
             from robustmq.bridges.mqtt.listener import MqttServer
 

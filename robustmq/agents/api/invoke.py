@@ -179,9 +179,7 @@ class Invoker:
         if not targets:
             self._retry_later(task.agent)
             return False
-        body = orjson.dumps(
-            {"task_id": task.id, "skill": task.skill, "input": task.input, "deadline_ms": task.deadline_ms}
-        )
+        body = self.work_body(task)
         inst.in_flight += 1
         inst.tasks.add(task.id)
         task.instance = inst
@@ -198,6 +196,20 @@ class Invoker:
             for sub in targets:
                 sub.deliver(inst.serve_subject, reply, headers, body)
         return True
+
+    def work_body(self, task: Task) -> bytes:
+        """What an instance receives for ``task`` (tools override this)."""
+        return orjson.dumps(
+            {"task_id": task.id, "skill": task.skill, "input": task.input, "deadline_ms": task.deadline_ms}
+        )
+
+    def read_result(self, task: Task, answer: dict[str, Any]) -> tuple[Any, str | None]:
+        """An instance's successful answer as ``(output, None)``, or ``(None, problem)`` (tools check it)."""
+        return answer.get("output"), None
+
+    def outcome_reply(self, task: Task, now_ms: int) -> dict[str, Any]:
+        """What sync callers receive when ``task`` ends (tools override this)."""
+        return outcome_reply(task, now_ms)
 
     def _targets(self, inst: Instance) -> Any:
         """Where ``inst``'s work goes: True to publish on the serve subject, else a list of subscriptions.
@@ -295,8 +307,14 @@ class Invoker:
                 task.reply_code = errors.AGENT_FAILED
                 self._finish(task, "failed", error=errors.AGENT_ERROR.format(detail=text))
         else:
-            self._count(task, inst, skill, True, latency_ns)
-            self._finish(task, "completed", output=answer.get("output"))
+            output, problem = self.read_result(task, answer)
+            if problem is None:
+                self._count(task, inst, skill, True, latency_ns)
+                self._finish(task, "completed", output=output)
+            else:
+                self._count(task, inst, skill, False, latency_ns, problem)
+                task.reply_code = errors.AGENT_FAILED
+                self._finish(task, "failed", error=problem)
         self.drain(task.agent)
 
     def _count(
@@ -381,7 +399,7 @@ class Invoker:
             task.timer = None
         self.tasks.set_state(task, state, **fields)
         if task.waiters:
-            body = orjson.dumps(outcome_reply(task, self._clock_ms()))
+            body = orjson.dumps(self.outcome_reply(task, self._clock_ms()))
             for reply in task.waiters:
                 self.router.publish(reply, body)
             task.waiters = []

@@ -76,6 +76,9 @@ class AgentApiService:
         self._subs: list = []
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweeps = 0
+        # task skill -> the service owning such tasks (tool calls are not agents' work): it has
+        # ``resume_task(task)`` (after a restart) and ``cancel_task(task)``
+        self.task_owners: dict[str, Any] = {}
         # (family, verb) -> (handler, whether the subject carries a name after the verb)
         self.handlers: dict[tuple[str, str], tuple[Handler, bool]] = {
             ("AGENT", "REGISTER"): (AgentApiService._register, False),
@@ -119,7 +122,8 @@ class AgentApiService:
             self.router.subscribe(micro.SRV_SUBJECT, self._on_srv),
         ]
         for task in unfinished:
-            self.invoker.resume(task)
+            owner = self.task_owners.get(task.skill or "")
+            (owner.resume_task if owner is not None else self.invoker.resume)(task)
         self._schedule_sweep()
 
     async def stop(self) -> None:
@@ -453,15 +457,18 @@ class AgentApiService:
         req = parse_request(IntentInvokeRequest, payload, empty_ok=False)
         if self._defer_until_embedded(AgentApiService._invoke_intent, arg, reply, payload, origin):
             return None
-        live_only = req.on_offline == "fail"
-        found = self.discover(text=req.intent, semantic=req.intent, live_only=live_only)
-        min_score = limits.MIN_INTENT_SEMANTIC_SCORE if self.link.registry is not None else 0.0
-        ranked = [r.name for r, score in found if score >= min_score]
+        ranked = self.intent_candidates(req.intent, live_only=req.on_offline == "fail")
         if not ranked:
             raise ApiError(errors.NO_LIVE_INSTANCE, errors.NO_AGENT_FOR_INTENT, state="rejected")
         return self._start_task(
             ranked[0], req, reply, origin, intent=req.intent, candidates=ranked[1:MAX_INTENT_CANDIDATES]
         )
+
+    def intent_candidates(self, intent: str, live_only: bool = True) -> list[str]:
+        """Agent names matching ``intent`` well enough, best first (what INVOKE by intent tries)."""
+        found = self.discover(text=intent, semantic=intent, live_only=live_only)
+        min_score = limits.MIN_INTENT_SEMANTIC_SCORE if self.link.registry is not None else 0.0
+        return [r.name for r, score in found if score >= min_score]
 
     def _defer_until_embedded(
         self, handler: Handler, arg: str, reply: str | None, payload: bytes, origin: Any
@@ -578,7 +585,8 @@ class AgentApiService:
                 errors.TASK_FINISHED.format(task_id=task_id, state=task.state),
                 state=task.state,
             )
-        self.invoker.cancel(task)
+        owner = self.task_owners.get(task.skill or "")
+        (owner.cancel_task if owner is not None else self.invoker.cancel)(task)
         return {"error": "", "state": "canceled"}
 
     def _on_task_event(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
