@@ -142,7 +142,10 @@ class Store:
             try:
                 c = cfg if isinstance(cfg, StreamConfig) else StreamConfig.model_validate(cfg)
             except ValidationError as exc:
-                raise InvalidStreamConfig(BAD_STREAM_CONFIG.format(reason=_first_error(exc))) from None
+                self._release_lock()
+                msg = BAD_STREAM_CONFIG.format(reason=_first_error(exc))
+                log.error("%s", msg)
+                raise StoreOpenError(0, msg) from None  # an OSError: the broker reports it in one line
             definitions[c.name] = c
         if self._use_index:
             from robustmq.store.index import IndexWorker

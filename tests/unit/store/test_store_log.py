@@ -374,3 +374,9 @@ async def test_a_data_directory_is_used_by_one_store_at_a_time(open_store):
     await open_store()
     with pytest.raises(StoreOpenError, match="used by another robustmq process"):
         await open_store()
+
+
+async def test_an_invalid_stream_in_the_config_file_fails_start_clearly(open_store):
+    with pytest.raises(StoreOpenError, match="invalid stream definition: subjects"):
+        await open_store(streams=[{"name": "x", "subjects": ["a..b"]}])
+    await open_store()  # the directory lock was released
