@@ -1,7 +1,6 @@
 """A raw-socket NATS load generator: prebuilt PUB frames in large batches, MSG counters, request/reply.
 
-Each role runs in its own process so the generator is not limited by one interpreter; the same
-code drives robustmq and nats-server, and ``sink``/``source`` measure its own ceiling.
+One process per role, the same code for every server, and fake servers to measure its own ceiling.
 """
 
 from __future__ import annotations

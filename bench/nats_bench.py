@@ -1,7 +1,6 @@
 """NATS benchmark: robustmq against nats-server, driven by the same raw-socket load generator.
 
-Prints publish-only, 1->1 and 1->10 throughput (16 B and 1 KiB), request/reply latency, idle RSS
-and RSS with 1,000 idle connections, for both servers and their ratio. Bounded: a few seconds each.
+Throughput, latency and memory for both servers and their ratio; a few seconds per scenario.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Authentication (a token, or users with passwords) and per-user publish/subscribe permissions.
 
-Protocol-neutral: the NATS core and the other front-ends ask the same ``Authenticator`` and apply
-the same ``Permissions`` to subjects, so one config file governs every protocol.
+Protocol-neutral, so every front-end applies the same users and subject permissions from one config.
 """
 
 from __future__ import annotations

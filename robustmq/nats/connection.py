@@ -1,7 +1,6 @@
 """One NATS client connection: a thin asyncio Protocol around the sans-IO parser.
 
-It applies CONNECT options, authentication and permissions, routes publishes through the broker's
-router, and queues outbound frames that the server writes once per loop tick (``flush``).
+It applies CONNECT options, auth and permissions, routes publishes, and queues output for one write a tick.
 """
 
 from __future__ import annotations

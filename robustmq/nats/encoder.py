@@ -1,7 +1,6 @@
 """The sans-IO encoder: NATS frames as bytes, for the server side and for test or bench clients.
 
-The connection's hot path builds MSG frames itself (see ``robustmq.nats.connection``); these are
-the reference forms, used everywhere else.
+Reference forms of every frame; the connection's hot path builds MSG frames itself, the same way.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The sans-IO parser of the operations a NATS client sends: bytes in, events out.
 
-Frames may be split at any byte and many may arrive in one read; the parser keeps the unfinished
-tail and returns every complete operation in order. A broken stream raises ``ProtocolViolation``.
+Frames may be split at any byte or packed many to a read; a broken stream raises ``ProtocolViolation``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The NATS listener: a broker Component that accepts clients and flushes their output each tick.
 
-It owns the per-server state every connection shares (INFO, authentication, the flush list,
-the idle sweep that PINGs clients and enforces the authentication timeout) and the connz/subsz views.
+It holds what every connection shares: INFO, auth, the flush list, the idle sweep, connz/subsz views.
 """
 
 from __future__ import annotations
