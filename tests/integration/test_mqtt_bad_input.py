@@ -113,3 +113,12 @@ def test_many_garbage_connections_do_not_disturb_a_subscriber(port: int, bystand
         c.send_raw(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 60))))
         c.close()
     assert bystander()
+
+
+@pytest.mark.parametrize("version", [P.MQTT_3_1_1, P.MQTT_5], ids=["v311", "v5"])
+def test_will_topic_with_a_wildcard_is_refused(port: int, bystander, version: int) -> None:
+    c = RawClient(port, version)
+    c.send(P.Connect(unique("w"), version, will=P.Will("a/+", b"x")))
+    seen = c.closed()
+    assert seen == ([P.Connack(False, 0x90)] if version == P.MQTT_5 else [])
+    assert bystander()

@@ -390,7 +390,10 @@ class MqttConnection(asyncio.Protocol):
                 connack_props[P.ASSIGNED_CLIENT_IDENTIFIER] = client_id
         if pk.will is not None:
             if not pk.will.topic or "+" in pk.will.topic or "#" in pk.will.topic:
-                self.fail(rc.TOPIC_NAME_INVALID, E.WILDCARD_IN_TOPIC)
+                if v5:
+                    self._refuse(rc.TOPIC_NAME_INVALID, v5)
+                else:
+                    self.close()  # 3.1.1 has no return code for it
                 return
             if self.permissions is not None and not self.permissions.may_publish(topic_to_subject(pk.will.topic)):
                 self._refuse(rc.NOT_AUTHORIZED, v5)
