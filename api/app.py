@@ -22,11 +22,13 @@ from api.routers import (
     health,
     mailboxes,
     metrics,
+    pipelines,
     query,
     server,
     streams,
     subscriptions,
     tasks,
+    tools,
 )
 from api.security import AccessTable, require_access
 from robustmq import __version__
@@ -63,7 +65,19 @@ def create_app(broker: Broker) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router, dependencies=protected)
     # routes are matched in this order: the hot ones (invoke, listings) first
-    for module in (agents, tasks, mailboxes, streams, consumers, query, server, connections, subscriptions):
+    for module in (
+        agents,
+        tasks,
+        mailboxes,
+        tools,
+        pipelines,
+        streams,
+        consumers,
+        query,
+        server,
+        connections,
+        subscriptions,
+    ):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=protected)
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

@@ -31,6 +31,7 @@ INTERNAL = "internal error"
 STREAM_NAME_MISMATCH = "the body names stream {body!r} but the path {path!r}"
 NO_STORE = "the store is not running"
 NO_SERVICE = "the {name} service is not running"
+UNKNOWN_TOOL = "tool {name} not found"
 NO_MAILBOX = "mailbox {address} does not exist"
 BAD_PAYLOAD_CHOICE = "give the message as exactly one of payload (text) or payload_base64"
 UNREPRESENTABLE = "invalid request: {reason}"
@@ -58,6 +59,9 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = Field(None, description="per-field errors of invalid input")
     task_id: str | None = Field(None, description="the task a failed invocation created")
     state: str | None = Field(None, description="that task's state")
+    details: list[dict[str, Any]] | None = Field(
+        None, description="e.g. where arguments break a tool's schema"
+    )
 
 
 class ProblemError(Exception):

@@ -1,0 +1,102 @@
+"""``/api/v1/tools``: registered tools (list, get, discover) and tool calls (sync or async).
+
+Tools register over NATS (``$mq9.AI.API.TOOL.REGISTER``) with their JSON Schemas; a call's arguments
+are checked against the input schema (400 with ``details``), and a call is a task like an agent
+invocation: its state, events and cancellation are under ``/api/v1/tasks``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from api import agent_calls
+from api.limits import PAGE_LIMIT_DEFAULT
+from api.paging import CursorParam, Limit, Page, paginate
+from api.problems import UNKNOWN_TOOL, Problem, ProblemError
+from robustmq.agents.api.limits import MAX_AGENT_NAME_CHARS
+from robustmq.agents.api.schemas import AGENT_NAME_PATTERN, AgentStatus
+from robustmq.agents.tools.schemas import ToolDiscoverRequest, ToolInfo, ToolInvokeReply, ToolInvokeRequest
+
+router = APIRouter(prefix="/tools", tags=["tools"])
+
+Tools = Annotated[Any, Depends(agent_calls.tool_service)]
+ToolName = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_NAME_CHARS, pattern=AGENT_NAME_PATTERN)]
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "no such tool"},
+    408: {"model": Problem, "description": "the deadline passed"},
+    502: {"model": Problem, "description": "the tool failed"},
+    503: {"model": Problem, "description": "no live instance (or the tool service is not running)"},
+    504: {"model": Problem, "description": "the agent API did not answer"},
+}
+
+
+class ToolList(BaseModel):
+    tools: list[ToolInfo]
+
+
+@router.get("", response_model=Page[ToolInfo], summary="list tools")
+async def list_tools(
+    tools: Tools,
+    status: Annotated[AgentStatus | None, Query(description="only tools in this state")] = None,
+    limit: Limit = PAGE_LIMIT_DEFAULT,
+    cursor: CursorParam = None,
+) -> Page[ToolInfo]:
+    page, next_cursor = paginate(tools.tools(status), lambda t: t["name"], limit, cursor)
+    return Page[ToolInfo](items=[ToolInfo.model_validate(t) for t in page], next_cursor=next_cursor)
+
+
+@router.post(
+    "/discover",
+    response_model=ToolList,
+    summary="find tools by words or meaning",
+    responses={503: PROBLEMS[503], 504: PROBLEMS[504]},
+)
+async def discover_tools(body: ToolDiscoverRequest, request: Request, tools: Tools) -> dict[str, Any]:
+    return await agent_calls.call(request, "TOOL.DISCOVER", body.model_dump(exclude_none=True))
+
+
+@router.get(
+    "/{name}", response_model=ToolInfo, summary="one tool with its schemas", responses={404: PROBLEMS[404]}
+)
+async def get_tool(name: ToolName, tools: Tools) -> dict[str, Any]:
+    record = tools.directory.get(name)
+    if record is None:
+        raise ProblemError(404, UNKNOWN_TOOL.format(name=name))
+    return tools.tool_info(record, int(time.time() * 1000))
+
+
+def _request_body(model: type[Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+@router.post(
+    "/{name}/invoke",
+    response_model=ToolInvokeReply,
+    response_model_exclude={"error"},
+    summary="call a tool (sync: waits for the result; async: 202 with the task)",
+    responses={202: {"model": ToolInvokeReply, "description": "async: the call was accepted"}, **PROBLEMS},
+    openapi_extra=_request_body(ToolInvokeRequest),
+)
+async def invoke_tool(name: ToolName, request: Request, tools: Tools) -> Response:
+    raw = await request.body()
+    body = agent_calls.parse_body(ToolInvokeRequest, raw)
+    timeout_s = body.timeout_ms / 1000 + agent_calls.ANSWER_MARGIN_S
+    reply = await agent_calls.call_raw(request, f"TOOL.INVOKE.{name}", raw or b"{}", timeout_s)
+    encoded = orjson.dumps(reply)
+    if body.mode == "async":
+        location = f"/api/v1/tasks/{reply['task_id']}"
+        return Response(
+            encoded, status_code=202, media_type="application/json", headers={"Location": location}
+        )
+    return Response(encoded, media_type="application/json")
