@@ -17,6 +17,9 @@ from robustmq.nats.limits import DEFAULT_MAX_CONTROL_LINE_BYTES, DEFAULT_MAX_PAY
 _MAX_SIZE_DIGITS = 9  # nats-server parses at most 9 digits of a size
 _BLANKS = b" \t"
 _NEED_ARGS = frozenset((b"PUB", b"HPUB", b"SUB", b"UNSUB"))
+# a repeated control line is checked in bulk over at least / at most this many frames
+_BULK_MIN_FRAMES = 16
+_BULK_MAX_FRAMES = 8192
 
 
 _SIZE_CACHE_MAX_ENTRIES = 4096
@@ -121,6 +124,25 @@ class ClientParser:
             self._buf = b""
         return events
 
+    @staticmethod
+    def _take_identical_frames(buf: bytes, pos: int, line: bytes, size: int) -> list[bytes]:
+        """Payloads of the longest checked stretch of frames at ``pos`` that all repeat ``line``.
+
+        Checks every frame's control line and CRLF column by column with strided slices (C loops),
+        instead of one frame at a time; returns [] when the stretch is not clean.
+        """
+        frame = len(line) + size + 2
+        count = min((len(buf) - pos) // frame, _BULK_MAX_FRAMES)
+        end = pos + count * frame
+        for j in range(len(line)):
+            if buf[pos + j : end : frame] != line[j : j + 1] * count:
+                return []
+        tail = pos + len(line) + size
+        if buf[tail:end:frame] != b"\r" * count or buf[tail + 1 : end : frame] != b"\n" * count:
+            return []
+        first = pos + len(line)
+        return [buf[s : s + size] for s in range(first, end, frame)]
+
     def _subject(self, raw: bytes) -> str:
         subject = self._subjects.get(raw)
         if subject is None:
@@ -146,9 +168,21 @@ class ClientParser:
         run_line = b""  # the control line of that last plain PUB, terminator included
         run_size = 0
         startswith = buf.startswith
+        bulk = merge
         while pos < n:
             if run_line and startswith(run_line, pos):
                 # the same control line again: same subject, same size, nothing new to check
+                if bulk and n - pos >= _BULK_MIN_FRAMES * (len(run_line) + run_size + 2):
+                    taken = self._take_identical_frames(buf, pos, run_line, run_size)
+                    if taken:
+                        if run is None:
+                            first = events[-1]
+                            run = [first[3]]
+                            events[-1] = _new_pub(PubRun, (first[0], run))
+                        run += taken
+                        pos += len(taken) * (len(run_line) + run_size + 2)
+                        continue
+                    bulk = False  # not a clean stretch: frame by frame for the rest of this read
                 start = pos + len(run_line)
                 stop = start + run_size
                 if stop + 2 > n:

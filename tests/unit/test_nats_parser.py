@@ -248,3 +248,21 @@ def test_any_split_of_any_bytes_gives_the_same_events(pieces, cuts):
 def test_arbitrary_bytes_raise_nothing_but_the_protocol_violation(data):
     _run([data])
     _run([data[i : i + 7] for i in range(0, len(data), 7)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(min_value=16, max_value=300),
+    st.integers(min_value=0, max_value=5),
+    st.lists(st.tuples(st.integers(min_value=0), st.binary(min_size=1, max_size=1)), max_size=3),
+    st.lists(st.integers(min_value=0), max_size=4),
+)
+def test_long_runs_of_one_frame_parse_alike_even_when_damaged(count, size, damage, cuts):
+    frame = b"PUB run.subject %d\r\n%s\r\n" % (size, b"p" * size)
+    data = bytearray(frame * count)
+    for where, byte in damage:  # a few bytes anywhere: a bad payload, a broken line, a bad CRLF
+        data[where % len(data)] = byte[0]
+    data = bytes(data)
+    whole = _run([data])
+    assert _run([data], merge_runs=True) == whole
+    assert _run(_split(data, cuts), merge_runs=True) == whole
