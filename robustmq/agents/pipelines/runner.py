@@ -256,6 +256,8 @@ class PipelineRunner:
         attach: str | None,
     ) -> Outcome:
         """One task for ``target`` (agent, tool or intent) and its outcome."""
+        # a run continued after a restart waits for instances registering again
+        on_offline = "queue" if run.resumed else spec["on_offline"]
         if attach is not None:
             task = self.api.tasks.get(attach)
             if task is not None and task.finished:
@@ -279,13 +281,15 @@ class PipelineRunner:
                     target["tool"],
                     payload,
                     deadline_ms=deadline_ms,
-                    on_offline=spec["on_offline"],
+                    on_offline=on_offline,
                     sender=run.sender,
                     waiter=waiter,
                     task_id=task_id,
                 )
             else:
-                task = await self._agent_task(run, spec, target, payload, deadline_ms, task_id, waiter)
+                task = await self._agent_task(
+                    run, spec, target, payload, deadline_ms, task_id, waiter, on_offline
+                )
                 self.api.invoker.submit(task)
         except ApiError as exc:
             self._waiting.pop(task_id, None)
@@ -303,6 +307,7 @@ class PipelineRunner:
         deadline_ms: int,
         task_id: str,
         waiter: str,
+        on_offline: str,
     ) -> Task:
         api = self.api
         intent = target.get("intent")
@@ -310,7 +315,7 @@ class PipelineRunner:
         if intent:
             if api.link.semantic_pending():
                 await api.link.wait_semantic()
-            ranked = api.intent_candidates(intent, live_only=spec["on_offline"] == "fail")
+            ranked = api.intent_candidates(intent, live_only=on_offline == "fail")
             if not ranked:
                 raise ApiError(api_errors.NO_LIVE_INSTANCE, errors.NO_AGENT_FOR_INTENT)
             agent, candidates = ranked[0], ranked[1 : limits.MAX_INTENT_CANDIDATES]
@@ -326,7 +331,7 @@ class PipelineRunner:
             skill=target.get("skill"),
             created_ms=now,
             deadline_ms=max(deadline_ms, now + 1),
-            on_offline=spec["on_offline"],
+            on_offline=on_offline,
             sender=run.sender,
             intent=intent,
             candidates=candidates,
@@ -364,4 +369,3 @@ def task_outcome(task: Task) -> Outcome:
     if task.state == COMPLETED:
         return (True, task.output, None, 0)
     return (False, None, task.error or task.state, outcome_code(task))
-

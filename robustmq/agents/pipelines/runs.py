@@ -60,7 +60,7 @@ class Run:
 
     __slots__ = ("id", "pipeline", "spec", "input", "state", "output", "error", "code", "created_ms",
                  "deadline_ms", "finished_ms", "sender", "steps", "waiters", "started_ns", "driver",
-                 "latency_ms")  # fmt: skip
+                 "latency_ms", "resumed")  # fmt: skip
 
     def __init__(
         self,
@@ -89,6 +89,7 @@ class Run:
         self.started_ns = time.perf_counter_ns()
         self.driver: Any = None  # the asyncio task running it
         self.latency_ms: float | None = None
+        self.resumed = False  # continued after a restart: its steps wait for instances to return
 
     @property
     def finished(self) -> bool:
@@ -194,6 +195,7 @@ def replay_runs(records: Iterable[dict[str, Any]]) -> dict[str, Run]:
             except (KeyError, TypeError):
                 continue
             run.started_ns = 0
+            run.resumed = True
             runs[run.id] = run
             continue
         run = runs.get(run_id)  # type: ignore[arg-type]

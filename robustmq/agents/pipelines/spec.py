@@ -84,7 +84,9 @@ def compile_pipeline(
             elif need == step["id"]:
                 bad(f"{path}.needs[{j}]", "a step cannot wait for itself")
         in_for_each = step.get("for_each") is not None
-        for field in ("input", "for_each"):
+        # an input derived from ``needs`` reads only steps already checked there
+        checked = ("input", "for_each") if step.pop("_input_given", True) else ("for_each",)
+        for field in checked:
             for where, ref in templates.references(step.get(field)):
                 problem = templates.reference_problem(ref, id_set, in_for_each and field == "input")
                 if problem:
@@ -187,14 +189,9 @@ def _normalise_step(
         else:
             bad(f"{path}.input_from", 'input_from is "user" or "step.<id>.output"')
             step["input"] = None
-    elif raw.get("for_each") is not None:
-        step["input"] = "$.item"
-    elif not step["needs"]:
-        step["input"] = "$.input"
-    elif len(step["needs"]) == 1:
-        step["input"] = f"$.steps.{step['needs'][0]}.output"
     else:
-        step["input"] = {n: f"$.steps.{n}.output" for n in step["needs"]}
+        step["input"] = _default_input(step["needs"], raw.get("for_each") is not None)
+        step["_input_given"] = False
 
     for_each = raw.get("for_each")
     if for_each is not None:
@@ -218,6 +215,17 @@ def _normalise_step(
     step["on_offline"] = on_offline
     step["on_error"] = _on_error(raw.get("on_error", "fail"), f"{path}.on_error", bad, agent_known)
     return step
+
+
+def _default_input(needs: list[str], for_each: bool) -> Any:
+    """A step without ``input`` reads its item, the run's input, or what it waits for."""
+    if for_each:
+        return "$.item"
+    if not needs:
+        return "$.input"
+    if len(needs) == 1:
+        return f"$.steps.{needs[0]}.output"
+    return {n: f"$.steps.{n}.output" for n in needs}
 
 
 def _on_error(
