@@ -47,12 +47,25 @@ def _ping(sock: socket.socket) -> None:
         tail = chunk[-8:]
 
 
-def publisher(port: int, subject: str, size: int, max_msgs: int, seconds: float, out: Any, go: Any) -> None:
+MIXED_SUBJECTS = 8
+
+
+def publisher(
+    port: int, subject: str, size: int, max_msgs: int, seconds: float, out: Any, go: Any, mixed: bool = False
+) -> None:
+    """Publishes one prebuilt frame in batches; ``mixed``: cycle ``<subject>.0..7`` and sizes size..size+3."""
     sock = _connect(port)
     _ping(sock)
     frame = b"PUB %s %d\r\n%s\r\n" % (subject.encode(), size, b"x" * size)
     per_batch = max(1, BATCH_BYTES // len(frame))
-    batch = frame * per_batch
+    if mixed:
+        batch = b"".join(
+            b"PUB %s.%d %d\r\n%s\r\n"
+            % (subject.encode(), i % MIXED_SUBJECTS, size + i % 4, b"x" * (size + i % 4))
+            for i in range(per_batch)
+        )
+    else:
+        batch = frame * per_batch
     go.wait()
     start = time.monotonic()
     deadline = start + seconds

@@ -128,11 +128,14 @@ def publish_only(port: int, size: int, seconds: float, max_msgs: int) -> dict[st
     return {"rate": sent / (done - start), "sent": sent}
 
 
-def fan_out(port: int, size: int, subscribers: int, seconds: float, max_msgs: int) -> dict[str, float]:
+def fan_out(
+    port: int, size: int, subscribers: int, seconds: float, max_msgs: int, mixed: bool = False
+) -> dict[str, float]:
     out, go, ready, expect = loadgen.queue(), loadgen.event(), loadgen.event(), loadgen.queue()
-    counter = loadgen.spawn(loadgen.counter, port, SUBJECT, subscribers, expect, 3.0, out, ready)
+    pattern = SUBJECT + ".*" if mixed else SUBJECT
+    counter = loadgen.spawn(loadgen.counter, port, pattern, subscribers, expect, 3.0, out, ready)
     ready.wait(30)
-    pub = loadgen.spawn(loadgen.publisher, port, SUBJECT, size, max_msgs, seconds, out, go)
+    pub = loadgen.spawn(loadgen.publisher, port, SUBJECT, size, max_msgs, seconds, out, go, mixed)
     go.set()
     results = {}
     first = out.get(timeout=seconds + 120)
@@ -284,6 +287,16 @@ def main(argv: list[str] | None = None) -> int:
                         _fmt_rate,
                         note,
                     )
+            # no repeated control line: 8 subjects and 4 sizes interleaved, one wildcard subscriber
+            r = {s.name: fan_out(s.port, 16, 1, secs, 20_000_000, mixed=True) for s in servers}
+            note = f"lost {r[ref.name]['lost']:.0f} / {r[ours.name]['lost']:.0f}"
+            _row(
+                "1 -> 1, 16-19 B, 8 subjects (mixed)",
+                r[ref.name]["rate"],
+                r[ours.name]["rate"],
+                _fmt_rate,
+                note,
+            )
             r = {s.name: request_reply(s.port, args.requests, secs) for s in servers}
             _row("request/reply raw p50 (us)", r[ref.name]["p50"], r[ours.name]["p50"], lambda v: f"{v:.0f}")
             _row("request/reply raw p99 (us)", r[ref.name]["p99"], r[ours.name]["p99"], lambda v: f"{v:.0f}")

@@ -26,6 +26,7 @@ OK = encoder.OK
 PONG = encoder.PONG
 CRLF = b"\r\n"
 
+_PREFIX_CACHE_MAX_ENTRIES = 64  # per subscription: wildcard subscriptions see many subjects
 # "<size>\r\n" for the payload sizes seen so far (most traffic uses a handful of sizes)
 _SIZE_LINES: dict[int, bytes] = {}
 _SIZE_LINES_MAX = 4096
@@ -67,9 +68,7 @@ class NatsSubscription(Subscription):
         "max_msgs",
         "delivered",
         "rule",
-        "_subject",
-        "_msg_prefix",
-        "_hmsg_prefix",
+        "_prefixes",
         "_sid_b",
     )
 
@@ -81,9 +80,8 @@ class NatsSubscription(Subscription):
         self.delivered = 0
         self.rule: SubjectRule | None = None  # deny list checked per delivery, when needed
         self._sid_b = b" " + _b(sid) + b" "
-        self._subject = ""
-        self._msg_prefix = b""
-        self._hmsg_prefix = b""
+        # subject -> b"MSG <subject> <sid> ": one entry for a literal subscription, a few for wildcards
+        self._prefixes: dict[str, bytes] = {}
 
     def deliver(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         conn = self.conn
@@ -95,21 +93,17 @@ class NatsSubscription(Subscription):
                 origin.stall_requested = True  # the publisher waits a little (see stall)
         if self.rule is not None and not self.rule.permits_literal(subject):
             return None
-        if subject != self._subject:
-            self._subject = subject
-            subj = _b(subject)
-            self._msg_prefix = b"MSG " + subj + self._sid_b
-            self._hmsg_prefix = b"HMSG " + subj + self._sid_b
+        prefix = self._prefixes.get(subject) or self._prefix(subject)
         size = len(payload)
         if headers is None or not conn.headers:
             if reply is None:
-                head = self._msg_prefix + (_SIZE_LINES.get(size) or _size_line(size))
+                head = prefix + (_SIZE_LINES.get(size) or _size_line(size))
             else:
-                head = self._msg_prefix + _b(reply) + b" " + (_SIZE_LINES.get(size) or _size_line(size))
+                head = prefix + _b(reply) + b" " + (_SIZE_LINES.get(size) or _size_line(size))
         else:
             hsize = len(headers)
             mid = b" %d %d\r\n" % (hsize, hsize + size)
-            head = self._hmsg_prefix + (_b(reply) + mid if reply is not None else mid[1:]) + headers
+            head = b"H" + prefix + (_b(reply) + mid if reply is not None else mid[1:]) + headers
         conn.out += (head, payload, CRLF)
         conn.out_msgs += 1
         conn.out_bytes += size
@@ -120,6 +114,13 @@ class NatsSubscription(Subscription):
             conn.remove_subscription(self)
         return None
 
+    def _prefix(self, subject: str) -> bytes:
+        prefixes = self._prefixes
+        if len(prefixes) >= _PREFIX_CACHE_MAX_ENTRIES:
+            prefixes.clear()
+        prefix = prefixes[subject] = b"MSG " + _b(subject) + self._sid_b
+        return prefix
+
     def deliver_many(self, subject: str, payloads: list[bytes]) -> None:
         conn = self.conn
         if conn.blocked or self.rule is not None or self.max_msgs:
@@ -127,12 +128,7 @@ class NatsSubscription(Subscription):
             for payload in payloads:
                 deliver(subject, None, None, payload)
             return
-        if subject != self._subject:
-            self._subject = subject
-            subj = _b(subject)
-            self._msg_prefix = b"MSG " + subj + self._sid_b
-            self._hmsg_prefix = b"HMSG " + subj + self._sid_b
-        prefix = self._msg_prefix
+        prefix = self._prefixes.get(subject) or self._prefix(subject)
         out = conn.out
         count = len(payloads)
         sizes = set(map(len, payloads))
