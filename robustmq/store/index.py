@@ -15,6 +15,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +33,9 @@ INDEX_FILE = "index.duckdb"
 PARQUET_DIR = "parquet"
 SWITCH_INTERVAL_S = 0.001  # lets the worker thread get the GIL between DuckDB calls
 CATCH_UP_BATCH_ROWS = 50_000
-MAX_QUEUED_ROWS = 200_000  # beyond this lag, commits are queued as file ranges, not rows
+MAX_QUEUED_ROWS = 200_000
+EXPORT_CHUNK_ROWS = 1_000  # records decoded per Parquet export step
+EXPORT_PAUSE_S = 0.05  # between export steps: the event loop comes first (a 64 MiB segment takes seconds)
 APPEND_CHUNK_ROWS = 2_000  # rows per appender call: the GIL is held while Python rows convert
 
 SCHEMA_VERSION = 2
@@ -85,6 +88,7 @@ class IndexWorker:
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-query")
         self._read_cur: duckdb.DuckDBPyConnection | None = None
         self.indexed_rows = 0
+        self._exports: collections.deque = collections.deque()  # ((stream, partition, base), steps)
         self.failed = False
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -188,7 +192,7 @@ class IndexWorker:
         buf: list[tuple] = []
         last_flush = time.monotonic()
         while True:
-            self._wake.wait(self.flush_s)
+            self._wake.wait(EXPORT_PAUSE_S if self._exports else self.flush_s)
             self._wake.clear()
             ops = self._ops
             while ops:
@@ -213,7 +217,11 @@ class IndexWorker:
                 self._append(cur, buf)
                 buf = []
                 last_flush = time.monotonic()
+            if not ops and not self._stop:
+                self._step_export()
             if self._stop and not ops:
+                while self._step_export():
+                    pass
                 break
         cur.close()
 
@@ -235,6 +243,8 @@ class IndexWorker:
         kind = op[0]
         if kind == "sync":
             _, loop, fut = op
+            while self._step_export():  # a sync also waits for sealed segments' Parquet files
+                pass
             loop.call_soon_threadsafe(_resolve, fut)
         elif kind == "deleted":
             app = cur.appender("deletions")
@@ -242,6 +252,7 @@ class IndexWorker:
             app.flush()
         elif kind == "dropped":
             _, stream, partition, first, bases = op
+            self._cancel_exports(stream, partition, first)
             cur.execute(
                 "DELETE FROM msg_index WHERE stream = ? AND partition = ? AND off < ?",
                 [stream, partition, first],
@@ -253,9 +264,11 @@ class IndexWorker:
             for base in bases:
                 _parquet_path(self.data_dir, stream, partition, base).unlink(missing_ok=True)
         elif kind == "sealed":
-            self._export(cur, *op[1:])
+            _, stream, partition, base, end, path = op
+            self._exports.append(((stream, partition, base), self._export_steps(cur, *op[1:])))
         elif kind == "drop_stream":
             stream = op[1]
+            self._cancel_exports(stream)
             cur.execute("DELETE FROM msg_index WHERE stream = ?", [stream])
             cur.execute("DELETE FROM deletions WHERE stream = ?", [stream])
             shutil.rmtree(self.data_dir / PARQUET_DIR / quote(stream, safe=""), ignore_errors=True)
@@ -314,32 +327,65 @@ class IndexWorker:
                 self._lag -= count - len(rows)  # records that are gone count as indexed
         return rows
 
-    def _export(self, cur, stream: str, partition: int, base: int, end: int, path: str) -> None:
-        """Write a sealed segment (metadata, headers and payloads) to Parquet via DuckDB's COPY."""
+    def _export_steps(
+        self, cur, stream: str, partition: int, base: int, end: int, path: str
+    ) -> Iterator[None]:
+        """Write a sealed segment (metadata, headers and payloads) to Parquet via DuckDB's COPY,
+        a chunk of records per step, so the event loop keeps the GIL most of the time."""
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError:
             return
-        rows = [
-            (stream, partition, rec.offset, rec.timestamp_ms, rec.subject, rec.key,
-             records.PRIORITY_CODE[rec.priority], list(rec.tags), rec.expires_at_ms or 0,
-             rec.deliver_after_ms or 0, rec.headers, rec.payload)
-            for _pos, rec in records.iter_records(data, partition)
-        ]  # fmt: skip
-        target = _parquet_path(self.data_dir, stream, partition, base)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".parquet.tmp")
+        view = memoryview(data)
+        entries = records.scan(data).entries
         cur.execute("DELETE FROM export_buf")
-        if rows:
+        for i in range(0, len(entries), EXPORT_CHUNK_ROWS):
+            rows = []
+            for _off, pos, _size in entries[i : i + EXPORT_CHUNK_ROWS]:
+                rec = records.decode_at(data, view, pos, partition)
+                rows.append(
+                    (stream, partition, rec.offset, rec.timestamp_ms, rec.subject, rec.key,
+                     records.PRIORITY_CODE[rec.priority], list(rec.tags), rec.expires_at_ms or 0,
+                     rec.deliver_after_ms or 0, rec.headers, rec.payload)
+                )  # fmt: skip
             app = cur.appender("export_buf")
             app.append_rows(rows)
             app.flush()
+            yield
+        target = _parquet_path(self.data_dir, stream, partition, base)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".parquet.tmp")
         cur.execute(
             f"COPY (SELECT * FROM export_buf ORDER BY off) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
         )
         cur.execute("DELETE FROM export_buf")
         os.replace(tmp, target)
+
+    def _step_export(self) -> bool:
+        """Advance the oldest pending export by one chunk; False when none is pending."""
+        while self._exports:
+            key, steps = self._exports[0]
+            try:
+                next(steps)
+                return True
+            except StopIteration:
+                self._exports.popleft()
+            except Exception:
+                self._exports.popleft()
+                log.exception("exporting segment %s to parquet failed", key)
+        return False
+
+    def _cancel_exports(self, stream: str, partition: int | None = None, below: int | None = None) -> None:
+        """Forget exports of segments that are gone (a dropped stream, retention)."""
+        keep = collections.deque()
+        for key, steps in self._exports:
+            s, p, base = key
+            if s == stream and (partition is None or (p == partition and below is not None and base < below)):
+                steps.close()
+                continue
+            keep.append((key, steps))
+        self._exports = keep
 
     # -- queries (query thread) ------------------------------------------------------------------
 

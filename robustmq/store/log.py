@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("robustmq.store")
 
 JOURNAL_REWRITE_BYTES = 4 * 1024 * 1024
+CHECKPOINT_BYTES = 16 * 1024 * 1024  # active-segment snapshot after this much new data
 _pack_body = BODY.pack
 _pack_prefix = PREFIX.pack
 
@@ -132,7 +133,7 @@ class PartitionLog:
             seg.open(create=False)
             if self.segments and seg.base > self.segments[-1].end:
                 self._pad(self.segments[-1], seg.base)
-            snap = None if last else seg.load_snapshot()
+            snap = seg.load_snapshot(prefix_ok=last)
             if snap is None:
                 keys, delayed = self._scan(seg, last)
                 if not last:
@@ -140,7 +141,13 @@ class PartitionLog:
                     seg.write_snapshot(keys, delayed)
             else:
                 keys, delayed = snap
-                seg.sealed = True
+                if last:
+                    if seg.snapshot_size < seg.size:  # records after the last checkpoint
+                        more_keys, more_delayed = self._scan(seg, last, seg.snapshot_size)
+                        keys = keys + more_keys
+                        delayed = delayed + more_delayed
+                else:
+                    seg.sealed = True
             self._adopt(seg, keys, delayed, last)
         if not self.segments:
             self._new_segment(0, now)
@@ -162,8 +169,12 @@ class PartitionLog:
             seg.timestamps.append(seg.timestamps[-1] if seg.timestamps else 0)
             seg.prios.append(0)
 
-    def _scan(self, seg: Segment, last: bool) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
-        buf = seg.read_all()
+    def _scan(
+        self, seg: Segment, last: bool, start: int = 0
+    ) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
+        """Rebuild the arrays of ``seg`` from its bytes (from ``start``, when a snapshot covers
+        the part before), cutting a torn tail of the active segment."""
+        buf = seg.pread(start, seg.size - start)
         result = records.scan(buf)
         keys: list[tuple[int, bytes]] = []
         delayed: list[tuple[int, int]] = []
@@ -175,7 +186,7 @@ class PartitionLog:
             expected = seg.base + len(positions)
             while expected < off:  # a hole: a corrupt record or one removed by compaction
                 if ci < len(corrupt) and corrupt[ci][0] < pos:
-                    positions.append(corrupt[ci][0])
+                    positions.append(start + corrupt[ci][0])
                     seg.corrupt.add(expected)
                     ci += 1
                 else:
@@ -184,7 +195,7 @@ class PartitionLog:
                 prios.append(0)
                 expected += 1
             flags, prio, _o, ts, _exp, dl, sl, kl, _hl, _tl = unpack(buf, pos + PREFIX_BYTES)
-            positions.append(pos)
+            positions.append(start + pos)
             timestamps.append(ts)
             prios.append(prio)
             if flags & FLAG_KEY:
@@ -194,21 +205,22 @@ class PartitionLog:
                 delayed.append((off, dl))
         if corrupt:
             for p, _n in corrupt:
-                log.error("corrupt record in %s at position %d: checksum mismatch, skipped", seg.path, p)
-        if result.valid_end < seg.size:
+                log.error(
+                    "corrupt record in %s at position %d: checksum mismatch, skipped", seg.path, start + p
+                )
+        valid_end = start + result.valid_end
+        if valid_end < seg.size:
             if last:
                 log.warning(
                     "truncating torn tail of %s: %d bytes after position %d",
-                    seg.path, seg.size - result.valid_end, result.valid_end,
+                    seg.path, seg.size - valid_end, valid_end,
                 )  # fmt: skip
                 assert seg.fd is not None
-                os.ftruncate(seg.fd, result.valid_end)
-                seg.size = result.valid_end
+                os.ftruncate(seg.fd, valid_end)
+                seg.size = valid_end
             else:
-                log.error(
-                    "unreadable tail in sealed segment %s after position %d", seg.path, result.valid_end
-                )
-        if timestamps:
+                log.error("unreadable tail in sealed segment %s after position %d", seg.path, valid_end)
+        if timestamps and not start:
             seg.created_ms = timestamps[0]
         return keys, delayed
 
@@ -245,7 +257,24 @@ class PartitionLog:
         self.active_delayed = []
         return seg
 
+    def checkpoint(self, min_new_bytes: int = 0) -> None:
+        """Snapshot the active segment's index so start-up scans only what was written after."""
+        seg = self.segments[-1]
+        if (
+            seg.path is None
+            or seg.fd is None
+            or seg.size - seg.snapshot_size <= min_new_bytes
+            or not seg.positions
+        ):
+            return
+        try:
+            seg.sync()
+            seg.write_snapshot(self.active_keys, self.active_delayed)
+        except OSError as exc:
+            log.warning("cannot checkpoint %s: %s", seg.path, exc.strerror or exc)
+
     def close(self) -> None:
+        self.checkpoint()
         for seg in self.segments:
             seg.close()
         self.journal.close()

@@ -28,7 +28,7 @@ class Segment:
 
     __slots__ = (
         "base", "path", "positions", "timestamps", "prios", "size", "created_ms", "sealed",
-        "fd", "mem", "corrupt", "min_expires_ms",
+        "fd", "mem", "corrupt", "min_expires_ms", "snapshot_size",
     )  # fmt: skip
 
     def __init__(self, base: int, path: Path | None, created_ms: int) -> None:
@@ -44,6 +44,7 @@ class Segment:
         self.mem: bytearray | None = None if path is not None else bytearray()
         self.corrupt: set[int] = set()  # offsets whose record failed its checksum
         self.min_expires_ms = 0  # earliest TTL among its records (0: none known), for compaction
+        self.snapshot_size = 0  # bytes covered by the last .idx written or loaded
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -125,7 +126,8 @@ class Segment:
                 "count": len(self.positions),
                 "size": self.size,
                 "created_ms": self.created_ms,
-                "keys": [[o, k.decode("latin-1")] for o, k in keys],
+                # the newest record per key in this segment is enough to rebuild the key map
+                "keys": [[o, k.decode("latin-1")] for k, o in dict((k, o) for o, k in keys).items()],
                 "delayed": delayed,
                 "corrupt": sorted(self.corrupt),
             }
@@ -145,9 +147,15 @@ class Segment:
         finally:
             os.close(fd)
         os.replace(tmp, self.idx_path)
+        self.snapshot_size = self.size
 
-    def load_snapshot(self) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]] | None:
-        """Fill the arrays from ``.idx``; ``None`` when it is missing, damaged or stale."""
+    def load_snapshot(
+        self, prefix_ok: bool = False
+    ) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]] | None:
+        """Fill the arrays from ``.idx``; ``None`` when it is missing, damaged or stale.
+
+        ``prefix_ok`` (the active segment): a snapshot of the first ``snapshot_size`` bytes will
+        do, the caller scans the rest."""
         try:
             data = self.idx_path.read_bytes()
         except OSError:
@@ -164,8 +172,9 @@ class Segment:
         except orjson.JSONDecodeError:
             return None
         count, size = head["count"], head["size"]
-        if head["base"] != self.base or size != self.size:
+        if head["base"] != self.base or size > self.size or (size != self.size and not prefix_ok):
             return None
+        self.snapshot_size = size
         p = 4 + hlen
         self.positions = array("I")
         self.positions.frombytes(rest[p : p + 4 * count])

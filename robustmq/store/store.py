@@ -41,7 +41,7 @@ from robustmq.store.errors import (
     StreamExists,
     StreamNotFound,
 )
-from robustmq.store.log import PartitionLog
+from robustmq.store.log import CHECKPOINT_BYTES, PartitionLog
 from robustmq.store.records import PRIORITY_CODE, Record, as_key
 from robustmq.store.stream import StreamConfig, StreamInfo
 from robustmq.store.timers import Clock, TimerHeap
@@ -673,6 +673,7 @@ class Store:
             for plog in s.partitions:
                 if s.config.max_age_ms or s.config.max_bytes or s.config.max_msgs:
                     plog.apply_retention(now)
+                plog.checkpoint(CHECKPOINT_BYTES)
                 for c in plog.consumers.values():
                     c.compact_state()
                 if plog.pending_journal:

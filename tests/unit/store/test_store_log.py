@@ -123,7 +123,11 @@ async def test_segments_roll_over_by_age(open_store, data_dir, clock):
     assert len(_segment_files(data_dir)) == 2
 
 
-async def test_startup_scans_only_the_active_segment(open_store, monkeypatch):
+async def test_startup_scans_nothing_after_a_clean_stop_and_only_the_tail_after_a_crash(
+    open_store, data_dir, tmp_path, monkeypatch
+):
+    import shutil
+
     st = await open_store(segment_max_bytes=500)
     st.create_stream({"name": "s"})
     for i in range(40):
@@ -135,9 +139,16 @@ async def test_startup_scans_only_the_active_segment(open_store, monkeypatch):
     real_scan = records_module.scan
     monkeypatch.setattr(records_module, "scan", lambda buf: scanned.append(len(buf)) or real_scan(buf))
     st = await open_store(segment_max_bytes=500)
-    assert len(scanned) == 1
+    assert scanned == []  # every segment, the active one included, has a snapshot
     assert st.read("s", 0, 100) == before
     assert st.latest_by_key("s", "k3").offset == 39
+    await st.append("s", b"z" * 10, key="k3")
+    crashed = tmp_path / "crashed"
+    shutil.copytree(data_dir, crashed)  # the files as a crash would leave them
+    st2 = await open_store(data_dir=crashed, segment_max_bytes=500)
+    assert len(scanned) == 1 and scanned[0] < 500  # only what was written after the checkpoint
+    assert st2.read("s", 0, 100) == st.read("s", 0, 100)
+    assert st2.latest_by_key("s", "k3").offset == 40
 
 
 async def test_flipped_bit_in_a_sealed_segment_is_reported_and_the_rest_stays_readable(
