@@ -203,10 +203,9 @@ class ClientParser:
                 if n - pos > max_line and n - pos - (buf[n - 1] == 13) > max_line:
                     raise ProtocolViolation(errors.MAX_CONTROL_LINE)
                 return pos
-            end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
-            if end - pos > max_line:
+            if nl - pos > max_line and nl - pos - (buf[nl - 1] == 13) > max_line:
                 raise ProtocolViolation(errors.MAX_CONTROL_LINE)
-            parts = buf[pos:end].split()
+            parts = buf[pos:nl].split()  # the CR, if any, is whitespace to split()
             op = parts[0] if parts else b""
             if op != b"PUB" or buf[pos] != 80:  # not an upper-case PUB: the general path
                 if not parts or buf[pos] in _BLANKS:
@@ -250,10 +249,10 @@ class ClientParser:
                         run_line = buf[line_start:start]
                         run_size = size
                         continue
+                    # a run starts only when the next PUB repeats this subject (above)
                     run_raw = raw
                     run = None
-                    run_line = buf[line_start:start]
-                    run_size = size
+                    run_line = b""
                 else:
                     run_raw = None
                     run_line = b""
@@ -317,7 +316,7 @@ class ClientParser:
                     raise ProtocolViolation(None, "bad UNSUB arguments")
                 pos = nl + 1
             elif op == b"CONNECT":
-                raw = buf[pos:end].split(None, 1)
+                raw = buf[pos:nl].split(None, 1)
                 try:
                     options = orjson.loads(raw[1]) if len(raw) == 2 else None
                 except orjson.JSONDecodeError:
