@@ -109,3 +109,25 @@ async def test_pipeline_example_runs(sdk_broker):
     finally:
         translator.terminate()
         translator.wait(20)
+
+
+async def test_a_failing_step_fails_the_run_with_its_text(sdk_broker):
+    agent = Agent("stumbler", servers=sdk_broker.nats_url)
+
+    @agent.skill
+    async def trip(text: str) -> str:
+        raise RuntimeError(f"tripped on {text}")
+
+    async with agent, Client(sdk_broker.nats_url) as c:
+        await c.create_pipeline(
+            {"name": "trip-once", "steps": [{"id": "t", "agent": "stumbler", "input": "$.input"}],
+             "output": "$.steps.t.output"},
+            replace=True,
+        )  # fmt: skip
+        with pytest.raises(TaskFailed) as failed:
+            await c.run_pipeline("trip-once", {"text": "a stone"}, timeout=20)
+        assert failed.value.text.startswith("step t: ")
+        assert "tripped on a stone" in failed.value.text
+        assert failed.value.reply["state"] == "failed"
+        with pytest.raises(BadRequest):
+            await c.create_pipeline({"name": "broken", "steps": [{"id": "x"}]})
