@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check robustmq api tests bench
+	$(VENV)/bin/ruff check robustmq api tests bench sdk
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(ARGS)
