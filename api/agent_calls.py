@@ -1,8 +1,6 @@
-"""Calls into the agent API service, in process: the same handlers, validation and error codes as NATS.
+"""Calls into the agent, tool and pipeline services in process, with their validation and error codes.
 
-Reads use the service's Python views directly. Operations whose answer may come later (a sync invoke
-finishes when the agent replies) go through ``router.request`` in process, no socket, no NATS protocol,
-so REST and NATS callers share one code path; an error reply becomes a problem document.
+Answers that may come later go through ``router.request`` in process (no socket, no NATS protocol).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""Request size limit: a body over ``http.max_request_bytes`` is refused with 413 before it is buffered.
+"""Request size limit: a body over ``http.max_request_bytes`` is refused with 413.
 
-A declared ``Content-Length`` over the limit is answered at once; a chunked body is counted as it
-arrives and the request fails as soon as it passes the limit.
+A declared length is answered at once; a chunked body fails as soon as it passes the limit.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""FastAPI dependencies that hand a route the broker and its services (no NATS round trip to itself).
+"""FastAPI dependencies that hand a route the broker and its store (no NATS round trip to itself).
 
-A route asks for what it uses; a service the broker was built without answers 503, never a crash.
-Dependencies are ``async def``: FastAPI would run a plain ``def`` in a worker thread per request.
+They are ``async def``: FastAPI would run a plain ``def`` in a worker thread per request.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""Prometheus metrics of the broker, in a registry of our own (never the process-global one).
+"""Prometheus metrics of the broker in a registry of our own (never the process-global one).
 
-Counters that already live on the broker's parts (connections, subscriptions, message totals, store
-and agent figures) are read at scrape time by ``BrokerCollector``, so nothing is counted twice and the
-hot paths pay nothing; the control plane's own requests are counted by ``HttpMetricsMiddleware``.
+Figures the parts already keep are read at scrape time, so hot paths pay nothing for them.
 """
 
 from __future__ import annotations

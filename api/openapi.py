@@ -1,8 +1,6 @@
-"""The OpenAPI document, generated from the routes and adjusted to what the server really answers.
+"""The OpenAPI document, generated from the routes and adjusted to what the server answers.
 
-FastAPI documents 422 for invalid input; we answer 400 with a problem document, and every protected
-route may also answer 401, 403 and 413. Declaring them here keeps the contract honest for clients and
-for the property-based test that checks every response against it.
+Invalid input is a 400 problem (not FastAPI's 422); 401/403/413 are declared where they happen.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""Cursor paging: every list endpoint takes ``limit`` and ``cursor`` and returns ``next_cursor``.
+"""Cursor paging: list endpoints take ``limit`` and ``cursor`` and return ``next_cursor``.
 
-A cursor is opaque to clients: the sort key of the last item returned, encoded. Items are listed in
-key order, so a page stays correct while items are added or removed between calls.
+A cursor is the last item's sort key, encoded, so pages stay correct while items come and go.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""RFC 9457 problem details: every error the control plane returns is ``application/problem+json``.
+"""RFC 9457 problem details: every error of the control plane is ``application/problem+json``.
 
-``code`` carries the same number the NATS agent API uses for the same failure (400, 401, 403, 404,
-408, 409, 413, 502, 503), so a client sees one vocabulary on both transports.
+``code`` is the number the NATS API uses for the same failure, so both transports speak alike.
 """
 
 from __future__ import annotations

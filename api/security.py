@@ -1,8 +1,6 @@
-"""Who may call the control plane: bearer tokens (and user/password) from the config, with roles.
+"""Who may call the control plane: bearer tokens and user/password from the config, with roles.
 
-``admin`` may do everything, ``reader`` only GET/HEAD. Tokens come from ``http.tokens``; the NATS
-``auth.token`` is an admin token and ``auth.users`` may use HTTP Basic with their ``role``. With none
-configured the control plane is open. 401 means "who are you?", 403 "not with this role".
+``admin`` may do everything, ``reader`` only GET; with nothing configured the API is open.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""The broker Component that serves the control plane: uvicorn inside the broker's own event loop.
+"""The broker Component serving the control plane: uvicorn inside the broker's own event loop.
 
-It binds its socket itself (so a taken port is a clean start error and port 0 reports the real port)
-and drives uvicorn's server without letting it install signal handlers: the broker owns shutdown.
+It binds its socket itself (clean start errors, real port for port 0); the broker owns signals.
 """
 
 from __future__ import annotations

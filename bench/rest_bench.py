@@ -1,10 +1,6 @@
-"""Control-plane benchmark: ``GET /api/v1/agents`` with 10,000 agents, and REST invoke against NATS invoke.
+"""Control-plane benchmark: ``GET /api/v1/agents`` with 10,000 agents; REST vs NATS invoke of one echo agent.
 
-Same run, same client code: robustmq's REST listing next to nats-server's own HTTP monitoring
-endpoints (``/varz``, ``/connz``) as the reference for an HTTP status API; a REST invoke of an echo
-agent next to the NATS invoke of the same agent (the overhead of the HTTP layer). Sequential
-requests on one keep-alive connection, bounded by count and time. Prints p50/p90/p99 and the
-broker's RSS. Run: ``.venv/bin/python -m bench.rest_bench`` (``--agents``, ``--requests``).
+Same client next to nats-server's /varz and /connz; run ``.venv/bin/python -m bench.rest_bench``.
 """
 
 from __future__ import annotations

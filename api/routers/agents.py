@@ -1,8 +1,6 @@
-"""``/api/v1/agents``, ``/api/v1/discover``, ``/api/v1/invoke``: the agent registry and invocation.
+"""``/api/v1/agents``, ``/discover``, ``/invoke``: the agent registry and invocation over HTTP.
 
-Request and reply models are the agent API's own (``robustmq.agents.api.schemas``), so REST and NATS
-never drift; errors carry the NATS API's codes (404 unknown agent, 503 nobody live, 408 deadline,
-502 the agent failed). A sync invoke answers with the output; an async one with 202 and the task.
+Models and error codes are the agent API's own, so REST and NATS never drift.
 """
 
 from __future__ import annotations

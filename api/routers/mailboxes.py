@@ -1,5 +1,4 @@
-"""``/api/v1/mailboxes``: mq9 mailboxes (create, list, inspect, delete) and their messages (send, fetch,
-ack, query, delete one), with mq9's semantics: priorities, TTL, delay, keys, tags, consumer groups.
+"""``/api/v1/mailboxes``: mq9 mailboxes and their messages (send, fetch, ack, query, delete).
 
 Inspection reads the mailbox store directly; commands run through the mq9 service in process.
 """

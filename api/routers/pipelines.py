@@ -1,8 +1,6 @@
-"""``/api/v1/pipelines`` and ``/api/v1/runs``: pipeline definitions (create, list, get, delete) and
-their runs (start sync or async, status with every step, cancel).
+"""``/api/v1/pipelines`` and ``/api/v1/runs``: pipeline definitions and their runs.
 
-Definitions are checked by the pipeline service (every problem reported at once in ``details``);
-a run's steps are agent or tool tasks, visible under ``/api/v1/tasks`` too.
+Create, list, get, delete; run sync or async, status with every started step, cancel.
 """
 
 from __future__ import annotations

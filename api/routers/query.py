@@ -1,7 +1,6 @@
 """``POST /api/v1/query``: read-only SQL over the message index, with a row cap and a time limit.
 
-The store refuses anything but a single SELECT and runs it off the event loop; the caps come from
-``http.query_max_rows`` and ``http.query_timeout_ms`` (a request may ask for less, never more).
+The store refuses all but one SELECT and runs it off the loop; the caps come from ``http.query_*``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""``GET /api/v1/server``: what this broker is (version, listeners, limits, load), like nats-server's varz."""
+"""``GET /api/v1/server``: what this broker is, like nats-server's varz.
+
+Version, listeners, limits and load, for dashboards and support.
+"""
 
 from __future__ import annotations
 

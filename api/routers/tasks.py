@@ -1,8 +1,6 @@
-"""``/api/v1/tasks``: an invocation's task (get, cancel) and its events as Server-Sent Events.
+"""``/api/v1/tasks``: a task (get, cancel) and its events as resumable Server-Sent Events.
 
-The event stream replays what the client has not seen (after ``Last-Event-ID`` or ``after_seq``),
-then follows live updates; each event's ``id`` is its per-task sequence number, so a reconnect
-resumes without losing or repeating one. The stream ends after the task's final state event.
+Event ids are per-task sequence numbers, so a reconnect with Last-Event-ID loses and repeats none.
 """
 
 from __future__ import annotations

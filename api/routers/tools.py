@@ -1,8 +1,6 @@
-"""``/api/v1/tools``: registered tools (list, get, discover) and tool calls (sync or async).
+"""``/api/v1/tools``: registered tools (list, get, discover) and tool calls, sync or async.
 
-Tools register over NATS (``$mq9.AI.API.TOOL.REGISTER``) with their JSON Schemas; a call's arguments
-are checked against the input schema (400 with ``details``), and a call is a task like an agent
-invocation: its state, events and cancellation are under ``/api/v1/tasks``.
+Arguments are checked against the tool's input schema; a call is a task under ``/api/v1/tasks``.
 """
 
 from __future__ import annotations
