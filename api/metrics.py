@@ -48,7 +48,15 @@ class BrokerCollector(Collector):
         self.broker = broker
 
     def collect(self) -> Iterator[Metric]:
-        for part in (self._clients, self._subscriptions, self._store, self._agents, self._mailboxes):
+        parts = (
+            self._clients,
+            self._subscriptions,
+            self._store,
+            self._agents,
+            self._mailboxes,
+            self._orchestration,
+        )
+        for part in parts:
             try:
                 yield from part()
             except Exception:  # a part starting or stopping must not break the scrape
@@ -201,6 +209,33 @@ class BrokerCollector(Collector):
             if store.has_stream(address):
                 depth.add_metric([address], store.stream_info(address).count)
         yield depth
+
+    def _orchestration(self) -> Iterator[Metric]:
+        tools = getattr(self.broker, "tools", None)
+        if getattr(tools, "invoker", None) is not None:
+            counts: dict[str, int] = {}
+            for info in tools.tools():
+                counts[info["status"]] = counts.get(info["status"], 0) + 1
+            family = GaugeMetricFamily(
+                f"{NAMESPACE}_tools", "registered tools, per status", labels=["status"]
+            )
+            for status, n in sorted(counts.items()):
+                family.add_metric([status], n)
+            yield family
+        pipelines = getattr(self.broker, "pipelines", None)
+        if getattr(pipelines, "runner", None) is not None:
+            defined = GaugeMetricFamily(f"{NAMESPACE}_pipelines", "pipeline definitions")
+            defined.add_metric([], len(pipelines.definitions))
+            yield defined
+            states: dict[str, int] = {}
+            for run in list(pipelines.runs.values()):
+                states[run.state] = states.get(run.state, 0) + 1
+            runs = GaugeMetricFamily(
+                f"{NAMESPACE}_pipeline_runs", "pipeline runs held by the broker, per state", labels=["state"]
+            )
+            for state, n in sorted(states.items()):
+                runs.add_metric([state], n)
+            yield runs
 
     def _component_stats(self) -> Iterator[Metric]:
         """Every part that offers ``stats()`` (a dict of numbers) is exported as counters and gauges.

@@ -162,6 +162,12 @@ async def test_pipelines_are_created_run_inspected_and_deleted(broker):
             assert r.status_code == 409
 
             assert (await c.post("/api/v1/pipelines/nope/run", json={})).status_code == 404
+            text = (await c.get("/metrics")).text
+            assert 'robustmq_tools{status="healthy"} 1.0' in text
+            assert (
+                "robustmq_pipelines 1.0" in text and 'robustmq_pipeline_runs{state="completed"} 2.0' in text
+            )
+
             r = await c.delete("/api/v1/pipelines/double-then-add")
             assert r.status_code == 200 and r.json() == {"name": "double-then-add", "deleted": True}
             assert (await c.delete("/api/v1/pipelines/double-then-add")).status_code == 404
