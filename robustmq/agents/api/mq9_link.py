@@ -76,6 +76,9 @@ class Mq9Link:
         model_ready = getattr(service, "_model_ready", None)
         if model_ready is not None and not model_ready():
             return True
+        refresher = getattr(service, "_refresher", None)  # a batch taken off the queue, still embedding
+        if refresher is not None and not refresher.done():
+            return True
         vectors = getattr(getattr(registry, "index", None), "vectors", None)
         return bool(vectors is not None and vectors.pending_count())
 

@@ -8,6 +8,7 @@ first to end, checkpoints it, and goes on. A step submits one task per attempt (
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,8 @@ from robustmq.agents.pipelines.runs import (
     StepRun,
 )
 from robustmq.agents.tools.service import TOOL_TASK_SKILL
+
+log = logging.getLogger("robustmq.agents.pipelines")
 
 # what an attempt ends with: (ok, output, error text, reply code)
 Outcome = tuple[bool, Any, str | None, int]
@@ -122,6 +125,9 @@ class PipelineRunner:
                 for fut in done:
                     sid = running.pop(fut)
                     step = run.steps[sid]
+                    if fut.exception() is not None:  # a bug, not the agent's failure: keep it visible
+                        log.error("pipeline %s step %s", run.pipeline, sid, exc_info=fut.exception())
+                        step.state, step.error, step.code = FAILED, "internal error", 500
                     self.journal.checkpoint(run.done_record(step), commit=True)
                     if step.state == FAILED:
                         for other in running:

@@ -1,0 +1,206 @@
+"""Pipeline benchmark: a three-step pipeline of echo agents run by the broker, against the same chain
+of three requests made by the client itself.
+
+Three echo agents (one process, nats-py) register with the broker and also answer plain subjects.
+In the same run: a direct request, the client-side chain of three direct requests (the agents'
+time, with the hops a client would make), the pipeline RUN p50/p99, the broker's own overhead
+(RUN minus the chain), runs/s and chains/s with 10 concurrent callers, the broker's RSS, and the
+same chain on nats-server. Bounded: a few seconds per scenario.
+Run: ``.venv/bin/python -m bench.pipeline_bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import tempfile
+import time
+
+import nats
+
+from bench.invoke_bench import percentiles
+from bench.nats_bench import Server, _rss_kib, start_servers
+
+API = "$mq9.AI.API."
+AGENTS = ("bench-a", "bench-b", "bench-c")
+PIPELINE = "bench-three-steps"
+CONCURRENT_CALLERS = 10
+PAYLOAD = {"text": "hello pipeline", "n": 1}
+
+
+def _agents_main(url: str, register: bool, ready: multiprocessing.Event, stop: multiprocessing.Event) -> None:
+    import uvloop
+
+    async def run() -> None:
+        nc = await nats.connect(url)
+
+        async def echo(msg) -> None:
+            data = json.loads(msg.data)
+            if data.get("cancel"):
+                return
+            await msg.respond(json.dumps({"output": data.get("input")}).encode())
+
+        for name in AGENTS:
+            await nc.subscribe(f"bench.direct.{name}", cb=echo)
+            if register:
+                card = {
+                    "name": name,
+                    "description": "echoes its input",
+                    "version": "1.0.0",
+                    "skills": [{"id": "echo", "name": "echo"}],
+                    "max_concurrency": 256,
+                    "heartbeat_interval_ms": 60000,
+                }
+                reply = json.loads(
+                    (await nc.request(API + "AGENT.REGISTER", json.dumps(card).encode(), timeout=10)).data
+                )
+                await nc.subscribe(reply["serve_subject"], cb=echo)
+        await nc.flush()
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        await nc.close()
+
+    uvloop.run(run())
+
+
+def start_agents(url: str, register: bool) -> tuple[multiprocessing.Process, multiprocessing.Event]:
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_agents_main, args=(url, register, ready, stop), daemon=True)
+    proc.start()
+    if not ready.wait(30):
+        raise RuntimeError("echo agents did not start")
+    return proc, stop
+
+
+async def chain_once(nc) -> None:
+    """What a client does without pipelines: each agent's output is the next one's input."""
+    value = json.dumps({"input": PAYLOAD}).encode()
+    for name in AGENTS:
+        msg = await nc.request(f"bench.direct.{name}", value, timeout=5)
+        value = json.dumps({"input": json.loads(msg.data)["output"]}).encode()
+
+
+async def run_once(nc) -> None:
+    msg = await nc.request(
+        API + f"PIPELINE.RUN.{PIPELINE}", json.dumps({"input": PAYLOAD}).encode(), timeout=10
+    )
+    if b'"error":""' not in msg.data:
+        raise RuntimeError(f"run failed: {msg.data[:300]!r}")
+
+
+async def timed(fn, nc, seconds: float, max_samples: int) -> dict[str, float]:
+    for _ in range(50):  # warm up
+        await fn(nc)
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(samples) < max_samples and time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        await fn(nc)
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return percentiles(samples)
+
+
+async def rate(fn, nc, seconds: float, callers: int) -> float:
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            await fn(nc)
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return done / (time.perf_counter() - start)
+
+
+async def bench_robustmq(url: str, pid: int, seconds: float, max_samples: int) -> dict[str, object]:
+    nc = await nats.connect(url)
+    spec = {
+        "name": PIPELINE,
+        "steps": [
+            {"id": "a", "agent": AGENTS[0], "skill": "echo"},
+            {"id": "b", "agent": AGENTS[1], "skill": "echo"},
+            {"id": "c", "agent": AGENTS[2], "skill": "echo"},
+        ],
+        "replace": True,
+    }
+    reply = json.loads((await nc.request(API + "PIPELINE.CREATE", json.dumps(spec).encode(), timeout=5)).data)
+    assert reply["error"] == "", reply
+    out: dict[str, object] = {"rss_idle_kib": _rss_kib(pid)}
+    out["chain"] = await timed(chain_once, nc, seconds, max_samples)
+    out["run"] = await timed(run_once, nc, seconds, max_samples)
+    out["chain_rate"] = await rate(chain_once, nc, seconds, CONCURRENT_CALLERS)
+    out["run_rate"] = await rate(run_once, nc, seconds, CONCURRENT_CALLERS)
+    out["rss_after_kib"] = _rss_kib(pid)
+    await nc.close()
+    return out
+
+
+async def bench_reference(url: str, seconds: float, max_samples: int) -> dict[str, object]:
+    nc = await nats.connect(url)
+    out = {
+        "chain": await timed(chain_once, nc, seconds, max_samples),
+        "chain_rate": await rate(chain_once, nc, seconds, CONCURRENT_CALLERS),
+    }
+    await nc.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.pipeline_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each scenario")
+    parser.add_argument("--max-samples", type=int, default=3000, help="cap per latency scenario")
+    args = parser.parse_args(argv)
+    import uvloop
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        servers: list[Server] = start_servers(data_dir)
+        reference, robustmq = servers
+        agents = []
+        try:
+            url = f"nats://127.0.0.1:{robustmq.port}"
+            agents.append(start_agents(url, register=True))
+            ours = uvloop.run(bench_robustmq(url, robustmq.proc.pid, args.seconds, args.max_samples))
+            agents.append(start_agents(f"nats://127.0.0.1:{reference.port}", register=False))
+            ref = uvloop.run(
+                bench_reference(f"nats://127.0.0.1:{reference.port}", args.seconds, args.max_samples)
+            )
+        finally:
+            for proc, stop in agents:
+                stop.set()
+                proc.join(5)
+            for server in servers:
+                server.stop()
+
+    chain, run = ours["chain"], ours["run"]
+    print(
+        f"pipeline bench ({args.seconds:.0f} s per scenario, three echo agents in their own process, nats-py)"
+    )
+    print(f"| {'figure':<50} | {'robustmq':>10} | {'nats-server':>11} |")
+    print(f"|{'-' * 52}|{'-' * 12}|{'-' * 13}|")
+
+    def row(name: str, value: str, ref_value: str = "") -> None:
+        print(f"| {name:<50} | {value:>10} | {ref_value:>11} |")
+
+    row("client chain of 3 requests p50 (us)", f"{chain['p50']:.0f}", f"{ref['chain']['p50']:.0f}")
+    row("client chain of 3 requests p99 (us)", f"{chain['p99']:.0f}", f"{ref['chain']['p99']:.0f}")
+    row("pipeline RUN, 3 steps, p50 (us)", f"{run['p50']:.0f}")
+    row("pipeline RUN, 3 steps, p99 (us)", f"{run['p99']:.0f}")
+    row("broker overhead p50 (RUN - chain, us, target <= 2000)", f"{run['p50'] - chain['p50']:.0f}")
+    row("broker overhead p99 (RUN - chain, us)", f"{run['p99'] - chain['p99']:.0f}")
+    row(f"chains/s, {CONCURRENT_CALLERS} callers", f"{ours['chain_rate']:.0f}", f"{ref['chain_rate']:.0f}")
+    row(f"pipeline runs/s, {CONCURRENT_CALLERS} callers", f"{ours['run_rate']:.0f}")
+    row("broker RSS before (MiB)", f"{ours['rss_idle_kib'] / 1024:.1f}")
+    row("broker RSS after the run (MiB)", f"{ours['rss_after_kib'] / 1024:.1f}")
+    print(f"samples: chain {chain['n']}, run {run['n']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
