@@ -16,7 +16,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-EXAMPLES_PER_OPERATION = 200 if os.environ.get("ROBUSTMQ_LONG_TESTS") == "1" else 25
+EXAMPLES_PER_OPERATION = 200 if os.environ.get("ROBUSTMQ_LONG_TESTS") == "1" else 15
 
 
 REQUEST_TIMEOUT_S = 10.0
