@@ -58,6 +58,12 @@ async def test_checkpoints_record_each_step_before_its_dependents_start():
     assert kinds[0] == ("run", None) and kinds[-1] == ("end", None)
     assert kinds.index(("done", "x")) < kinds.index(("step", "y"))
     assert kinds.index(("done", "x")) < kinds.index(("step", "z"))
+    # the Python API the control plane uses
+    run = pipelines.run("diamond", {"n": 2})
+    view = await pipelines.wait(run.id)
+    assert view["state"] == "completed" and view["output"] == {"y": {"n": 2}, "z": {"n": 2}}
+    assert pipelines.status(run.id)["state"] == "completed"
+    assert [p["name"] for p in pipelines.pipelines()] == ["diamond"]
     for component in (pipelines, tools, api):
         await component.stop()
 

@@ -6,6 +6,7 @@ checkpointed after each step, and continued after a restart.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,6 +44,7 @@ class PipelineService:
         self.definitions: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, Run] = {}
         self._finished_order: deque[str] = deque()
+        self._finish_waiters: dict[str, list[asyncio.Future]] = {}
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -83,6 +85,9 @@ class PipelineService:
         return getattr(origin, "user", None) if self.api.auth_enabled else None
 
     def _run_finished(self, run: Run) -> None:
+        for fut in self._finish_waiters.pop(run.id, ()):
+            if not fut.done():
+                fut.set_result(run.view())
         self._finished_order.append(run.id)
         while len(self._finished_order) > limits.MAX_RUNS_IN_MEMORY:
             self.runs.pop(self._finished_order.popleft(), None)
@@ -163,6 +168,15 @@ class PipelineService:
         self.runs[run.id] = run
         self.runner.start(run)
         return run
+
+    async def wait(self, run_id: str) -> dict[str, Any]:
+        """The run's final view once it has ended (at once if it has); 404 if unknown."""
+        run = self.run_or_404(run_id)
+        if run.finished:
+            return run.view()
+        fut = asyncio.get_running_loop().create_future()
+        self._finish_waiters.setdefault(run_id, []).append(fut)
+        return await fut
 
     def run_or_404(self, run_id: str, origin: Any = None) -> Run:
         run = self.runs.get(run_id)
