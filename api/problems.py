@@ -36,6 +36,7 @@ BAD_PAYLOAD_CHOICE = "give the message as exactly one of payload (text) or paylo
 UNREPRESENTABLE = "invalid request: {reason}"
 BAD_LAST_EVENT_ID = "Last-Event-ID must be a sequence number: {value!r}"
 AGENT_API_SILENT = "the agent API did not answer in time"
+DURATION_TOO_LONG = "{field} must be at most {max} seconds"
 INTERNAL_STREAM = "stream {name} is internal to the broker and cannot be changed here"
 NO_CONSUMER = "consumer not found: {name} on stream {stream}"
 CONSUMER_EXISTS = "consumer already exists: {name} on stream {stream}"

@@ -12,10 +12,10 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from api.dependencies import StoreDep
-from api.limits import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
+from api.limits import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, STREAM_MAX_DURATION_S
 from api.messages import Message, PayloadEncoding, message_of
 from api.paging import CursorParam, Limit, Page, paginate
-from api.problems import INTERNAL_STREAM, STREAM_NAME_MISMATCH, Problem, ProblemError
+from api.problems import DURATION_TOO_LONG, INTERNAL_STREAM, STREAM_NAME_MISMATCH, Problem, ProblemError
 from robustmq.store import StreamConfig, StreamInfo
 
 router = APIRouter(prefix="/streams", tags=["streams"])
@@ -36,6 +36,14 @@ class StreamState(StreamInfo):
 class MessagePage(BaseModel):
     items: list[Message]
     next_offset: int = Field(description="pass as offset to continue reading")
+
+
+def _check_durations(config: StreamConfig) -> None:
+    """The store turns these into integer milliseconds: refuse what cannot be one."""
+    for field in ("max_age_s", "default_ttl_s"):
+        value = getattr(config, field)
+        if value is not None and value > STREAM_MAX_DURATION_S:
+            raise ProblemError(400, DURATION_TOO_LONG.format(field=field, max=STREAM_MAX_DURATION_S))
 
 
 def _refuse_internal(name: str) -> None:
@@ -63,6 +71,7 @@ def _state(store, name: str) -> StreamState:
 )
 async def create_stream(config: StreamConfig, store: StoreDep) -> StreamState:
     _refuse_internal(config.name)
+    _check_durations(config)
     store.create_stream(config)
     return _state(store, config.name)
 
@@ -94,6 +103,7 @@ async def get_stream(name: StreamName, store: StoreDep) -> StreamState:
 )
 async def update_stream(name: StreamName, config: StreamConfig, store: StoreDep) -> StreamState:
     _refuse_internal(name)
+    _check_durations(config)
     if config.name != name:
         raise ProblemError(400, STREAM_NAME_MISMATCH.format(path=name, body=config.name))
     store.update_stream(config)

@@ -104,6 +104,8 @@ async def test_stream_errors_are_problem_documents(broker):
         assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
         r = await c.post("/api/v1/streams", json={"name": "x", "surprise": 1})
         assert r.status_code == 400
+        r = await c.post("/api/v1/streams", json={"name": "forever", "default_ttl_s": 1e308})
+        assert r.status_code == 400 and "default_ttl_s must be at most" in r.json()["detail"]
         r = await c.put("/api/v1/streams/dup", json={"name": "other"})
         assert r.status_code == 400 and "path" in r.json()["detail"]
         r = await c.put("/api/v1/streams/dup", json={"name": "dup", "storage": "memory"})
