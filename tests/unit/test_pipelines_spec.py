@@ -188,3 +188,36 @@ def test_checkpoint_records_replay_to_the_same_run():
     run.state, run.output = COMPLETED, {"done": True}
     ended = replay_runs([*records, run.done_record(b), run.end_record()])["r1"]
     assert ended.finished and ended.output == {"done": True}
+
+
+step_values = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.sampled_from(["a", "b", "c", "", "a b", 3]),
+        "agent": st.sampled_from(["x", "", None, 1]),
+        "tool": st.sampled_from(["t", None]),
+        "intent": st.sampled_from(["do it", "", None]),
+        "needs": st.lists(st.sampled_from(["a", "b", "c", "z", 1]), max_size=3) | json_values,
+        "input": json_values | st.sampled_from(["$.steps.a.output", "$.item", "$.nope", "$.input.x"]),
+        "for_each": st.sampled_from(["$.input", "$.steps.b.output", "x", 1]),
+        "on_error": st.sampled_from(["fail", "skip", "oops", {"fallback": {"agent": "x"}}, {"fallback": 1}]),
+        "retries": st.sampled_from([0, 2, -1, "2", True]),
+        "timeout_ms": st.sampled_from([1, 0, "1", None]),
+        "input_from": st.sampled_from(["user", "step.1.output", "step.x", None]),
+    },
+)
+
+
+@given(st.lists(step_values, max_size=5), json_values)
+def test_any_body_compiles_or_is_rejected_with_details(steps, output):
+    try:
+        spec = compile_pipeline({"name": "p", "steps": steps, "output": output})
+    except InvalidPipeline as exc:
+        assert exc.details and all(set(d) == {"path", "message"} for d in exc.details)
+        return
+    assert find_cycle(spec["steps"]) is None
+    ids = {s["id"] for s in spec["steps"]}
+    for s in spec["steps"]:
+        assert set(s["needs"]) <= ids and templates.referenced_steps(s["input"]) <= set(s["needs"]) | {
+            s["id"]
+        }
