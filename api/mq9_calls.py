@@ -39,6 +39,8 @@ def status_of_error(text: str) -> int:
         return 404
     if text.endswith(_CONFLICT_SUFFIX):
         return 409
+    if text.startswith(mq9_errors.MAILBOX_FORBIDDEN.split("{", 1)[0]):
+        return 403
     if text.startswith(mq9_errors.INTERNAL.split("{", 1)[0]):
         return 503
     if text.startswith(mq9_errors.TOO_MANY_MAILBOXES.split("{", 1)[0]):
