@@ -133,6 +133,8 @@ class AgentDirectory:
 
     def __init__(self, journal: Callable[[dict[str, Any]], None], ranker: Any = None) -> None:
         self._records: dict[str, AgentRecord] = {}
+        self._mailbox_of: dict[str, str] = {}  # agent name -> its mailbox address
+        self._agents_of_mailbox: dict[str, set[str]] = {}  # mailbox address -> agent names
         self._journal = journal
         self.ranker = ranker or KeywordRanker()
 
@@ -141,13 +143,31 @@ class AgentDirectory:
 
     def put(self, record: AgentRecord) -> None:
         self._records[record.name] = record
+        self._index_mailbox(record.name, record.mailbox)
         self._journal({"k": "agent", **record.to_dict()})
 
     def remove(self, name: str) -> AgentRecord | None:
         record = self._records.pop(name, None)
         if record is not None:
+            self._index_mailbox(name, None)
             self._journal({"k": "agent-del", "name": name})
         return record
+
+    def with_mailbox(self, address: str) -> list[AgentRecord]:
+        """The agents whose mailbox is ``address`` (usually one)."""
+        names = self._agents_of_mailbox.get(address)
+        return [self._records[n] for n in names] if names else []
+
+    def _index_mailbox(self, name: str, address: str | None) -> None:
+        previous = self._mailbox_of.pop(name, None)
+        if previous is not None:
+            names = self._agents_of_mailbox[previous]
+            names.discard(name)
+            if not names:
+                del self._agents_of_mailbox[previous]
+        if address:
+            self._mailbox_of[name] = address
+            self._agents_of_mailbox.setdefault(address, set()).add(name)
 
     def all(self) -> list[AgentRecord]:
         return list(self._records.values())
@@ -156,8 +176,10 @@ class AgentDirectory:
         if rec.get("k") == "agent":
             record = AgentRecord.from_dict(rec)
             self._records[record.name] = record
+            self._index_mailbox(record.name, record.mailbox)
         elif rec.get("k") == "agent-del":
-            self._records.pop(rec.get("name", ""), None)
+            if self._records.pop(rec.get("name", ""), None) is not None:
+                self._index_mailbox(rec["name"], None)
 
     def rank(self, query: str, records: list[AgentRecord], semantic: bool = False) -> list[tuple[str, float]]:
         return self.ranker.rank(query, records)

@@ -218,8 +218,8 @@ class AgentApiService:
         """The user owning the agent whose mailbox is ``address`` (for mq9 FETCH/ACK checks)."""
         if not self.auth_enabled:
             return None
-        for record in self.directory.all():
-            if record.mailbox == address:
+        for record in self.directory.with_mailbox(address):
+            if record.owner is not None:
                 return record.owner
         return None
 
@@ -232,6 +232,8 @@ class AgentApiService:
         record = self.directory.get(name)
         if self.auth_enabled and record is not None and record.owner is not None and record.owner != user:
             raise ApiError(errors.FORBIDDEN, errors.AGENT_NAME_TAKEN.format(name=name))
+        if req.mailbox and self.mailbox_owner(req.mailbox) not in (None, user):
+            raise ApiError(errors.FORBIDDEN, errors.MAILBOX_TAKEN.format(address=req.mailbox))
         now = self._clock_ms()
         card = req.card()
         if record is None:

@@ -29,6 +29,7 @@ from robustmq.agents.mq9.mailboxes import (
     record_json,
 )
 from robustmq.agents.mq9.registry import DISCOVER_DEFAULT_LIMIT, AgentRegistry, StoreJournal
+from robustmq.agents.mq9.sender import stamp_sender
 from robustmq.agents.mq9.subjects import SERVICE_SUBJECT, Command, Kind, parse
 from robustmq.headers import decode_headers
 from robustmq.store import Record, StoreError
@@ -100,6 +101,9 @@ class Mq9Service:
         settings = broker.settings.mq9
         self.default_ttl_s: int = settings.mailbox_default_ttl_s
         self.max_body_bytes: int = settings.max_body_bytes
+        auth = getattr(broker.settings, "auth", None)
+        # authentication on: mailboxes of agents belong to their owners, senders are stamped
+        self.auth_enabled = bool(auth is not None and auth.enabled)
         self.mailboxes = MailboxStore(self.store)
         self.delayed = DelayedSends(self.store, self._release)
         self.embedder = embedder or default_embedder()
@@ -150,29 +154,42 @@ class Mq9Service:
         if command is None:
             return
         kind = command.kind
+        origin = self.router.current_origin
         if kind is Kind.MSG_SEND:  # the hot path: no legacy shape, no read-after-write wait
-            self._handle(command, subject, reply, headers, payload, False)
+            self._handle(command, subject, reply, headers, payload, False, origin)
             return
         legacy = kind in _LEGACY_ONLY or self._is_legacy()
         if kind in _READS_AFTER_SENDS:
             unacked = self._unacked_sends.get(command.address)
             if unacked is not None and not unacked.done():
                 # read-your-writes for sends that had no reply to wait for (plain publishes)
-                unacked.add_done_callback(lambda _a: self._handle(command, subject, reply, headers, payload, legacy))
+                unacked.add_done_callback(
+                    lambda _a: self._handle(command, subject, reply, headers, payload, legacy, origin)
+                )
                 return
-        self._handle(command, subject, reply, headers, payload, legacy)
+        self._handle(command, subject, reply, headers, payload, legacy, origin)
 
     def _handle(
-        self, command: Command, subject: str, reply: str | None, headers: bytes | None, payload: bytes, legacy: bool
+        self,
+        command: Command,
+        subject: str,
+        reply: str | None,
+        headers: bytes | None,
+        payload: bytes,
+        legacy: bool,
+        origin: Any,
     ) -> None:
+        """Run one command for ``origin`` (the requesting client, None in process) and reply."""
         kind = command.kind
         try:
             if len(payload) > self.max_body_bytes:
                 raise Mq9Error(errors.BODY_TOO_LARGE.format(size=len(payload), max=self.max_body_bytes))
             if kind is Kind.MSG_SEND:
+                if self.auth_enabled:
+                    headers = stamp_sender(headers, getattr(origin, "user", None))
                 body = self._send(command.address, reply, headers, payload)
             else:
-                body = self._dispatch(command, subject, reply, headers, payload, legacy)
+                body = self._dispatch(command, subject, reply, headers, payload, legacy, origin)
         except Mq9Error as exc:
             body = _error_body(str(exc))
         except StoreError as exc:
@@ -184,15 +201,26 @@ class Mq9Service:
             self.router.publish(reply, body)
 
     def _dispatch(
-        self, command: Command, subject: str, reply: str | None, headers: bytes | None, payload: bytes, legacy: bool
+        self,
+        command: Command,
+        subject: str,
+        reply: str | None,
+        headers: bytes | None,
+        payload: bytes,
+        legacy: bool,
+        origin: Any,
     ) -> bytes | None:
         kind = command.kind
         if kind is Kind.MSG_FETCH:
+            self._check_reader(command.address, origin)
             return self._fetch(command.address, reply, payload)
         if kind is Kind.MSG_ACK:
-            return self._ack(reply, payload)
+            return self._ack(reply, payload, origin)
         if kind is Kind.MSG_QUERY:
+            self._check_reader(command.address, origin)
             return self._query(command.address, payload)
+        if kind is Kind.MSG_DELETE:
+            self._check_reader(command.address, origin)
         if kind is Kind.MSG_DELETE or kind is Kind.LEGACY_DELETE:
             return self._delete(reply, command.address, command.msg_id, legacy)
         if kind is Kind.MAILBOX_CREATE:
@@ -212,11 +240,26 @@ class Mq9Service:
         if kind is Kind.AGENT_DISCOVER:
             return self._discover(reply, payload, legacy)
         if kind is Kind.LEGACY_SEND:
+            if self.auth_enabled:
+                headers = stamp_sender(headers, getattr(origin, "user", None))
             self._legacy_send(command.address, command.priority, subject, headers, payload)
             return None
         if kind is Kind.LEGACY_LIST:
             return self.legacy.list(command.address)
         raise Mq9Error(errors.UNRECOGNIZED_SUBJECT.format(subject=subject))
+
+    def _check_reader(self, address: str, origin: Any) -> None:
+        """With authentication on, only the owner of the agent whose mailbox this is may read it.
+
+        In-process callers (no origin: the control plane, which authenticates its own callers,
+        and the broker's services) are trusted. A mailbox no agent claims is open to every user.
+        """
+        if not self.auth_enabled or origin is None:
+            return
+        api = getattr(self.broker, "agent_api", None)
+        owner = api.mailbox_owner(address) if api is not None else None
+        if owner is not None and getattr(origin, "user", None) != owner:
+            raise Mq9Error(errors.MAILBOX_FORBIDDEN.format(addr=address))
 
     def _is_legacy(self) -> bool:
         origin = self.router.current_origin
@@ -270,9 +313,6 @@ class Mq9Service:
         batch, self._reply_batch = self._reply_batch, []
         if batch:
             batch[-1][0].add_done_callback(lambda _last: self._send_replies(batch))
-            # Requesters are waiting: commit this tick's writes now rather than when the store's
-            # commit timer fires (fsync still follows the store's policy).
-            self.store.committer.commit()
 
     def _send_replies(self, batch: list[tuple[Any, str, bytes | None]]) -> None:
         publish = self.router.publish
@@ -314,11 +354,16 @@ class Mq9Service:
         """A publish on a mailbox's address from any protocol: its ``mq9-*`` headers apply."""
         if self.mailboxes.get(subject) is None:
             return None
+        stamped = self.auth_enabled
+        if stamped:
+            headers = stamp_sender(headers, getattr(self.router.current_origin, "user", None))
         options = SendOptions(headers)
         if options.delay:
             self.delayed.hold(subject, payload, headers, options.delay)
             return None
         kwargs: dict[str, Any] = {"priority": options.priority, "tags": options.tags}
+        if stamped:
+            kwargs["headers"] = headers
         if options.key is not None:
             kwargs["key"] = options.key
         if options.ttl:
@@ -444,9 +489,10 @@ class Mq9Service:
             records = []
         self.router.publish(reply, _messages_reply(records))
 
-    def _ack(self, reply: str | None, payload: bytes) -> bytes | None:
+    def _ack(self, reply: str | None, payload: bytes, origin: Any) -> bytes | None:
         request = schemas.decode("MSG.ACK", payload)
         address = request["mail_address"]
+        self._check_reader(address, origin)
         if self.mailboxes.get(address) is None:
             raise Mq9Error(errors.MAILBOX_NOT_FOUND.format(addr=address))
         durable = self.mailboxes.commit_group(address, request["group_name"], request["msg_id"] + 1)
