@@ -70,8 +70,8 @@ class PipelineRunner:
     # -- runs -------------------------------------------------------------------------------------
 
     def start(self, run: Run) -> None:
-        """Checkpoint a new run and drive it."""
-        self.journal.checkpoint(run.start_record())
+        """Checkpoint a new run (written before its run_id is answered) and drive it."""
+        self.journal.checkpoint(run.start_record(), commit=True)
         self._drive_soon(run)
 
     def resume(self, run: Run) -> None:
