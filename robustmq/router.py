@@ -56,6 +56,10 @@ class Subscription:
         for payload in payloads:
             deliver(subject, None, None, payload)
 
+    def deliver_plain(self, subject: str, payload: bytes) -> None:
+        """One plain message (no reply, no headers); front-ends override it with a shorter path."""
+        self.deliver(subject, None, None, payload)
+
     def __repr__(self) -> str:
         q = f" queue={self.queue}" if self.queue else ""
         return f"<Subscription {self.subject}{q}>"
@@ -213,6 +217,44 @@ class Router:
         finally:
             self.current_origin = previous
         return count
+
+    def publish_batch(
+        self,
+        messages: list[Any],
+        skip_owner: Any = None,
+        origin: Any = None,
+        on_error: Callable[[str], Any] | None = None,
+    ) -> None:
+        """``publish`` for plain messages (no reply, no headers) to varied subjects, in order.
+
+        ``messages`` is flat: ``[subject, payload, subject, payload, ...]``. One loop, the match
+        cache read inline, ``deliver_plain`` per subscriber. A delivery that raises is reported to
+        ``on_error(subject)`` (or raised when there is none) and the rest of the batch goes on.
+        """
+        cache_get = self._cache.get
+        match = self.trie.match
+        previous = self.current_origin
+        self.current_origin = origin
+        it = iter(messages)
+        try:
+            for subject, payload in zip(it, it, strict=False):
+                result = cache_get(subject)
+                if result is None:
+                    result = match(subject)
+                try:
+                    if result.queues:
+                        self.publish(subject, payload, None, None, skip_owner, origin)
+                        continue
+                    for sub in result.plain:
+                        if skip_owner is not None and sub.owner is skip_owner:
+                            continue
+                        sub.deliver_plain(subject, payload)
+                except Exception:
+                    if on_error is None:
+                        raise
+                    on_error(subject)
+        finally:
+            self.current_origin = previous
 
     def _pick(self, members: tuple, skip_owner: Any) -> Any:
         if skip_owner is None or len(members) == 1:

@@ -205,8 +205,10 @@ class SubjectTrie:
         else:
             result = NO_MATCH
         if len(self._cache) >= self._cache_max:
-            # drop an arbitrary (oldest inserted) entry; dicts keep insertion order
-            del self._cache[next(iter(self._cache))]
+            # a new generation: clearing is O(1) per entry added, where evicting the oldest key of a
+            # dict slows down as deleted slots pile up at its front (every request has a new reply
+            # subject); the hot subjects come back on their next publish
+            self._cache.clear()
         self._cache[subject] = result
         return result
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from robustmq.nats import encoder, errors
 from robustmq.nats.errors import ProtocolViolation
-from robustmq.nats.events import Connect, Ping, Pong, Pub, PubRun, Sub, Unsub
+from robustmq.nats.events import Connect, Ping, Pong, Pub, PubBatch, PubRun, Sub, Unsub
 from robustmq.nats.limits import STALL_HIGH_WATER_MAX_BYTES
 from robustmq.nats.parser import ClientParser
 from robustmq.router import Subscription
@@ -26,6 +26,7 @@ OK = encoder.OK
 PONG = encoder.PONG
 CRLF = b"\r\n"
 
+AGENT_SUBJECT_PREFIX = "$mq9.AI."  # subscriptions here may belong to one agent's owner (agent API)
 _PREFIX_CACHE_MAX_ENTRIES = 64  # per subscription: wildcard subscriptions see many subjects
 # "<size>\r\n" for the payload sizes seen so far (most traffic uses a handful of sizes)
 _SIZE_LINES: dict[int, bytes] = {}
@@ -39,6 +40,11 @@ def _size_line(size: int) -> bytes:
         if len(_SIZE_LINES) < _SIZE_LINES_MAX:
             _SIZE_LINES[size] = line
     return line
+
+
+# the last plain payload delivered and its "<size>\r\n<payload>\r\n": a fan-out encodes it once
+_tail_payload: bytes | None = None
+_tail = b""
 
 
 def _b(text: str) -> bytes:
@@ -113,6 +119,24 @@ class NatsSubscription(Subscription):
         if self.max_msgs and self.delivered >= self.max_msgs:
             conn.remove_subscription(self)
         return None
+
+    def deliver_plain(self, subject: str, payload: bytes) -> None:
+        conn = self.conn
+        if conn.blocked or self.rule is not None or self.max_msgs:
+            self.deliver(subject, None, None, payload)
+            return
+        global _tail_payload, _tail
+        if payload is not _tail_payload:
+            # "<size>\r\n<payload>\r\n", encoded once for every subscriber of this message
+            size = len(payload)
+            _tail = (_SIZE_LINES.get(size) or _size_line(size)) + payload + CRLF
+            _tail_payload = payload
+        conn.out += (self._prefixes.get(subject) or self._prefix(subject), _tail)
+        conn.out_msgs += 1
+        conn.out_bytes += len(payload)
+        self.delivered += 1
+        if not conn.dirty:
+            conn.server.schedule_flush(conn)
 
     def _prefix(self, subject: str) -> bytes:
         prefixes = self._prefixes
@@ -306,6 +330,13 @@ class NatsConnection(asyncio.Protocol):
                     continue
                 if count == 0 and reply and self.no_responders:
                     self._send_no_responders(subject, reply)
+            elif kind is PubBatch:
+                if self.checked or self.verbose:
+                    self.handle(ev.expand())  # one by one, with every check and +OK
+                    continue
+                self.in_msgs += len(ev) >> 1
+                self.in_bytes += sum(map(len, ev[1::2]))
+                router.publish_batch(ev, self.skip_owner, self, self.server.delivery_failed)
             elif kind is PubRun:
                 subject, payloads = ev
                 if self.checked or self.verbose:
@@ -419,6 +450,11 @@ class NatsConnection(asyncio.Protocol):
                 self.send(encoder.err(errors.subscribe_violation(subject)))
                 return
             sub.rule = perms.delivery_filter(subject)
+        if subject.startswith(AGENT_SUBJECT_PREFIX) and not self.server.may_subscribe_agent_subject(
+            self.user, subject
+        ):
+            self.send(encoder.err(errors.subscribe_violation(subject)))
+            return
         self.subs[ev.sid] = sub
         self.router.add(sub)
         if self.verbose:

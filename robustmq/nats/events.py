@@ -64,6 +64,23 @@ class PubRun(tuple):
         return f"PubRun({self[0]!r}, {self[1]!r})"
 
 
+class PubBatch(list):
+    """Consecutive plain PUBs (no reply, no headers) to varied subjects: ``[subject, payload, ...]``.
+
+    Only a parser built with ``merge_runs=True`` produces it; a flat list, so the parser adds a
+    message with two appends and the connection routes the batch in one loop.
+    """
+
+    __slots__ = ()
+
+    def expand(self) -> list[Pub]:
+        it = iter(self)
+        return [Pub(subject, None, None, payload) for subject, payload in zip(it, it, strict=False)]
+
+    def __repr__(self) -> str:
+        return f"PubBatch({list.__repr__(self)})"
+
+
 class Sub:
     __slots__ = ("subject", "queue", "sid")
 
@@ -116,4 +133,4 @@ class Pong:
 PING = Ping()
 PONG = Pong()
 
-Event = Connect | Pub | PubRun | Sub | Unsub | Ping | Pong
+Event = Connect | Pub | PubRun | PubBatch | Sub | Unsub | Ping | Pong

@@ -11,7 +11,7 @@ import orjson
 
 from robustmq.nats import errors
 from robustmq.nats.errors import ProtocolViolation
-from robustmq.nats.events import PING, PONG, Connect, Pub, PubRun, Sub, Unsub
+from robustmq.nats.events import PING, PONG, Connect, Pub, PubBatch, PubRun, Sub, Unsub
 from robustmq.nats.limits import DEFAULT_MAX_CONTROL_LINE_BYTES, DEFAULT_MAX_PAYLOAD_BYTES
 
 _MAX_SIZE_DIGITS = 9  # nats-server parses at most 9 digits of a size
@@ -143,6 +143,17 @@ class ClientParser:
         first = pos + len(line)
         return [buf[s : s + size] for s in range(first, end, frame)]
 
+    @staticmethod
+    def _start_run(events: list[Any], batch: PubBatch) -> list[bytes]:
+        """Move the batch's last message (the parser's ``events[-1]``) into a new PubRun; return its payloads."""
+        payload = batch.pop()
+        subject = batch.pop()
+        if not batch:
+            events.pop()
+        run = [payload]
+        events.append(_new_pub(PubRun, (subject, run)))
+        return run
+
     def _subject(self, raw: bytes) -> str:
         subject = self._subjects.get(raw)
         if subject is None:
@@ -167,6 +178,7 @@ class ClientParser:
         run: list[bytes] | None = None  # the payload list of that PubRun, once there is one
         run_line = b""  # the control line of that last plain PUB, terminator included
         run_size = 0
+        batch: PubBatch | None = None  # the PubBatch at events[-1], while plain PUBs keep coming
         startswith = buf.startswith
         bulk = merge
         while pos < n:
@@ -176,9 +188,8 @@ class ClientParser:
                     taken = self._take_identical_frames(buf, pos, run_line, run_size)
                     if taken:
                         if run is None:
-                            first = events[-1]
-                            run = [first[3]]
-                            events[-1] = _new_pub(PubRun, (first[0], run))
+                            run = self._start_run(events, batch)  # type: ignore[arg-type]
+                            batch = None
                         run += taken
                         pos += len(taken) * (len(run_line) + run_size + 2)
                         continue
@@ -191,11 +202,9 @@ class ClientParser:
                 if buf[stop : stop + 2] != b"\r\n":
                     raise ProtocolViolation(errors.UNKNOWN_OPERATION)
                 if run is None:
-                    first = events[-1]
-                    run = [first[3], buf[start:stop]]
-                    events[-1] = _new_pub(PubRun, (first[0], run))
-                else:
-                    run.append(buf[start:stop])
+                    run = self._start_run(events, batch)  # type: ignore[arg-type]
+                    batch = None
+                run.append(buf[start:stop])
                 pos = stop + 2
                 continue
             nl = find(b"\n", pos)
@@ -241,11 +250,9 @@ class ClientParser:
                 if reply is None and merge:
                     if raw == run_raw:
                         if run is None:
-                            first = events[-1]
-                            run = [first[3], buf[start:stop]]
-                            events[-1] = _new_pub(PubRun, (first[0], run))
-                        else:
-                            run.append(buf[start:stop])
+                            run = self._start_run(events, batch)  # type: ignore[arg-type]
+                            batch = None
+                        run.append(buf[start:stop])
                         run_line = buf[line_start:start]
                         run_size = size
                         continue
@@ -253,16 +260,24 @@ class ClientParser:
                     run_raw = raw
                     run = None
                     run_line = b""
-                else:
-                    run_raw = None
-                    run_line = b""
+                    subject = subjects.get(raw) or self._subject(raw)
+                    if batch is None:
+                        batch = PubBatch((subject, buf[start:stop]))
+                        append(batch)
+                    else:
+                        batch += (subject, buf[start:stop])
+                    continue
+                run_raw = None
+                run_line = b""
+                batch = None
                 subject = subjects.get(raw)
                 if subject is None:
                     subject = self._subject(raw)
                 append(_new_pub(Pub, (subject, reply, None, buf[start:stop])))
                 continue
-            run_raw = None  # any other operation ends a run
+            run_raw = None  # any other operation ends a run and a batch
             run_line = b""
+            batch = None
             if op == b"HPUB":
                 nargs = len(parts)
                 if nargs == 4:

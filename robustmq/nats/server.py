@@ -126,6 +126,11 @@ class NatsServer:
     def next_client_id(self) -> int:
         return self.router.new_client_id()
 
+    def may_subscribe_agent_subject(self, user: str | None, subject: str) -> bool:
+        """An agent's serve subjects are its owner's alone; True when the agent API is not built."""
+        agent_api = getattr(self.broker, "agent_api", None)
+        return agent_api is None or agent_api.may_subscribe(user, subject)
+
     def info_frame(self, conn: NatsConnection) -> bytes:
         return encoder.info({**self._info_base, "client_id": conn.client_id, "client_ip": conn.ip})
 

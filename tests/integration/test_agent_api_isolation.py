@@ -97,3 +97,47 @@ async def test_task_events_only_from_the_agents_owner(secured):
     await alice.release()
     await bob.close()
     await alice.close()
+
+
+async def test_only_the_owner_may_subscribe_to_an_agents_serve_subject(secured):
+    alice = await Agent(secured.nats_url, "vault", user="alice", password="alice-pw").start()
+    serve = alice.reg["serve_subject"]
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    bob = await nats.connect(secured.nats_url, user="bob", password="bob-pw", error_cb=on_error)
+    await bob.subscribe(serve)
+    await bob.flush()
+    await wait_until(lambda: errors)
+    assert errors == [f'nats: permissions violation for subscription to "{serve.lower()}"']  # nats-py lowers it
+    # on the wire: nats-server's text, then the connection goes on answering
+    reader, writer = await asyncio.open_connection("127.0.0.1", secured.ports["nats"])
+    await reader.readline()  # INFO
+    writer.write(
+        b'CONNECT {"verbose":false,"user":"bob","pass":"bob-pw"}\r\nSUB %s 1\r\nPING\r\n' % serve.encode()
+    )
+    assert await reader.readline() == b"-ERR 'Permissions Violation for Subscription to \"%s\"'\r\n" % serve.encode()
+    assert await reader.readline() == b"PONG\r\n"
+    writer.close()
+    # the connection stays open and carries on
+    assert bob.is_connected
+    listed = await call(bob, API + "AGENT.LIST")
+    assert listed["error"] == ""
+    # every instance of the agent is refused too; the owner's second connection, a wildcard over
+    # every agent (work reaches only the instance's own connection) and an unbound name are not
+    await bob.subscribe("$mq9.AI.INVOKE.vault.*")
+    await bob.flush()
+    await wait_until(lambda: len(errors) == 2)
+    assert errors[1] == 'nats: permissions violation for subscription to "$mq9.ai.invoke.vault.*"'
+    twin = await nats.connect(secured.nats_url, user="alice", password="alice-pw", error_cb=on_error)
+    await twin.subscribe(serve)
+    await bob.subscribe("$mq9.AI.INVOKE.>")
+    await bob.subscribe("$mq9.AI.INVOKE.nobody.x")
+    await twin.flush()
+    await bob.flush()
+    assert len(errors) == 2
+    await twin.close()
+    await bob.close()
+    await alice.close()

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from robustmq.nats import encoder, errors
 from robustmq.nats.errors import ProtocolViolation
-from robustmq.nats.events import PING, PONG, Connect, Pub, PubRun, Sub, Unsub
+from robustmq.nats.events import PING, PONG, Connect, Pub, PubBatch, PubRun, Sub, Unsub
 from robustmq.nats.parser import ClientParser
 
 
@@ -161,9 +161,22 @@ def test_merged_runs_group_consecutive_plain_publishes_to_one_subject():
         PubRun("a", [b"1", b"2"]),
         Pub("a", "r", None, b"3"),
         PubRun("a", [b"4", b"5"]),
-        Pub("b", None, None, b"6"),
+        PubBatch(["b", b"6"]),
         PING,
-        Pub("b", None, None, b"7"),
+        PubBatch(["b", b"7"]),
+    ]
+    assert _expand(events) == parse(data)
+
+
+def test_merged_plain_publishes_to_varied_subjects_form_one_flat_batch():
+    data = b"PUB a 1\r\n1\r\nPUB b 2\r\n22\r\nPUB c 0\r\n\r\nPUB c 1\r\n3\r\nPUB d 1\r\n4\r\nPUB e r 1\r\n5\r\nPUB f 1\r\n6\r\n"
+    events = ClientParser(merge_runs=True).feed(data)
+    assert events == [
+        PubBatch(["a", b"1", "b", b"22"]),
+        PubRun("c", [b"", b"3"]),
+        PubBatch(["d", b"4"]),
+        Pub("e", "r", None, b"5"),
+        PubBatch(["f", b"6"]),
     ]
     assert _expand(events) == parse(data)
 
@@ -171,7 +184,7 @@ def test_merged_runs_group_consecutive_plain_publishes_to_one_subject():
 def _expand(events: list) -> list:
     out: list = []
     for ev in events:
-        out += ev.expand() if isinstance(ev, PubRun) else [ev]
+        out += ev.expand() if isinstance(ev, (PubRun, PubBatch)) else [ev]
     return out
 
 
