@@ -1,24 +1,27 @@
-"""Group commit: one committer writes every partition's pending records once per tick.
+"""Group commit: one committer writes every partition's pending records once per loop tick.
 
-Appends are synchronous and only buffer bytes; the committer wakes after ``commit_interval_ms``
-or as soon as a partition holds ``commit_max_records`` / ``commit_max_bytes``, does one write per
-partition, fsyncs by policy, then resolves one future per partition batch:
+Appends are synchronous and only buffer bytes. The first record of a batch schedules a commit
+with ``call_soon``, so everything appended in the same tick goes into one write per partition
+(a batch holding ``commit_max_records`` / ``commit_max_bytes`` is written at once). fdatasync
+never runs on the event loop; it runs on the fsync thread:
 
-- ``always``: fdatasync before any acknowledgement (survives power loss);
-- ``interval``: acknowledged after the write, fdatasync at most ``fsync_interval_ms`` later
-  (survives a process crash; an OS crash can lose up to one interval);
-- ``never``: the OS decides when to write back (survives a process crash only).
+- ``always``: a batch is acknowledged (and readable) once its fdatasync has returned; the next
+  batches are written meanwhile, acknowledgements go out strictly in order (survives power loss);
+- ``interval``: acknowledged after the write, the fsync thread syncs what was written every
+  ``fsync_interval_ms`` (survives a process crash; an OS crash can lose up to one interval);
+- ``never``: acknowledged after the write, the OS decides when to write back (process crash only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from robustmq.store.errors import WRITE_FAILED, StoreWriteError
+from robustmq.store.fsyncer import Fsyncer
 
 if TYPE_CHECKING:
     from robustmq.config import StoreSettings
@@ -91,89 +94,97 @@ class FailedAck:
 
 
 class GroupCommitter:
-    """Collects dirty partitions and commits them together."""
+    """Collects dirty partitions and commits them together, on the next loop iteration."""
 
     def __init__(self, settings: StoreSettings) -> None:
         self.settings = settings
         self.fsync = settings.fsync
-        self.interval_s = settings.commit_interval_ms / 1000.0
         self.fsync_interval_s = settings.fsync_interval_ms / 1000.0
         self.max_records = settings.commit_max_records
         self.max_bytes = settings.commit_max_bytes
         self._dirty: dict[PartitionLog, None] = {}
-        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
-        self._soon = False
-        self._unsynced: dict[PartitionLog, None] = {}
+        self._scheduled = False
+        self._unsynced: dict[str, None] = {}  # files written since the last interval sync
         self._sync_timer: asyncio.TimerHandle | None = None
-        self._last_sync = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._fsyncer: Fsyncer | None = None
         self._error_logged: set[str] = set()
         self.commits = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    def commit_soon(self, plog: PartitionLog) -> None:
-        """A partition's batch is full: commit on the next loop iteration."""
-        self._dirty[plog] = None
-        if self._soon:
-            return
-        self._soon = True
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._get_loop().call_soon(self.commit)
-
-    def mark(self, plog: PartitionLog) -> None:
-        """A partition has pending records: make sure a commit is coming."""
-        self._dirty[plog] = None
-        if self._soon:
-            return
-        if plog.pending_count >= self.max_records or plog.pending_bytes >= self.max_bytes:
-            self._soon = True
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._get_loop().call_soon(self.commit)
-        elif self._timer is None:
-            self._timer = self._get_loop().call_later(self.interval_s, self.commit)
-
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         return self._loop
 
+    def _get_fsyncer(self) -> Fsyncer:
+        if self._fsyncer is None:
+            self._fsyncer = Fsyncer(self._get_loop())
+        return self._fsyncer
+
+    def mark(self, plog: PartitionLog) -> None:
+        """A partition has pending records or journal entries: commit when the loop is idle."""
+        self._dirty[plog] = None
+        if not self._scheduled:
+            self._scheduled = True
+            self._get_loop().call_soon(self._commit_soon)
+
+    def commit_full(self, plog: PartitionLog) -> None:
+        """A partition's batch reached its size limits: write it now."""
+        self._dirty.pop(plog, None)
+        self._commit((plog,))
+
+    def _commit_soon(self) -> None:
+        self._scheduled = False
+        self.commit()
+
     def commit(self) -> None:
-        """Write every dirty partition, sync by policy, then acknowledge."""
-        self._timer = None
-        self._soon = False
+        """Write every dirty partition now; acknowledgements follow the fsync policy."""
         dirty = self._dirty
         if not dirty:
             return
         self._dirty = {}
+        self._commit(dirty)
+
+    def _commit(self, plogs: Any) -> None:
         written: list[PartitionLog] = []
-        for plog in dirty:
+        for plog in plogs:
             try:
                 plog.write_pending()
             except OSError as exc:
                 self._fail(plog, exc)
                 continue
             written.append(plog)
+        self.commits += 1
         if self.fsync == "always":
-            ok: list[PartitionLog] = []
+            batches = []
+            paths: dict[str, None] = {}
             for plog in written:
-                try:
-                    plog.sync()
-                except OSError as exc:
-                    self._fail(plog, exc)
-                    continue
-                ok.append(plog)
-            written = ok
-        elif self.fsync == "interval":
+                batch = plog.take_written()
+                if batch is not None:
+                    batches.append((plog, batch))
+                    paths.update(dict.fromkeys(plog.sync_paths()))
+            if batches:
+                self._get_fsyncer().submit(paths, functools.partial(self._synced, batches))
+            return
+        if self.fsync == "interval":
             for plog in written:
-                self._unsynced[plog] = None
-            self._schedule_sync()
+                self._unsynced.update(dict.fromkeys(plog.sync_paths()))
+            if self._sync_timer is None and self._unsynced:
+                self._sync_timer = self._get_loop().call_later(self.fsync_interval_s, self.sync_now)
         for plog in written:
             plog.complete_pending()
-        self.commits += 1
+
+    def _synced(self, batches: list[tuple[PartitionLog, Any]], exc: OSError | None) -> None:
+        err = None
+        if exc is not None:
+            err = StoreWriteError(WRITE_FAILED.format(path=exc.filename or "?", reason=exc.strerror or exc))
+            err.errno = exc.errno
+            log.error("fsync failed: %s", err)
+        for plog, batch in batches:
+            plog.publish(batch, err)
 
     def _fail(self, plog: PartitionLog, exc: OSError) -> None:
         where = str(plog.directory or f"memory:{plog.stream}")
@@ -184,34 +195,40 @@ class GroupCommitter:
             log.error("%s", err)
         plog.fail_pending(err)
 
-    def _schedule_sync(self) -> None:
-        if self._sync_timer is not None or not self._unsynced:
-            return
-        due = self._last_sync + self.fsync_interval_s - time.monotonic()
-        if due <= 0:
-            self.sync_now()
-        else:
-            self._sync_timer = self._get_loop().call_later(due, self.sync_now)
-
     def sync_now(self) -> None:
-        """fdatasync everything written since the last sync (``interval`` policy, and at close)."""
+        """Hand everything written since the last sync to the fsync thread (``interval``)."""
         self._sync_timer = None
-        unsynced, self._unsynced = self._unsynced, {}
-        for plog in unsynced:
-            try:
-                plog.sync()
-            except OSError as exc:
-                log.error("fsync failed for %s: %s", plog.directory, exc.strerror or exc)
-        self._last_sync = time.monotonic()
+        if self._unsynced:
+            paths, self._unsynced = self._unsynced, {}
+            self._get_fsyncer().submit(paths, self._interval_synced)
+
+    def _interval_synced(self, exc: OSError | None) -> None:
+        if exc is not None and "fsync" not in self._error_logged:
+            self._error_logged.add("fsync")
+            log.error("fsync failed for %s: %s", exc.filename, exc.strerror or exc)
+
+    def durable(self) -> asyncio.Future:
+        """Write what is pending; the future is done when everything committed so far is
+        acknowledged (synced, under ``always``)."""
+        self.commit()
+        fut = self._get_loop().create_future()
+        if self._fsyncer is None or self.fsync != "always":
+            fut.set_result(None)
+        else:
+            self._fsyncer.after_pending(lambda: fut.done() or fut.set_result(None))
+        return fut
 
     def close(self) -> None:
-        for handle in (self._timer, self._sync_timer):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._sync_timer = None
+        """Write what is pending, sync every file written, deliver every acknowledgement."""
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
         self.commit()
-        self.sync_now()
+        if self.fsync == "interval":
+            self.sync_now()
+        if self._fsyncer is not None:
+            self._fsyncer.close()
+            self._fsyncer = None
 
     def forget(self, plog: PartitionLog) -> None:
         self._dirty.pop(plog, None)
-        self._unsynced.pop(plog, None)

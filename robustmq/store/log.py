@@ -54,6 +54,9 @@ def _ignore(_plog: PartitionLog) -> None:
 
 READ_CHUNK_RECORDS = 512
 
+# a written batch: (end offset, index rows, ack future, journal future, segment path, start, end)
+WrittenBatch = tuple[int, list[tuple], Any, Any, str | None, int, int]
+
 
 class PartitionLog:
     """Records of one partition of one stream, offsets from 0."""
@@ -81,7 +84,8 @@ class PartitionLog:
         self.segments: list[Segment] = []
         self.bases: list[int] = []
         self.first_offset = 0  # first offset retention keeps (logical)
-        self.end_offset = 0  # committed: offsets below are readable
+        self.end_offset = 0  # committed: offsets below are readable (and acknowledged)
+        self.written_end = 0  # written to the segment (readable once its fsync is done)
         self.next_offset = 0  # assigned to the next append
         self.last_ts = 0
         self.bytes = 0
@@ -101,7 +105,8 @@ class PartitionLog:
         self.pending_journal: list[bytes] = []
         self.journal_future: asyncio.Future | None = None
         self.waiters: list[asyncio.Future] = []
-        self.on_commit: Callable[[PartitionLog, list[tuple]], None] | None = None
+        # on_commit(plog, rows, segment path, start, end): a batch became readable
+        self.on_commit: Callable[[PartitionLog, list[tuple], str | None, int, int], None] | None = None
         self.on_seal: Callable[[PartitionLog, Segment], None] | None = None
         self.on_drop: Callable[[PartitionLog, list[Segment]], None] | None = None
         self.on_delete: Callable[[PartitionLog, list[int]], None] | None = None
@@ -110,6 +115,7 @@ class PartitionLog:
         self.write_base = 0  # where the last committed batch starts in the active segment
         self.compact_hints: set[int] = set()  # sealed segments (bases) with something to reclaim
         self.loop: asyncio.AbstractEventLoop | None = None  # the store's loop, for futures
+        self.closed = False
 
     def __repr__(self) -> str:
         return f"<PartitionLog {self.stream}/{self.partition} {self.first_offset}..{self.end_offset}>"
@@ -153,7 +159,7 @@ class PartitionLog:
             self._new_segment(0, now)
         elif self.segments[-1].sealed:
             self._new_segment(self.segments[-1].end, now)
-        self.end_offset = self.next_offset = self.segments[-1].end
+        self.end_offset = self.next_offset = self.written_end = self.segments[-1].end
         self.first_offset = self.segments[0].base
         while self.first_offset < self.end_offset:
             seg = self._segment_for(self.first_offset)
@@ -274,6 +280,7 @@ class PartitionLog:
             log.warning("cannot checkpoint %s: %s", seg.path, exc.strerror or exc)
 
     def close(self) -> None:
+        self.closed = True
         self.checkpoint()
         for seg in self.segments:
             seg.close()
@@ -320,7 +327,12 @@ class PartitionLog:
         deliver_after_ms: int | None,
         now: int,
     ) -> int:
-        """Buffer one record for the next commit and return its offset (no I/O here)."""
+        """Buffer one record for the next commit and return its offset (no I/O here, unless
+        the batch is already full: then it is written first and this record starts the next)."""
+        if self.pending_meta and (
+            self.pending_bytes >= self.commit_max_bytes or len(self.pending_meta) >= self.commit_max_records
+        ):
+            self.on_full(self)
         if now < self.last_ts:
             now = self.last_ts
         else:
@@ -366,15 +378,14 @@ class PartitionLog:
         chunks = self.pending_chunks
         chunks.append(_pack_prefix(size - PREFIX_BYTES, crc32(body)))
         chunks.append(body)
-        meta = self.pending_meta
-        meta.append((self.stream, self.partition, off, now, subject, key, prio, itags, exp, dl, size))
+        self.pending_meta.append(
+            (self.stream, self.partition, off, now, subject, key, prio, itags, exp, dl, size)
+        )
         self.pending_bytes += size
         self.next_offset = off + 1
         if self.pending_future is None:
             self.pending_future = self._loop().create_future()
             self.on_pending(self)
-        elif self.pending_bytes >= self.commit_max_bytes or len(meta) >= self.commit_max_records:
-            self.on_full(self)
         return off
 
     def add_journal(self, entry: dict[str, Any]) -> asyncio.Future:
@@ -399,18 +410,30 @@ class PartitionLog:
         if self.pending_journal:
             self.journal.write(b"".join(self.pending_journal))
 
-    def sync(self) -> None:
-        self.segments[-1].sync()
-        if self.journal.fd is not None:
-            self.journal.sync()
+    def sync_paths(self) -> list[str]:
+        """The files a commit of this partition wrote to (for the fsync thread)."""
+        out = []
+        seg = self.segments[-1]
+        if seg.path is not None:
+            out.append(str(seg.path))
+        if self.journal.path is not None:
+            out.append(str(self.journal.path))
+        return out
 
-    def complete_pending(self) -> None:
-        """The batch is on disk: make it visible, resolve its future, wake readers."""
+    def take_written(self) -> WrittenBatch | None:
+        """The batch just written: index it in memory (positions, classes, keys, delays) and hand
+        it over; it becomes readable and acknowledged at ``publish`` (after its fsync, if any)."""
         meta = self.pending_meta
+        fut, self.pending_future = self.pending_future, None
+        jfut, self.journal_future = self.journal_future, None
+        if not meta and fut is None and jfut is None:
+            self.pending_journal = []
+            return None
+        seg = self.segments[-1]
         if meta:
-            seg = self.segments[-1]
             pos = self.write_base
             positions, timestamps, prios = seg.positions, seg.timestamps, seg.prios
+            keys, by_class = self.keys, self.by_class
             for m in meta:
                 positions.append(pos)
                 pos += m[10]
@@ -418,14 +441,14 @@ class PartitionLog:
                 prio = m[6]
                 prios.append(prio)
                 if prio:
-                    self.by_class[prio].append(m[2])
+                    by_class[prio].append(m[2])
                 if m[8] and (not seg.min_expires_ms or m[8] < seg.min_expires_ms):
                     seg.min_expires_ms = m[8]
                 if m[5] is not None:
-                    old = self.keys.get(m[5])
+                    old = keys.get(m[5])
                     if old is not None and old < seg.base:
                         self.compact_hints.add(self._segment_for(old).base)
-                    self.keys[m[5]] = m[2]
+                    keys[m[5]] = m[2]
                     self.active_keys.append((m[2], m[5]))
                 if m[9]:
                     heapq.heappush(self.delayed, (m[9], m[2]))
@@ -433,28 +456,44 @@ class PartitionLog:
                     if self.on_delayed is not None:
                         self.on_delayed(self, m[9])
             self.bytes += self.pending_bytes
-            self.end_offset = self.next_offset
+            self.written_end = self.next_offset
             self.pending_chunks = []
             self.pending_meta = []
             self.pending_bytes = 0
+        self.pending_journal = []
+        path = str(seg.path) if seg.path is not None else None
+        return (self.written_end, meta, fut, jfut, path, self.write_base, seg.size)
+
+    def publish(self, batch: WrittenBatch, err: BaseException | None = None) -> None:
+        """A written batch is durable by the policy: make it readable, feed the index, acknowledge,
+        wake readers. With ``err`` (its fsync failed) the producers get the error instead."""
+        end, meta, fut, jfut, path, start, stop = batch
+        if meta and not self.closed:
+            if end > self.end_offset:
+                self.end_offset = end
             if self.on_commit is not None:
-                self.on_commit(self, meta)
+                self.on_commit(self, meta, path, start, stop)
             if self.config.max_msgs:
                 self.apply_retention(self.now_ms())
-        fut, self.pending_future = self.pending_future, None
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-        if self.pending_journal:
-            self.pending_journal = []
-        jfut, self.journal_future = self.journal_future, None
-        if jfut is not None and not jfut.done():
-            jfut.set_result(None)
+        for f in (fut, jfut):
+            if f is not None and not f.done():
+                if err is None:
+                    f.set_result(None)
+                else:
+                    f.set_exception(err)
+                    f.exception()  # retrieved: the producer may not be waiting
         if meta:
             self.wake()
 
+    def complete_pending(self) -> None:
+        """The batch is on disk and needs no fsync: publish it at once."""
+        batch = self.take_written()
+        if batch is not None:
+            self.publish(batch)
+
     def fail_pending(self, err: Exception) -> None:
         """The batch could not be written: forget it, give the error to its producers."""
-        self.next_offset = self.end_offset
+        self.next_offset = self.written_end
         self.pending_chunks = []
         self.pending_meta = []
         self.pending_bytes = 0

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from zlib import crc32
 
-import orjson
 from pydantic import ValidationError
 
 from robustmq.config import StoreSettings
 from robustmq.store.committer import Ack, BatchAck, FailedAck, GroupCommitter
 from robustmq.store.consumers import Consumer, ConsumerConfig
+from robustmq.store.definitions import StreamDefinitions
 from robustmq.store.errors import (
     BAD_PARTITION,
     BAD_STREAM_CONFIG,
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("robustmq.store")
 
-STREAMS_FILE = "streams.json"
 LOCK_FILE = "lock"  # flock'ed while a store has the directory open
 LOG_DIR = "log"
 MAINTENANCE_INTERVAL_MS = 1000  # retention, consumer floors, journal snapshots
@@ -98,6 +97,7 @@ class Store:
         self.clock = clock or Clock()
         self.data_dir = Path(self.settings.data_dir)
         self.committer = GroupCommitter(self.settings)
+        self._definitions = StreamDefinitions(self.data_dir, sync=self.settings.fsync != "never")
         self.timers = TimerHeap(self.clock)
         self.index: IndexWorker | None = None
         self._use_index = index
@@ -137,7 +137,7 @@ class Store:
             msg = OPEN_FAILED.format(path=self.data_dir, reason="it is used by another robustmq process")
             log.error("%s", msg)
             raise StoreOpenError(exc.errno, msg) from None
-        definitions = self._load_definitions()
+        definitions = self._definitions.load()
         for cfg in self._initial_streams:
             try:
                 c = cfg if isinstance(cfg, StreamConfig) else StreamConfig.model_validate(cfg)
@@ -186,6 +186,7 @@ class Store:
             for plog in s.partitions:
                 plog.close()
         self.timers.close()
+        self._definitions.close()
         if self.index is not None:
             await asyncio.to_thread(self.index.stop)
         self._release_lock()
@@ -201,27 +202,13 @@ class Store:
 
     # -- definitions -----------------------------------------------------------------------------
 
-    def _load_definitions(self) -> dict[str, StreamConfig]:
-        path = self.data_dir / STREAMS_FILE
-        try:
-            raw = orjson.loads(path.read_bytes())
-        except FileNotFoundError:
-            return {}
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise StoreOpenError(0, OPEN_FAILED.format(path=path, reason=exc)) from None
-        return {d["name"]: StreamConfig.model_validate(d) for d in raw}
-
     def _save_definitions(self) -> None:
-        path = self.data_dir / STREAMS_FILE
-        tmp = path.with_suffix(".tmp")
-        data = orjson.dumps(
-            [s.config.model_dump() for s in self._streams.values()], option=orjson.OPT_INDENT_2
-        )
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Fold the definitions journal into a fresh ``streams.json`` (start-up, and when large)."""
+        self._definitions.rewrite(self.list_streams())
+
+    def _saved(self) -> None:
+        if self._definitions.needs_fold(len(self._streams)):
+            self._save_definitions()
 
     # -- streams ---------------------------------------------------------------------------------
 
@@ -234,7 +221,8 @@ class Store:
                 return self._streams[cfg.name].config
             raise StreamExists(STREAM_EXISTS.format(name=cfg.name))
         self._open_stream(cfg)
-        self._save_definitions()
+        self._definitions.put(cfg)
+        self._saved()
         return cfg
 
     def update_stream(self, config: StreamConfig | dict[str, Any]) -> StreamConfig:
@@ -255,7 +243,8 @@ class Store:
         self._subscribe(s)
         for plog in s.partitions:
             plog.apply_retention(self.clock.now_ms())
-        self._save_definitions()
+        self._definitions.put(cfg)
+        self._saved()
         return cfg
 
     def delete_stream(self, name: str) -> None:
@@ -272,7 +261,8 @@ class Store:
         shutil.rmtree(self.data_dir / LOG_DIR / _dir_name(name), ignore_errors=True)
         if self.index is not None:
             self.index.drop_stream(name)
-        self._save_definitions()
+        self._definitions.remove(name)
+        self._saved()
 
     def has_stream(self, name: str) -> bool:
         return name in self._streams
@@ -350,7 +340,7 @@ class Store:
             raise StoreOpenError(exc.errno, msg) from None
         self._replay_journal(plog, entries)
         plog.on_pending = self.committer.mark
-        plog.on_full = self.committer.commit_soon
+        plog.on_full = self.committer.commit_full
         plog.on_commit = self._on_commit
         plog.on_seal = self._on_seal
         plog.on_drop = self._on_drop
@@ -513,10 +503,16 @@ class Store:
             self.committer.mark(plog)
         return fut
 
-    async def flush(self) -> None:
-        """Commit everything pending now (tests and shutdown paths)."""
+    def commit_now(self) -> None:
+        """Write everything appended so far now, before returning (it then survives a process
+        crash); acknowledgements still follow the fsync policy. Appends are committed when the
+        loop goes idle anyway: this is only for a caller about to do something slow or risky."""
         self.committer.commit()
-        await asyncio.sleep(0)
+
+    async def flush(self) -> None:
+        """Commit everything pending now and wait until it is acknowledged (fsynced under
+        ``always``)."""
+        await self.committer.durable()
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -764,13 +760,12 @@ class Store:
 
     # -- index hooks -----------------------------------------------------------------------------
 
-    def _on_commit(self, plog: PartitionLog, rows: list[tuple]) -> None:
+    def _on_commit(self, plog: PartitionLog, rows: list[tuple], path: str | None, start: int, end: int) -> None:
         if self.index is not None:
-            seg = plog.segments[-1]
-            if seg.path is None:
+            if path is None:
                 self.index.feed(rows)
             else:
-                self.index.feed(rows, str(seg.path), plog.write_base, seg.size)
+                self.index.feed(rows, path, start, end)
 
     def _on_seal(self, plog: PartitionLog, seg: Any) -> None:
         if self.index is not None and seg.path is not None:
@@ -801,7 +796,7 @@ class Store:
     async def sync_index(self, timeout_s: float = 30.0) -> None:
         """Wait until the index holds everything committed so far."""
         if self.index is not None:
-            self.committer.commit()
+            await self.committer.durable()
             await self.index.sync(timeout_s)
 
     # -- queries ---------------------------------------------------------------------------------

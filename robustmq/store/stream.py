@@ -1,7 +1,7 @@
 """Stream definitions: what a stream is called, which subjects feed it, and how long it keeps data.
 
 Definitions are validated here (from Python, from the control plane and from the config file)
-and saved as ``streams.json`` in the data directory so they survive a restart.
+and saved in the data directory (``streams.json`` plus a journal) so they survive a restart.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class PipelineJournal:
         self._append(limits.RUN_STREAM, record)
         if commit and self.store is not None:
             try:
-                self.store.committer.commit()
+                self.store.commit_now()
             except Exception as exc:
                 self._error(exc)
 
