@@ -141,3 +141,33 @@ async def test_only_the_owner_may_subscribe_to_an_agents_serve_subject(secured):
     await twin.close()
     await bob.close()
     await alice.close()
+
+
+def _mqtt_suback(port: int, user: str, password: str, topic: str) -> int:
+    """Subscribe with paho (MQTT 5) as ``user``; the SUBACK reason code."""
+    import queue
+
+    import paho.mqtt.client as paho
+
+    codes: queue.Queue = queue.Queue()
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"{user}-sub", protocol=paho.MQTTv5)
+    client.username_pw_set(user, password)
+    client.on_connect = lambda c, u, flags, rc, props: c.subscribe(topic, 0)
+    client.on_subscribe = lambda c, u, mid, reasons, props: codes.put(reasons[0].value)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        return codes.get(timeout=5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def test_an_mqtt_client_may_subscribe_to_an_agents_serve_topic_only_as_its_owner(secured):
+    alice = await Agent(secured.nats_url, "vault", user="alice", password="alice-pw").start()
+    topic = alice.reg["serve_subject"].replace(".", "/")
+    port = secured.ports["mqtt"]
+    assert await asyncio.to_thread(_mqtt_suback, port, "bob", "bob-pw", topic) == 0x87  # not authorized
+    assert await asyncio.to_thread(_mqtt_suback, port, "bob", "bob-pw", "$mq9/AI/INVOKE/vault/+") == 0x87
+    assert await asyncio.to_thread(_mqtt_suback, port, "alice", "alice-pw", topic) == 0
+    await alice.close()
