@@ -88,7 +88,9 @@ async def nc(broker):
 
 async def test_register_then_invoke_returns_the_result_and_the_task(broker, nc):
     tool = await Tool(broker.nats_url, "keywords", keywords).start(
-        "the longest words of a text", KEYWORDS_SCHEMA, output_schema={"type": "array", "items": {"type": "string"}}
+        "the longest words of a text",
+        KEYWORDS_SCHEMA,
+        output_schema={"type": "array", "items": {"type": "string"}},
     )
     assert tool.reg["serve_subject"] == f"$mq9.AI.TOOL.keywords.{tool.reg['instance_id']}"
     reply = await call(nc, API + "TOOL.INVOKE.keywords", {"arguments": {"text": "a quick brown fox"}})
@@ -226,7 +228,9 @@ async def test_discover_finds_tools_by_meaning(broker, nc):
         ),
         await Tool(broker.nats_url, "pdf-extract").start("extract the text of a PDF document"),
     ]
-    found = await call(nc, API + "TOOL.DISCOVER", {"semantic": "will it be sunny in Paris tomorrow", "limit": 2})
+    found = await call(
+        nc, API + "TOOL.DISCOVER", {"semantic": "will it be sunny in Paris tomorrow", "limit": 2}
+    )
     assert found["error"] == ""
     assert found["tools"][0]["name"] == "weather-lookup"
     assert found["tools"][0]["score"] >= found["tools"][-1]["score"]
