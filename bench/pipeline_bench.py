@@ -2,10 +2,12 @@
 of three requests made by the client itself.
 
 Three echo agents (one process, nats-py) register with the broker and also answer plain subjects.
-In the same run: a direct request, the client-side chain of three direct requests (the agents'
-time, with the hops a client would make), the pipeline RUN p50/p99, the broker's own overhead
-(RUN minus the chain), runs/s and chains/s with 10 concurrent callers, the broker's RSS, and the
-same chain on nats-server. Bounded: a few seconds per scenario.
+In the same run: the client-side chain of three direct requests (the agents' time, with the hops
+a client would make), the pipeline RUN p50/p99, the broker's overhead (RUN minus the chain; a RUN
+saves two client round trips, so this can drop below zero on a busy machine), the time a run
+spends between its steps as the broker reports it (run latency minus its steps' latencies:
+scheduling, templates, checkpoints), runs/s and chains/s with 10 concurrent callers, the broker's
+RSS, and the same chain on nats-server. Bounded: a few seconds per scenario.
 Run: ``.venv/bin/python -m bench.pipeline_bench``.
 """
 
@@ -84,12 +86,18 @@ async def chain_once(nc) -> None:
         value = json.dumps({"input": json.loads(msg.data)["output"]}).encode()
 
 
+ORCHESTRATION_US: list[float] = []  # per run: the run's latency minus its steps' latencies
+
+
 async def run_once(nc) -> None:
     msg = await nc.request(
         API + f"PIPELINE.RUN.{PIPELINE}", json.dumps({"input": PAYLOAD}).encode(), timeout=10
     )
     if b'"error":""' not in msg.data:
         raise RuntimeError(f"run failed: {msg.data[:300]!r}")
+    reply = json.loads(msg.data)
+    steps_ms = sum(step["latency_ms"] for step in reply["steps"].values())
+    ORCHESTRATION_US.append((reply["latency_ms"] - steps_ms) * 1000)
 
 
 async def timed(fn, nc, seconds: float, max_samples: int) -> dict[str, float]:
@@ -125,8 +133,8 @@ async def bench_robustmq(url: str, pid: int, seconds: float, max_samples: int) -
         "name": PIPELINE,
         "steps": [
             {"id": "a", "agent": AGENTS[0], "skill": "echo"},
-            {"id": "b", "agent": AGENTS[1], "skill": "echo"},
-            {"id": "c", "agent": AGENTS[2], "skill": "echo"},
+            {"id": "b", "agent": AGENTS[1], "skill": "echo", "needs": ["a"]},
+            {"id": "c", "agent": AGENTS[2], "skill": "echo", "needs": ["b"]},
         ],
         "replace": True,
     }
@@ -134,7 +142,9 @@ async def bench_robustmq(url: str, pid: int, seconds: float, max_samples: int) -
     assert reply["error"] == "", reply
     out: dict[str, object] = {"rss_idle_kib": _rss_kib(pid)}
     out["chain"] = await timed(chain_once, nc, seconds, max_samples)
+    ORCHESTRATION_US.clear()
     out["run"] = await timed(run_once, nc, seconds, max_samples)
+    out["orchestration"] = percentiles(ORCHESTRATION_US[50:])  # without the warm-up runs
     out["chain_rate"] = await rate(chain_once, nc, seconds, CONCURRENT_CALLERS)
     out["run_rate"] = await rate(run_once, nc, seconds, CONCURRENT_CALLERS)
     out["rss_after_kib"] = _rss_kib(pid)
@@ -194,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     row("pipeline RUN, 3 steps, p99 (us)", f"{run['p99']:.0f}")
     row("overhead p50 (RUN - chain, us, target <= 2000)", f"{run['p50'] - chain['p50']:.0f}")
     row("overhead p99 (RUN - chain, us)", f"{run['p99'] - chain['p99']:.0f}")
+    orchestration = ours["orchestration"]
+    row("between steps p50 (run - its steps, us)", f"{orchestration['p50']:.0f}")
+    row("between steps p99 (run - its steps, us)", f"{orchestration['p99']:.0f}")
     row(f"chains/s, {CONCURRENT_CALLERS} callers", f"{ours['chain_rate']:.0f}", f"{ref['chain_rate']:.0f}")
     row(f"pipeline runs/s, {CONCURRENT_CALLERS} callers", f"{ours['run_rate']:.0f}")
     row("broker RSS before (MiB)", f"{ours['rss_idle_kib'] / 1024:.1f}")
