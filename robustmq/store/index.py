@@ -1,7 +1,9 @@
-"""The DuckDB index: message metadata (no payloads) fed by a worker thread in large appender
+"""The DuckDB index: message metadata (no payloads) fed by a worker thread in large columnar
 batches, sealed segments exported to Parquet, queries and read-only SQL run off the event loop.
 
-The log is the truth; the index may lag by a batch and is caught up from the log at start-up.
+The log is the truth; the index may lag by a batch and is caught up from the log. DuckDB (and
+numpy) are imported by the worker thread when the index is first needed, so an idle broker
+never loads them.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import duckdb
 
 from robustmq.config import StoreSettings
 from robustmq.store import records
 from robustmq.store.errors import SQL_FAILED, SQL_TIMEOUT, QueryError, QueryTimeout
 from robustmq.store.query import MessageQuery, build_message_query, check_read_only
+
+if TYPE_CHECKING:
+    import duckdb
 
 log = logging.getLogger("robustmq.store.index")
 
@@ -36,7 +39,13 @@ CATCH_UP_BATCH_ROWS = 50_000
 MAX_QUEUED_ROWS = 200_000
 EXPORT_CHUNK_ROWS = 1_000  # records decoded per Parquet export step
 EXPORT_PAUSE_S = 0.05  # between export steps: the event loop comes first (a 64 MiB segment takes seconds)
-APPEND_CHUNK_ROWS = 2_000  # rows per appender call: the GIL is held while Python rows convert
+OPEN_WAIT_S = 60.0  # a query waits this long for the worker to open the database
+# msg_index columns as numpy types: a batch goes in as one columnar INSERT (see _append)
+FEED_COLUMNS = (
+    ("stream", "object"), ("partition", "int32"), ("off", "int64"), ("ts", "int64"),
+    ("subject", "object"), ("key", "object"), ("priority", "uint8"), ("tags", "object"),
+    ("expires_at", "int64"), ("deliver_after", "int64"), ("size", "int32"),
+)  # fmt: skip
 
 SCHEMA_VERSION = 2
 # tags: "\x1fa\x1fb\x1f" (flat text appends about twice as fast as a list column);
@@ -90,11 +99,15 @@ class IndexWorker:
         self.indexed_rows = 0
         self._exports: collections.deque = collections.deque()  # ((stream, partition, base), steps)
         self.failed = False
+        self._needed = False  # something (a commit, a query) needs the database
+        self._opened = threading.Event()  # set when the database is open (or failed to open)
 
     # -- life cycle ------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Open (or rebuild, when damaged) the database file."""
+        """Open (or rebuild, when damaged) the database file (on the worker thread)."""
+        import duckdb
+
         (self.data_dir / PARQUET_DIR).mkdir(parents=True, exist_ok=True)
         try:
             self.con = self._connect()
@@ -106,6 +119,8 @@ class IndexWorker:
             self.con = self._connect()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
         con = duckdb.connect(str(self.path))
         con.execute("SET checkpoint_threshold = '8MB'")
         con.execute("CREATE TABLE IF NOT EXISTS index_meta(version INTEGER)")
@@ -122,6 +137,7 @@ class IndexWorker:
         return con
 
     def start(self, plan: list[tuple[str, int, int, list[tuple[int, int, str]]]]) -> None:
+        """Start the worker; it opens the database and catches up once something needs it."""
         if sys.getswitchinterval() > SWITCH_INTERVAL_S:
             sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._ops.append(("catch_up", plan))
@@ -137,7 +153,7 @@ class IndexWorker:
         if self.con is not None:
             try:
                 self.con.execute("CHECKPOINT")
-            except duckdb.Error:
+            except Exception:
                 pass
             self.con.close()
             self.con = None
@@ -156,20 +172,30 @@ class IndexWorker:
             self._ops.append(("rows", rows))
         with self._lag_lock:
             self._lag += len(rows)
-        if lag + len(rows) >= self.batch_rows:
+        if lag + len(rows) >= self.batch_rows or not self._needed:
+            self._needed = True
+            self._wake.set()
+
+    def _need(self) -> None:
+        if not self._needed:
+            self._needed = True
             self._wake.set()
 
     def deleted(self, stream: str, partition: int, offsets: list[int], ts: int) -> None:
         self._ops.append(("deleted", [(stream, partition, o, ts) for o in offsets]))
+        self._need()
 
     def dropped(self, stream: str, partition: int, first_offset: int, bases: list[int]) -> None:
         self._ops.append(("dropped", stream, partition, first_offset, bases))
+        self._need()
 
     def sealed(self, stream: str, partition: int, base: int, end: int, path: str) -> None:
         self._ops.append(("sealed", stream, partition, base, end, path))
+        self._need()
 
     def drop_stream(self, stream: str) -> None:
         self._ops.append(("drop_stream", stream))
+        self._needed = True
         self._wake.set()
 
     def lag(self) -> int:
@@ -180,12 +206,28 @@ class IndexWorker:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._ops.append(("sync", loop, fut))
+        self._needed = True
         self._wake.set()
         await asyncio.wait_for(fut, timeout_s)
 
     # -- the worker thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        while not self._needed and not self._stop:
+            self._wake.wait()
+            self._wake.clear()
+        if not self._needed:  # stopped before anything needed the database
+            self._opened.set()
+            return
+        try:
+            self.open()
+        except Exception as exc:
+            log.error("cannot open the index %s (%s); queries are unavailable", self.path, exc)
+            self.failed = True
+            self._opened.set()
+            self._run_without_database()
+            return
+        self._opened.set()
         assert self.con is not None
         cur = self.con.cursor()
         cur.execute(EXPORT_TABLE)
@@ -225,12 +267,36 @@ class IndexWorker:
                 break
         cur.close()
 
+    def _run_without_database(self) -> None:
+        """The database could not be opened: keep answering syncs so nobody waits for it."""
+        while True:
+            self._wake.wait(self.flush_s)
+            self._wake.clear()
+            while self._ops:
+                op = self._ops.popleft()
+                if op[0] == "sync":
+                    op[1].call_soon_threadsafe(_resolve, op[2])
+                elif op[0] == "rows":
+                    with self._lag_lock:
+                        self._lag -= len(op[1])
+            if self._stop:
+                return
+
     def _append(self, cur: duckdb.DuckDBPyConnection, rows: list[tuple]) -> None:
+        """One columnar INSERT per batch: the rows are transposed once and handed to DuckDB as
+        numpy arrays (about twice cheaper in held-GIL time than the row appender)."""
+        import numpy as np
+
         try:
-            app = cur.appender("msg_index")
-            for i in range(0, len(rows), APPEND_CHUNK_ROWS):
-                app.append_rows(rows[i : i + APPEND_CHUNK_ROWS])  # lets the event loop in between
-            app.flush()
+            batch = {
+                name: np.array(col, dtype=dtype)
+                for (name, dtype), col in zip(FEED_COLUMNS, zip(*rows, strict=True), strict=True)
+            }
+            cur.register("feed_batch", batch)
+            try:
+                cur.execute("INSERT INTO msg_index SELECT * FROM feed_batch")
+            finally:
+                cur.unregister("feed_batch")
         except Exception as exc:
             if not self.failed:
                 log.error("cannot write the index (%s); it will be rebuilt from the log at restart", exc)
@@ -390,8 +456,11 @@ class IndexWorker:
     # -- queries (query thread) ------------------------------------------------------------------
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """The query thread's cursor, once the worker has opened the database."""
         if self._read_cur is None:
-            assert self.con is not None
+            self._opened.wait(OPEN_WAIT_S)
+            if self.con is None:
+                raise QueryError(SQL_FAILED.format(reason="the index is not available"))
             self._read_cur = self.con.cursor()
         return self._read_cur
 
@@ -399,36 +468,42 @@ class IndexWorker:
         sql, params = build_message_query(q, now_ms, limit, skip)
 
         def run() -> list[tuple[int, int]]:
-            return self._cursor().execute(sql, params).fetchall()
+            import duckdb
 
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._reader, run)
-        except duckdb.Error as exc:
-            raise QueryError(SQL_FAILED.format(reason=exc)) from None
+            try:
+                return self._cursor().execute(sql, params).fetchall()
+            except duckdb.Error as exc:
+                raise QueryError(SQL_FAILED.format(reason=exc)) from None
+
+        self._need()
+        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
 
     async def run_sql(self, text: str, max_rows: int, timeout_s: float) -> dict[str, Any]:
-        check_read_only(text)
         timed_out = threading.Event()
 
         def run() -> dict[str, Any]:
+            import duckdb
+
+            check_read_only(text)
             cur = self._cursor()
-            self._refresh_archive_view(cur)
-            timer = threading.Timer(timeout_s, lambda: (timed_out.set(), cur.interrupt()))
-            timer.start()
             try:
-                cur.execute(text)
-                columns = [d[0] for d in cur.description or []]
-                rows = cur.fetchmany(max_rows + 1)
-            finally:
-                timer.cancel()
+                self._refresh_archive_view(cur)
+                timer = threading.Timer(timeout_s, lambda: (timed_out.set(), cur.interrupt()))
+                timer.start()
+                try:
+                    cur.execute(text)
+                    columns = [d[0] for d in cur.description or []]
+                    rows = cur.fetchmany(max_rows + 1)
+                finally:
+                    timer.cancel()
+            except duckdb.Error as exc:
+                if timed_out.is_set():
+                    raise QueryTimeout(SQL_TIMEOUT.format(seconds=timeout_s)) from None
+                raise QueryError(SQL_FAILED.format(reason=exc)) from None
             return {"columns": columns, "rows": rows[:max_rows], "truncated": len(rows) > max_rows}
 
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._reader, run)
-        except duckdb.Error as exc:
-            if timed_out.is_set():
-                raise QueryTimeout(SQL_TIMEOUT.format(seconds=timeout_s)) from None
-            raise QueryError(SQL_FAILED.format(reason=exc)) from None
+        self._need()
+        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
 
     def _refresh_archive_view(self, cur: duckdb.DuckDBPyConnection) -> None:
         cur.execute(MESSAGES_VIEW)

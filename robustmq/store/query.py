@@ -9,8 +9,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
-
 from robustmq.store.errors import SQL_NOT_READ_ONLY, QueryError
 from robustmq.store.records import PRIORITY_CODE, index_tags
 
@@ -92,7 +90,11 @@ def build_message_query(q: MessageQuery, now_ms: int, limit: int, skip: int) -> 
 
 
 def check_read_only(text: str) -> None:
-    """Accept exactly one SELECT statement (WITH ... SELECT included), refuse anything else."""
+    """Accept exactly one SELECT statement (WITH ... SELECT included), refuse anything else.
+
+    DuckDB's parser decides; it is imported here, off the event loop (see index.py)."""
+    import duckdb
+
     try:
         statements = duckdb.extract_statements(text)
     except duckdb.Error as exc:

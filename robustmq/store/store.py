@@ -150,14 +150,7 @@ class Store:
         if self._use_index:
             from robustmq.store.index import IndexWorker
 
-            self.index = IndexWorker(self.data_dir, self.settings)
-            try:
-                await asyncio.to_thread(self.index.open)
-            except Exception as exc:
-                self._release_lock()
-                msg = OPEN_FAILED.format(path=self.data_dir / "index.duckdb", reason=exc)
-                log.error("%s", msg)
-                raise StoreOpenError(0, msg) from None
+            self.index = IndexWorker(self.data_dir, self.settings)  # opened by its thread, on demand
         self._running = True
         for cfg in definitions.values():
             self._open_stream(cfg)

@@ -146,3 +146,40 @@ async def test_the_index_is_fed_in_batches_never_per_message(open_store, monkeyp
     await st.sync_index()
     assert sum(calls) == 20_000
     assert len(calls) <= 5  # batches of at least 5 000 rows, and the rest when asked to sync
+
+
+def test_a_store_that_never_needs_its_index_never_loads_duckdb(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, sys\n"
+        "from robustmq.config import StoreSettings\n"
+        "from robustmq.store import Store\n"
+        "async def main():\n"
+        f"    st = Store(StoreSettings(data_dir={str(tmp_path / 'd')!r}), index=True)\n"
+        "    await st.start()\n"
+        "    st.create_stream({'name': 's'})\n"
+        "    await st.stop()\n"
+        "    print('duckdb' in sys.modules, 'numpy' in sys.modules)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+async def test_the_index_opens_on_the_first_query_and_catches_up_from_the_log(open_store, data_dir):
+    st = await open_store(index=True)
+    st.create_stream({"name": "s"})
+    for i in range(50):
+        st.append("s", b"%d" % i, key=f"k{i % 5}")
+    await st.flush()
+    await st.stop()
+    (data_dir / "index.duckdb").unlink(missing_ok=True)
+    st2 = await open_store(index=True)
+    assert st2.index is not None and st2.index.con is None  # nothing needed it yet
+    got = await st2.query("s", key="k3", limit=100, fresh=False)
+    assert [r.offset for r in got] in ([], [3, 8, 13, 18, 23, 28, 33, 38, 43, 48])  # may lag
+    got = await st2.query("s", key="k3", limit=100)
+    assert [r.offset for r in got] == [3, 8, 13, 18, 23, 28, 33, 38, 43, 48]
