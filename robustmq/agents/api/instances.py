@@ -6,6 +6,8 @@ too when it misses ``MISSED_HEARTBEATS_DOWN`` heartbeat intervals. Only live ins
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,7 +32,7 @@ class Instance:
         "instance_id", "agent", "serve_subject", "origin", "user", "max_concurrency",
         "heartbeat_interval_ms", "registered_ms", "last_heartbeat_ms", "alive", "down_ms",
         "in_flight", "tasks", "processed", "failed", "reported_in_flight", "reported_processed",
-        "endpoint_stats",
+        "endpoint_stats", "armed",
     )  # fmt: skip
 
     def __init__(
@@ -62,6 +64,7 @@ class Instance:
         self.reported_processed: int | None = None
         # skill -> [requests, errors, processing_ns, last_error] for $SRV.STATS
         self.endpoint_stats: dict[str, list] = {}
+        self.armed = 0  # the deadline entry of this instance that counts (older ones are stale)
 
     @property
     def has_capacity(self) -> bool:
@@ -75,7 +78,12 @@ class Instance:
         return "healthy"
 
     def expired(self, now_ms: int) -> bool:
-        return now_ms - self.last_heartbeat_ms > self.heartbeat_interval_ms * limits.MISSED_HEARTBEATS_DOWN
+        return now_ms > self.expiry_ms
+
+    @property
+    def expiry_ms(self) -> int:
+        """The last moment this instance is still live without another heartbeat."""
+        return self.last_heartbeat_ms + self.heartbeat_interval_ms * limits.MISSED_HEARTBEATS_DOWN
 
     @property
     def client_id(self) -> int | None:
@@ -97,6 +105,12 @@ class InstanceTable:
 
     ``on_down(instance)`` is called once when an instance goes down for any reason other than
     an explicit deregistration (the invoker re-dispatches or fails its tasks).
+
+    Liveness is a heap of deadlines ``(due_ms, entry, instance)``: a live instance's entry is due
+    when it would expire had no heartbeat come since it was armed; a heartbeat only moves
+    ``last_heartbeat_ms``, and the entry is re-armed lazily when it comes due. A down instance's
+    entry is due when it is to be forgotten. A sweep pops only what is due, so its cost does not
+    grow with the number of live instances. Entries superseded by a later one are skipped.
     """
 
     def __init__(self, on_down: Callable[[Instance, str], None], clock_ms: Callable[[], int]) -> None:
@@ -105,9 +119,27 @@ class InstanceTable:
         self._by_origin: dict[Any, list[Instance]] = {}
         self._on_down = on_down
         self._clock_ms = clock_ms
+        self._deadlines: list[tuple[int, int, Instance]] = []
+        self._entries = itertools.count(1)
+        self._compact_at = limits.DEADLINES_COMPACT_MIN
+
+    def _arm(self, inst: Instance, due_ms: int) -> None:
+        entry = next(self._entries)
+        inst.armed = entry
+        heapq.heappush(self._deadlines, (due_ms, entry, inst))
+        if len(self._deadlines) > self._compact_at:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop superseded entries (instances removed or re-armed before theirs came due)."""
+        kept = [d for d in self._deadlines if d[1] == d[2].armed]
+        heapq.heapify(kept)
+        self._deadlines = kept
+        self._compact_at = max(limits.DEADLINES_COMPACT_MIN, 2 * len(kept))
 
     def add(self, instance: Instance) -> None:
         self._by_agent.setdefault(instance.agent, {})[instance.instance_id] = instance
+        self._arm(instance, instance.expiry_ms)
         origin = instance.origin
         if origin is None:
             return
@@ -165,6 +197,7 @@ class InstanceTable:
                 del self._by_agent[agent]
         for inst in removed:
             inst.alive = False
+            inst.armed = 0  # nothing left to watch
             self._unbind(inst)
         return removed
 
@@ -173,20 +206,38 @@ class InstanceTable:
             return
         inst.alive = False
         inst.down_ms = now_ms
+        self._arm(inst, now_ms + limits.DOWN_INSTANCE_KEEP_MS)
         self._unbind(inst)
         self._on_down(inst, reason)
 
     def sweep(self, now_ms: int) -> None:
-        """Mark instances that missed their heartbeats down; forget long-down ones."""
-        for agent, instances in list(self._by_agent.items()):
-            for inst in list(instances.values()):
-                if inst.alive:
-                    if inst.expired(now_ms):
-                        self.mark_down(inst, now_ms, "heartbeat")
-                elif now_ms - inst.down_ms > limits.DOWN_INSTANCE_KEEP_MS:
-                    instances.pop(inst.instance_id, None)
-            if not instances:
-                self._by_agent.pop(agent, None)
+        """Mark instances that missed their heartbeats down; forget long-down ones.
+
+        Looks only at the deadlines that are due: a live instance that heartbeated since its entry
+        was armed is re-armed at its new expiry.
+        """
+        while self._deadlines and self._deadlines[0][0] < now_ms:
+            _, entry, inst = heapq.heappop(self._deadlines)  # (re-arming may compact the heap)
+            if entry != inst.armed:
+                continue  # superseded, or the instance was removed
+            if inst.alive:
+                if inst.expired(now_ms):
+                    self.mark_down(inst, now_ms, "heartbeat")
+                else:
+                    self._arm(inst, inst.expiry_ms)
+            elif now_ms - inst.down_ms > limits.DOWN_INSTANCE_KEEP_MS:
+                inst.armed = 0
+                self._forget(inst)
+            else:
+                self._arm(inst, inst.down_ms + limits.DOWN_INSTANCE_KEEP_MS)
+
+    def _forget(self, inst: Instance) -> None:
+        instances = self._by_agent.get(inst.agent)
+        if instances is None or instances.get(inst.instance_id) is not inst:
+            return
+        del instances[inst.instance_id]
+        if not instances:
+            del self._by_agent[inst.agent]
 
     def agents(self) -> Iterator[str]:
         return iter(list(self._by_agent))
@@ -215,4 +266,5 @@ class InstanceTable:
             if inst.alive:
                 inst.alive = False
                 inst.down_ms = now_ms
+                self._arm(inst, now_ms + limits.DOWN_INSTANCE_KEEP_MS)
                 self._on_down(inst, "connection closed")

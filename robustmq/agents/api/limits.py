@@ -11,7 +11,8 @@ DEFAULT_HEARTBEAT_INTERVAL_MS = 5000
 MIN_HEARTBEAT_INTERVAL_MS = 50
 MAX_HEARTBEAT_INTERVAL_MS = 3_600_000
 MISSED_HEARTBEATS_DOWN = 3  # an instance missing this many intervals is down
-LIVENESS_SWEEP_MS = 50
+LIVENESS_SWEEP_MS = 50  # how often due liveness deadlines are looked at (only the due ones)
+DEADLINES_COMPACT_MIN = 1024  # superseded liveness entries are dropped once the heap passes 2x live
 HOUSEKEEPING_EVERY_SWEEPS = 200  # expired idempotency keys are dropped this often (10 s)
 DOWN_INSTANCE_KEEP_MS = 60_000  # a down instance stays visible in INFO/STATUS this long
 
