@@ -21,8 +21,9 @@ KEYWORDS_SCHEMA = {
 class Tool:
     """One tool instance on its own nats-py connection; ``fn(arguments)`` computes the result."""
 
-    def __init__(self, url: str, name: str, fn: Any = None, *, hold: bool = False) -> None:
+    def __init__(self, url: str, name: str, fn: Any = None, *, hold: bool = False, **connect: Any) -> None:
         self.url = url
+        self.connect = connect
         self.name = name
         self.fn = fn or (lambda args: args)
         self.hold = hold
@@ -33,7 +34,7 @@ class Tool:
         self.reg: dict[str, Any] = {}
 
     async def start(self, description: str = "", input_schema: dict | None = None, **register: Any) -> Tool:
-        self.nc = await nats.connect(self.url)
+        self.nc = await nats.connect(self.url, **self.connect)
         body = {
             "name": self.name,
             "description": description or f"the {self.name} tool",
