@@ -51,9 +51,20 @@ MIXED_SUBJECTS = 8
 
 
 def publisher(
-    port: int, subject: str, size: int, max_msgs: int, seconds: float, out: Any, go: Any, mixed: bool = False
+    port: int,
+    subject: str,
+    size: int,
+    max_msgs: int,
+    seconds: float,
+    out: Any,
+    go: Any,
+    mixed: bool = False,
+    size_spread: int = 4,
 ) -> None:
-    """Publishes one prebuilt frame in batches; ``mixed``: cycle ``<subject>.0..7`` and sizes size..size+3."""
+    """Publishes one prebuilt frame in batches.
+
+    ``mixed``: cycle ``<subject>.0..7``, with sizes from ``size`` to ``size + size_spread - 1``.
+    """
     sock = _connect(port)
     _ping(sock)
     frame = b"PUB %s %d\r\n%s\r\n" % (subject.encode(), size, b"x" * size)
@@ -61,7 +72,12 @@ def publisher(
     if mixed:
         batch = b"".join(
             b"PUB %s.%d %d\r\n%s\r\n"
-            % (subject.encode(), i % MIXED_SUBJECTS, size + i % 4, b"x" * (size + i % 4))
+            % (
+                subject.encode(),
+                i % MIXED_SUBJECTS,
+                size + i * 37 % size_spread,
+                b"x" * (size + i * 37 % size_spread),
+            )
             for i in range(per_batch)
         )
     else:

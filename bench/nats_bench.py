@@ -129,13 +129,21 @@ def publish_only(port: int, size: int, seconds: float, max_msgs: int) -> dict[st
 
 
 def fan_out(
-    port: int, size: int, subscribers: int, seconds: float, max_msgs: int, mixed: bool = False
+    port: int,
+    size: int,
+    subscribers: int,
+    seconds: float,
+    max_msgs: int,
+    mixed: bool = False,
+    size_spread: int = 4,
 ) -> dict[str, float]:
     out, go, ready, expect = loadgen.queue(), loadgen.event(), loadgen.event(), loadgen.queue()
     pattern = SUBJECT + ".*" if mixed else SUBJECT
     counter = loadgen.spawn(loadgen.counter, port, pattern, subscribers, expect, 3.0, out, ready)
     ready.wait(30)
-    pub = loadgen.spawn(loadgen.publisher, port, SUBJECT, size, max_msgs, seconds, out, go, mixed)
+    pub = loadgen.spawn(
+        loadgen.publisher, port, SUBJECT, size, max_msgs, seconds, out, go, mixed, size_spread
+    )
     go.set()
     results = {}
     first = out.get(timeout=seconds + 120)
@@ -287,16 +295,20 @@ def main(argv: list[str] | None = None) -> int:
                         _fmt_rate,
                         note,
                     )
-            # no repeated control line: 8 subjects and 4 sizes interleaved, one wildcard subscriber
-            r = {s.name: fan_out(s.port, 16, 1, secs, 20_000_000, mixed=True) for s in servers}
-            note = f"lost {r[ref.name]['lost']:.0f} / {r[ours.name]['lost']:.0f}"
-            _row(
-                "1 -> 1, 16-19 B, 8 subjects (mixed)",
-                r[ref.name]["rate"],
-                r[ours.name]["rate"],
-                _fmt_rate,
-                note,
-            )
+            # varied traffic, no repeated control line: 8 subjects interleaved, wildcard subscribers
+            for subs, spread, label in (
+                (1, 4, "1 -> 1, 16-19 B, 8 subjects (mixed)"),
+                (10, 4, "1 -> 10, 16-19 B, 8 subjects (mixed)"),
+                (1, 1009, "1 -> 1, 16-1024 B, 8 subjects (mixed)"),
+                (10, 1009, "1 -> 10, 16-1024 B, 8 subjects (mixed)"),
+            ):
+                max_msgs = 20_000_000 // subs if spread == 4 else 5_000_000 // subs
+                r = {
+                    s.name: fan_out(s.port, 16, subs, secs, max_msgs, mixed=True, size_spread=spread)
+                    for s in servers
+                }
+                note = f"lost {r[ref.name]['lost']:.0f} / {r[ours.name]['lost']:.0f}"
+                _row(label, r[ref.name]["rate"], r[ours.name]["rate"], _fmt_rate, note)
             r = {s.name: request_reply(s.port, args.requests, secs) for s in servers}
             _row("request/reply raw p50 (us)", r[ref.name]["p50"], r[ours.name]["p50"], lambda v: f"{v:.0f}")
             _row("request/reply raw p99 (us)", r[ref.name]["p99"], r[ours.name]["p99"], lambda v: f"{v:.0f}")

@@ -279,3 +279,48 @@ def test_long_runs_of_one_frame_parse_alike_even_when_damaged(count, size, damag
     whole = _run([data])
     assert _run([data], merge_runs=True) == whole
     assert _run(_split(data, cuts), merge_runs=True) == whole
+
+
+_plain = st.sampled_from(
+    [
+        b"PUB v.a 3\r\nabc\r\n",
+        b"PUB v.b 4\r\nabcd\r\n",
+        b"PUB v.c 0\r\n\r\n",
+        b"PUB v.a 4\r\nwxyz\r\n",
+        b"PUB v.i 003\r\nxyz\r\n",
+        b"PUB\tv.g\t2\r\nxy\r\n",
+    ]
+)
+_other = st.sampled_from(
+    [
+        b"PUB v.d 5\r\nab\r\nc\r\n",  # a payload holding CRLF
+        b"PUB v.e 7\r\nPING\r\n\r\n",
+        b"PUB v.a r 2\r\nxy\r\n",
+        b"pub v.f 1\r\nx\r\n",
+        b"PUB v.h 2\nxy\r\n",  # a bare LF ends the line
+        b"HPUB v.j 12 13\r\nNATS/1.0\r\n\r\nx\r\n",
+        b"SUB v.* 9\r\n",
+        b"PING\r\n",
+        b" PUB v.k 1\r\nx\r\n",  # a blank before the operation
+        b"PUB v.l 65\r\n" + b"x" * 65 + b"\r\n",  # over max_payload_bytes
+        b"PUB " + b"s" * 50 + b" 1\r\nx\r\n",  # over max_control_line_bytes
+        b"PUB v.m 2\r\nxyz\r\n",  # longer than declared
+        b"PUB v.n x\r\nx\r\n",
+        b"PUB v.o 1 2 3\r\nx\r\n",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_plain, min_size=60, max_size=400),
+    st.lists(st.tuples(st.integers(min_value=0), _other), max_size=6),
+    st.lists(st.integers(min_value=0), max_size=6),
+)
+def test_long_stretches_of_varied_frames_read_in_columns_parse_alike(frames, others, cuts):
+    for where, frame in others:
+        frames.insert(where % len(frames), frame)
+    data = b"".join(frames)
+    whole = _run([data])
+    assert _run([data], merge_runs=True) == whole
+    assert _run(_split(data, cuts), merge_runs=True) == whole
