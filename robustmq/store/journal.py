@@ -13,6 +13,7 @@ from zlib import crc32
 
 import orjson
 
+from robustmq.store.files import OPEN_FILES
 from robustmq.store.records import PREFIX, PREFIX_BYTES
 
 JOURNAL_FILE = "journal.jnl"
@@ -51,34 +52,39 @@ class Journal:
     def open(self) -> list[dict[str, Any]]:
         if self.path is None:
             return []
-        self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        size = os.fstat(self.fd).st_size
-        buf = os.pread(self.fd, size, 0) if size else b""
+        fd = OPEN_FILES.add(self, os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644))
+        size = os.fstat(fd).st_size
+        buf = os.pread(fd, size, 0) if size else b""
         entries, valid = parse(buf)
         if valid < size:
-            os.ftruncate(self.fd, valid)
+            os.ftruncate(fd, valid)
         self.size = valid
         return entries
 
+    def open_fd(self) -> int:
+        assert self.path is not None
+        return os.open(self.path, os.O_RDWR | os.O_APPEND)
+
     def write(self, data: bytes) -> None:
-        if self.fd is None:
+        if self.path is None:
             return
+        fd = OPEN_FILES.fd(self)
         done = 0
         try:
             while done < len(data):
-                done += os.write(self.fd, data[done:])
+                done += os.write(fd, data[done:])
         except OSError:
             if done:
                 try:
-                    os.ftruncate(self.fd, self.size)
+                    os.ftruncate(fd, self.size)
                 except OSError:
                     pass
             raise
         self.size += len(data)
 
     def sync(self) -> None:
-        if self.fd is not None:
-            os.fdatasync(self.fd)
+        if self.path is not None:
+            os.fdatasync(OPEN_FILES.fd(self))
 
     def rewrite(self, entries: list[dict[str, Any]]) -> None:
         """Replace the journal with ``entries`` atomically (a snapshot of the current state)."""
@@ -93,11 +99,8 @@ class Journal:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        self.close()
-        self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND, 0o644)
+        self.close()  # the next write opens the new file
         self.size = len(data)
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        OPEN_FILES.close(self)

@@ -221,8 +221,7 @@ class PartitionLog:
                     "truncating torn tail of %s: %d bytes after position %d",
                     seg.path, seg.size - valid_end, valid_end,
                 )  # fmt: skip
-                assert seg.fd is not None
-                os.ftruncate(seg.fd, valid_end)
+                os.ftruncate(seg.handle(), valid_end)
                 seg.size = valid_end
             else:
                 log.error("unreadable tail in sealed segment %s after position %d", seg.path, valid_end)
@@ -268,7 +267,6 @@ class PartitionLog:
         seg = self.segments[-1]
         if (
             seg.path is None
-            or seg.fd is None
             or seg.size - seg.snapshot_size <= min_new_bytes
             or not seg.positions
         ):
@@ -874,8 +872,7 @@ class PartitionLog:
         old_size = seg.size
         os.replace(tmp, seg.path)
         seg.close()
-        seg.open(create=False)
-        seg.size = os.fstat(seg.fd).st_size if seg.fd is not None else 0
+        seg.size = os.stat(seg.path).st_size
         seg.positions = new_positions
         self.bytes += seg.size - old_size
         for i in drop:

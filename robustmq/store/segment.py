@@ -15,6 +15,8 @@ from zlib import crc32
 
 import orjson
 
+from robustmq.store.files import OPEN_FILES
+
 HOLE = 0xFFFFFFFF  # a position of a record removed by compaction
 IDX_MAGIC = b"RMQIDX1\n"
 
@@ -58,15 +60,20 @@ class Segment:
         return self.path.with_suffix(".idx")
 
     def open(self, create: bool) -> None:
-        if self.path is None:
-            return
-        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
-        self.fd = os.open(self.path, flags, 0o644)
+        """Create the file (``create``); otherwise it is opened on first use (see files.py)."""
+        if self.path is not None and create:
+            OPEN_FILES.add(self, os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644))
+
+    def open_fd(self) -> int:
+        assert self.path is not None
+        return os.open(self.path, os.O_RDWR | os.O_APPEND)
+
+    def handle(self) -> int:
+        """The open descriptor of the file (reopened when it was closed to save descriptors)."""
+        return OPEN_FILES.fd(self)
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        OPEN_FILES.close(self)
 
     def write(self, data: bytes) -> None:
         """Append all of ``data`` or nothing: on error the file is cut back and OSError raised."""
@@ -74,36 +81,40 @@ class Segment:
             self.mem += data
             self.size += len(data)
             return
-        assert self.fd is not None
+        fd = OPEN_FILES.fd(self)
         done = 0
         try:
             view = memoryview(data)
             while done < len(data):
-                n = os.write(self.fd, view[done:])
+                n = os.write(fd, view[done:])
                 if n <= 0:
                     raise OSError(28, os.strerror(28))
                 done += n
         except OSError:
             if done:
                 try:
-                    os.ftruncate(self.fd, self.size)
+                    os.ftruncate(fd, self.size)
                 except OSError:
                     pass
             raise
         self.size += len(data)
 
     def sync(self) -> None:
-        if self.fd is not None:
-            os.fdatasync(self.fd)
+        if self.path is not None:
+            os.fdatasync(OPEN_FILES.fd(self))
 
     def pread(self, pos: int, n: int) -> bytes:
         if self.mem is not None:
             return bytes(self.mem[pos : pos + n])
-        assert self.fd is not None
-        return os.pread(self.fd, n, pos)
+        return os.pread(OPEN_FILES.fd(self), n, pos)
 
     def read_all(self) -> bytes:
-        return self.pread(0, self.size)
+        """The whole segment; by path for files, so it is safe on any thread."""
+        if self.mem is not None:
+            return bytes(self.mem[: self.size])
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            return f.read(self.size)
 
     def span_end(self, i: int) -> int:
         """Where the record at index ``i`` ends: the next present record's position or the end."""

@@ -172,3 +172,30 @@ async def test_the_definitions_journal_is_folded_when_it_grows(open_store, data_
     await st.stop()
     st2 = await open_store(fsync="never")
     assert sorted(c.name for c in st2.list_streams()) == ["s38", "s39"]
+
+
+async def test_open_descriptors_stay_bounded_with_many_streams_and_busy_files_stay_open(
+    open_store, data_dir: Path, monkeypatch
+):
+    from robustmq.store.files import OPEN_FILES
+
+    monkeypatch.setattr(OPEN_FILES, "limit", 16)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    st = await open_store(fsync="always")
+    st.create_stream({"name": "busy"})
+    for i in range(120):
+        st.create_stream({"name": f"box{i}"})
+        st.append(f"box{i}", b"m%d" % i)
+        st.append("busy", b"b%d" % i)
+        await st.flush()
+    assert len(OPEN_FILES) <= 16
+    assert len(os.listdir("/proc/self/fd")) - fds_before <= 16 + 8  # + the store's lock, DuckDB off
+    assert st.partition_log("busy").segments[-1].fd is not None
+    for i in range(120):  # every file reopens on demand
+        assert [r.payload for r in st.read(f"box{i}", 0)] == [b"m%d" % i]
+    assert len(st.read("busy", 0, 1000)) == 120
+    await st.stop()
+    assert len(OPEN_FILES) == 0
+    st2 = await open_store(fsync="always")
+    assert [st2.read(f"box{i}", 0)[0].payload for i in range(120)] == [b"m%d" % i for i in range(120)]
+    assert len(OPEN_FILES) <= 16
