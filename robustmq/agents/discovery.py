@@ -2,7 +2,8 @@
 
 Generic over "documents" (agents, tools, ...): a document is an id, keyword fields and passages
 to embed. The embedder sits behind ``Embedder``; the default runs wordllama on the CPU from the
-weights inside its wheel and never touches the network.
+weights inside its wheel and never touches the network. numpy and the model load on first use
+(a broker with nothing to find never pays for them: about 70 MiB of RSS).
 """
 
 from __future__ import annotations
@@ -14,14 +15,29 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 # Searches are small matrix-vector products on the event loop: BLAS threads only add
-# synchronisation (several times slower on a busy 2-core machine). Effective when this module is
-# the first to import numpy, as it is in the broker.
+# synchronisation (several times slower on a busy 2-core machine). Effective when numpy is first
+# imported after this module (here or by wordllama), as it is in the broker.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+
+class _NumpyOnFirstUse:
+    """Stands for numpy until the first attribute is read: that imports numpy (about 11 MiB and
+    0.2 s) and puts the module itself in this module's globals, so later uses cost nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        import numpy
+
+        globals()["np"] = numpy
+        return getattr(numpy, name)
+
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = _NumpyOnFirstUse()
 
 # semantic mode: weight of the keyword score (scaled to [0, 1]) added to the cosine similarity
 KEYWORD_WEIGHT = 0.1
@@ -150,7 +166,7 @@ class KeywordIndex:
         self._slot_of: dict[str, int] = {}
         self._doc_of: list[str | None] = []
         self._free_slots: list[int] = []
-        self._lengths = np.zeros(0, dtype=np.float32)
+        self._lengths: np.ndarray | None = None  # per slot; allocated by the first ``add``
         self._total_length = 0
 
     def __len__(self) -> int:
@@ -168,19 +184,23 @@ class KeywordIndex:
                 counts[term] = counts.get(term, 0) + 1
                 length += 1
         slot = self._free_slots.pop() if self._free_slots else len(self._doc_of)
+        lengths = self._lengths
         if slot == len(self._doc_of):
             self._doc_of.append(doc_id)
-            if slot >= len(self._lengths):
-                grown = np.zeros(max(64, 2 * len(self._lengths)), dtype=np.float32)
-                grown[: len(self._lengths)] = self._lengths
-                self._lengths = grown
+            if lengths is None or slot >= len(lengths):
+                size = 0 if lengths is None else len(lengths)
+                grown = np.zeros(max(64, 2 * size), dtype=np.float32)
+                if lengths is not None:
+                    grown[:size] = lengths
+                self._lengths = lengths = grown
         else:
             self._doc_of[slot] = doc_id
         self._slot_of[doc_id] = slot
         for term, tf in counts.items():
             self._postings.setdefault(term, {})[slot] = tf
             self._arrays.pop(term, None)
-        self._lengths[slot] = length
+        assert lengths is not None
+        lengths[slot] = length
         self._terms[doc_id] = tuple(counts)
         self._total_length += length
 
@@ -189,6 +209,7 @@ class KeywordIndex:
         if terms is None:
             return
         slot = self._slot_of.pop(doc_id)
+        assert self._lengths is not None
         for term in terms:
             posting = self._postings[term]
             del posting[slot]
@@ -214,7 +235,7 @@ class KeywordIndex:
     def slot_scores(self, query: str) -> np.ndarray | None:
         """BM25 score per slot (0 where no query term occurs), or None when nothing matches."""
         n = len(self._slot_of)
-        if not n:
+        if not n or self._lengths is None:
             return None
         avg = self._total_length / n or 1.0
         k1, b = self.K1, self.B
@@ -267,8 +288,9 @@ class VectorIndex:
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
-        self._matrix = np.zeros((0, embedder.dim), dtype=np.float32)
-        self._owner = np.zeros(0, dtype=np.int64)  # row -> document slot
+        # the arrays below are allocated by the first ``install`` (numpy loads on first use)
+        self._matrix: np.ndarray = None  # type: ignore[assignment]
+        self._owner: np.ndarray = None  # type: ignore[assignment]  # row -> document slot
         self._rows = 0
         self._slot_of: dict[str, int] = {}
         self._doc_of: list[str | None] = []
@@ -277,9 +299,17 @@ class VectorIndex:
         self._generation: dict[str, int] = {}
         self._dirty = False  # rows of removed documents still in the matrix
         self._group_cache: tuple[int, np.ndarray, np.ndarray] | None = None
-        self._centroids = np.zeros((0, embedder.dim), dtype=np.float32)  # per slot
-        self._ranges = np.zeros((0, 2), dtype=np.int64)  # per slot: first row, end row
-        self._live = np.zeros(0, dtype=bool)  # per slot
+        self._centroids: np.ndarray = None  # type: ignore[assignment]  # per slot
+        self._ranges: np.ndarray = None  # type: ignore[assignment]  # per slot: first row, end row
+        self._live: np.ndarray = None  # type: ignore[assignment]  # per slot
+
+    def _allocate(self) -> None:
+        dim = self.embedder.dim
+        self._matrix = np.zeros((0, dim), dtype=np.float32)
+        self._owner = np.zeros(0, dtype=np.int64)
+        self._centroids = np.zeros((0, dim), dtype=np.float32)
+        self._ranges = np.zeros((0, 2), dtype=np.int64)
+        self._live = np.zeros(0, dtype=bool)
 
     def __len__(self) -> int:
         return len(self._slot_of) + len(self._pending)
@@ -343,6 +373,8 @@ class VectorIndex:
             self.install(batch, self.embed_batch(batch))
 
     def _append(self, vectors: np.ndarray, owners: np.ndarray) -> None:
+        if self._matrix is None:
+            self._allocate()
         need = self._rows + len(vectors)
         if need > len(self._matrix):
             capacity = max(need, 2 * len(self._matrix), 64)

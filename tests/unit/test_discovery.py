@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +142,21 @@ def test_keyword_discovery_finds_exact_vocabulary(agent_index, labelled):
         assert card["name"] in [h.doc_id for h in hits], tag
     top1, top3 = _accuracy(agent_index, labelled["queries"], lambda ix, t: ix.search_text(t, 3))
     print(f"keyword discovery: top-1 {top1:.3f}, top-3 {top3:.3f}")
+
+
+def test_an_empty_index_and_keyword_search_need_no_numpy():
+    # a fresh interpreter: importing discovery, building indexes and searching an empty one
+    # must not import numpy (a broker with nothing to find stays small)
+    code = (
+        "import sys\n"
+        "from robustmq.agents.discovery import DocumentIndex, default_embedder\n"
+        "index = DocumentIndex(default_embedder())\n"
+        "assert index.search_text('translate', 5) == []\n"
+        "assert 'numpy' not in sys.modules and 'wordllama' not in sys.modules, 'loaded early'\n"
+        "from robustmq.agents.discovery import Document\n"
+        "index.add(Document('a', ['translate letters'], ['translate letters']))\n"
+        "assert [h.doc_id for h in index.search_text('translate', 5)] == ['a']\n"
+        "assert 'numpy' in sys.modules and 'wordllama' not in sys.modules\n"
+    )
+    root = Path(__file__).parent.parent.parent
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)

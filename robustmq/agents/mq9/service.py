@@ -123,9 +123,6 @@ class Mq9Service:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        load = getattr(self.embedder, "load", None)
-        if load is not None:
-            self._model_loader = self._loop.run_in_executor(None, load)
         self.registry = AgentRegistry(StoreJournal(self.store), self.embedder)
         self.registry.load()
         if self.registry.index.vectors.pending_count():
@@ -576,7 +573,17 @@ class Mq9Service:
         self.router.publish(reply, _agents_reply([_search_item(e) for e, _ in hits], legacy))
 
     def _model_ready(self) -> bool:
-        return self._model_loader is None or self._model_loader.done()
+        """Is the embedding model loaded? The first question starts loading it on a worker thread.
+
+        The model (and numpy) load only once a card is to be embedded or a semantic query
+        arrives, so a broker nobody asks to find agents stays small; keyword search never needs it.
+        """
+        if self._model_loader is None:
+            load = getattr(self.embedder, "load", None)
+            if load is None:
+                return True
+            self._model_loader = asyncio.get_running_loop().run_in_executor(None, load)
+        return self._model_loader.done()
 
     def _refresh_vectors_soon(self) -> None:
         """Embed new cards off the event loop, batched, shortly after they register."""
@@ -584,8 +591,10 @@ class Mq9Service:
             self._refresher = asyncio.ensure_future(self._embed_pending())
 
     async def _refresh_vectors(self) -> None:
-        """Return once every card registered so far is embedded."""
+        """Return once the model is loaded and every card registered so far is embedded."""
         assert self.registry is not None
+        if not self._model_ready():
+            await asyncio.shield(self._model_loader)  # type: ignore[arg-type]
         while True:
             if self._refresher is not None and not self._refresher.done():
                 await asyncio.shield(self._refresher)
@@ -596,7 +605,7 @@ class Mq9Service:
 
     async def _embed_pending(self) -> None:
         assert self.registry is not None
-        if self._model_loader is not None:
+        if not self._model_ready():
             await self._model_loader
         await asyncio.sleep(0)  # let a burst of registrations queue up first
         vectors = self.registry.index.vectors
