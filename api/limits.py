@@ -10,5 +10,4 @@ SHUTDOWN_GRACE_S = 2.0
 LISTEN_BACKLOG = 1024
 SSE_KEEPALIVE_S = 15.0
 MAILBOX_SCAN_MAX_RECORDS = 100_000  # depth per priority is counted up to this many messages
-AGENT_NAMES_REFRESH_S = 0.5  # the kept order of agent names is rebuilt at least this often
 STREAM_MAX_DURATION_S = 100 * 365 * 86400  # max_age_s / default_ttl_s beyond a century are refused

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from api import agent_calls
-from api.limits import AGENT_NAMES_REFRESH_S, PAGE_LIMIT_DEFAULT
+from api.limits import PAGE_LIMIT_DEFAULT
 from api.paging import CursorParam, Limit, Page, decode_cursor, encode_cursor
 from api.problems import BAD_CURSOR, Problem, ProblemError
 from robustmq.agents.api.errors import UNKNOWN_AGENT
@@ -70,40 +70,6 @@ def _matches_text(record: AgentRecord, text: str) -> bool:
     return text in card_text(record.card).lower() or text in record.name.lower()
 
 
-class SortedAgentNames:
-    """Every agent name in order: the agent API's records plus cards registered through mq9 only.
-
-    Listing 10,000 agents must not sort 10,000 names per request: the order is kept and rebuilt
-    when either registry changes size, or at the latest ``AGENT_NAMES_REFRESH_S`` after it was built
-    (a name replaced by another one within that window shows up that much later).
-    """
-
-    def __init__(self) -> None:
-        self._key: tuple[int, int, int] | None = None
-        self._built = 0.0
-        self.names: list[str] = []
-
-    def current(self, service: Any) -> list[str]:
-        records = service.directory.all()
-        registry = service.link.registry
-        shared = registry.agents if registry is not None else {}
-        key = (id(service), len(records), len(shared))
-        now = time.monotonic()
-        if key != self._key or now - self._built > AGENT_NAMES_REFRESH_S:
-            names = {record.name for record in records}
-            names.update(name for name, entry in shared.items() if entry.card is not None)
-            self.names = sorted(names)
-            self._key = key
-            self._built = now
-        return self.names
-
-    def invalidate(self) -> None:
-        self._key = None
-
-
-SORTED_NAMES = SortedAgentNames()
-
-
 def _record(service: Any, name: str) -> AgentRecord | None:
     record = service.directory.get(name)
     if record is None:
@@ -126,7 +92,7 @@ async def list_agents(
     cursor: CursorParam = None,
 ) -> Response:
     now = _now_ms()
-    names = SORTED_NAMES.current(service)
+    names = service.agent_names()  # kept in order by the service, rebuilt when the registry moves
     start = 0
     if cursor:
         after = decode_cursor(cursor)
@@ -166,20 +132,9 @@ async def list_agents(
     "take the invocations. Until one does, invocations fail fast or queue (on_offline).",
 )
 async def register_agent(body: RegisterRequest, service: Service) -> AgentInfo:
-    agent_calls.json_bytes(body.card())  # the card is journalled as JSON: refuse what cannot be
-    now = _now_ms()
-    record = service.directory.get(body.name) or AgentRecord(body.name, body.card(), created_ms=now)
-    record.card = body.card()
-    record.mailbox = body.mailbox or record.mailbox
-    record.metadata = body.metadata
-    record.max_concurrency = body.max_concurrency
-    record.heartbeat_interval_ms = body.heartbeat_interval_ms
-    service.directory.put(record)
-    service.link.register(record.name, record.card)
-    SORTED_NAMES.invalidate()
-    if record.mailbox:
-        service.link.create_mailbox(record.mailbox)
-    return AgentInfo.model_validate(service.agent_info(record, now))
+    agent_calls.json_bytes(body.model_dump())  # the card is journalled as JSON: refuse what cannot be
+    record = service.register_card(body)
+    return AgentInfo.model_validate(service.agent_info(record, _now_ms()))
 
 
 @router.get("/agents/{name}", response_model=AgentInfo, summary="one agent", responses=_problems(404))
@@ -208,7 +163,6 @@ async def agent_status(name: AgentName, request: Request, service: Service) -> d
     responses=_problems(404, 503, 504),
 )
 async def delete_agent(name: AgentName, request: Request, service: Service) -> dict[str, Any]:
-    SORTED_NAMES.invalidate()
     return await agent_calls.call(request, f"AGENT.DEREGISTER.{name}", {})
 
 

@@ -30,6 +30,7 @@ class ApiError(Exception):
 # texts (formatted with str.format where they take arguments)
 INVALID_JSON = "invalid request: {detail}"
 INVALID_FIELD = "invalid request: {detail}"
+INT_TOO_LARGE = "invalid request: {where}: integer beyond 64 bits (send it as a string)"
 UNKNOWN_SUBJECT = "unknown agent API subject: {subject}"
 MISSING_NAME = "invalid request: the subject must end with a name"
 UNKNOWN_AGENT = "agent {name} not found"

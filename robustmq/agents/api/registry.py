@@ -137,18 +137,21 @@ class AgentDirectory:
         self._agents_of_mailbox: dict[str, set[str]] = {}  # mailbox address -> agent names
         self._journal = journal
         self.ranker = ranker or KeywordRanker()
+        self.version = 0  # bumped on every change: readers rebuild their views when it moves
 
     def get(self, name: str) -> AgentRecord | None:
         return self._records.get(name)
 
     def put(self, record: AgentRecord) -> None:
         self._records[record.name] = record
+        self.version += 1
         self._index_mailbox(record.name, record.mailbox)
         self._journal({"k": "agent", **record.to_dict()})
 
     def remove(self, name: str) -> AgentRecord | None:
         record = self._records.pop(name, None)
         if record is not None:
+            self.version += 1
             self._index_mailbox(name, None)
             self._journal({"k": "agent-del", "name": name})
         return record
@@ -173,6 +176,7 @@ class AgentDirectory:
         return list(self._records.values())
 
     def recover(self, rec: dict[str, Any]) -> None:
+        self.version += 1
         if rec.get("k") == "agent":
             record = AgentRecord.from_dict(rec)
             self._records[record.name] = record

@@ -6,6 +6,7 @@ same models, so the two never drift. ``REQUEST_SCHEMAS`` holds the JSON Schema o
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -15,6 +16,10 @@ from robustmq.agents.api import errors, limits
 
 AGENT_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 M = TypeVar("M", bound=BaseModel)
+# the integers the JSON encoder of the journal and of every reply can write (orjson's range)
+JSON_INT_MIN = -(2**63)
+JSON_INT_MAX = 2**64 - 1
+_LONG_DIGIT_RUN = re.compile(rb"\d{19}")  # an integer outside that range has at least 19 digits
 
 TaskState = Literal["submitted", "working", "input-required", "completed", "failed", "canceled", "rejected"]
 TERMINAL_STATES = frozenset({"completed", "failed", "canceled", "rejected"})
@@ -263,9 +268,31 @@ def parse_request(model: type[M], body: bytes, empty_ok: bool = True) -> M:
             detail = str(exc)
         raise errors.ApiError(errors.BAD_REQUEST, errors.INVALID_JSON.format(detail=detail))
     try:
-        return model.model_validate_json(body)
+        parsed = model.model_validate_json(body)
     except ValidationError as exc:
         raise errors.ApiError(errors.BAD_REQUEST, describe_validation_error(exc)) from None
+    if _LONG_DIGIT_RUN.search(body) is not None:  # rare: only then walk the values
+        where = oversized_int_at(parsed.model_dump())
+        if where is not None:
+            raise errors.ApiError(errors.BAD_REQUEST, errors.INT_TOO_LARGE.format(where=where or "body"))
+    return parsed
+
+
+def oversized_int_at(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first integer JSON cannot carry here (past 64 bits), or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return path if not JSON_INT_MIN <= value <= JSON_INT_MAX else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = oversized_int_at(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

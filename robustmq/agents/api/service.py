@@ -76,6 +76,7 @@ class AgentApiService:
         self._subs: list = []
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweeps = 0
+        self._names: tuple[int, list[str]] | None = None  # (registry_version, sorted agent names)
         # task skill -> the service owning such tasks (tool calls are not agents' work): it has
         # ``resume_task(task)`` (after a restart) and ``cancel_task(task)``
         self.task_owners: dict[str, Any] = {}
@@ -235,19 +236,7 @@ class AgentApiService:
         if req.mailbox and self.mailbox_owner(req.mailbox) not in (None, user):
             raise ApiError(errors.FORBIDDEN, errors.MAILBOX_TAKEN.format(address=req.mailbox))
         now = self._clock_ms()
-        card = req.card()
-        if record is None:
-            record = AgentRecord(name, card, created_ms=now, owner=user)
-        record.card = card
-        if req.mailbox:
-            record.mailbox = req.mailbox
-        record.metadata = req.metadata
-        record.max_concurrency = req.max_concurrency
-        record.heartbeat_interval_ms = req.heartbeat_interval_ms
-        if record.owner is None:
-            record.owner = user
-        self.directory.put(record)
-        self._share_registration(record)
+        self.register_card(req, owner=user)
         inst = Instance(
             name,
             new_instance_id(),
@@ -267,6 +256,46 @@ class AgentApiService:
             "serve_subject": inst.serve_subject,
             "heartbeat_interval_ms": inst.heartbeat_interval_ms,
         }
+
+    def register_card(self, req: RegisterRequest, owner: str | None = None) -> AgentRecord:
+        """Register (or update) an agent's card without an instance; the control plane calls this.
+
+        The card is journalled, shared with mq9 (and its mailbox created); the agent has no live
+        instance until one registers over NATS. A new agent is bound to ``owner`` (None: unbound).
+        """
+        card = req.card()
+        record = self.directory.get(req.name)
+        if record is None:
+            record = AgentRecord(req.name, card, created_ms=self._clock_ms(), owner=owner)
+        record.card = card
+        if req.mailbox:
+            record.mailbox = req.mailbox
+        record.metadata = req.metadata
+        record.max_concurrency = req.max_concurrency
+        record.heartbeat_interval_ms = req.heartbeat_interval_ms
+        if record.owner is None:
+            record.owner = owner
+        self.directory.put(record)
+        self._share_registration(record)
+        return record
+
+    @property
+    def registry_version(self) -> int:
+        """Moves whenever an agent is added, replaced or removed here or in mq9's registry."""
+        shared = getattr(self.link.registry, "version", 0)
+        return self.directory.version + (shared if isinstance(shared, int) else 0)
+
+    def agent_names(self) -> list[str]:
+        """Every agent name in order (with cards registered through mq9 only); kept per version."""
+        version = self.registry_version
+        cached = self._names
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        names = {record.name for record in self.directory.all()}
+        names.update(self.link.cards())
+        ordered = sorted(names)
+        self._names = (version, ordered)
+        return ordered
 
     def _share_registration(self, record: AgentRecord) -> None:
         """Register the card with mq9 too, and create the mailbox, when mq9 is present."""

@@ -94,6 +94,7 @@ class AgentRegistry:
         self.agents: dict[str, AgentEntry] = {}
         self.index = DocumentIndex(embedder)
         self.journal = journal or NullJournal()
+        self.version = 0  # bumped whenever an agent is added, replaced or dropped
 
     def __len__(self) -> int:
         return len(self.agents)
@@ -156,6 +157,7 @@ class AgentRegistry:
         previous = self.agents.get(name)
         entry = AgentEntry(name, agent_info, previous.create_time if previous else create_time, card)
         self.agents[name] = entry
+        self.version += 1
         if card is not None:
             self.index.add(agent_card_document(name, card))
         else:
@@ -165,6 +167,7 @@ class AgentRegistry:
     def _drop(self, name: str) -> bool:
         if self.agents.pop(name, None) is None:
             return False
+        self.version += 1
         self.index.remove(name)
         return True
 
