@@ -87,6 +87,11 @@ class BrokerCollector(Collector):
         slow = CounterMetricFamily(
             f"{NAMESPACE}_slow_consumers", "connections cut off as slow consumers", labels=["protocol"]
         )
+        client_subs = GaugeMetricFamily(
+            f"{NAMESPACE}_client_subscriptions",
+            "subscriptions of client connections, per protocol (MQTT: topic filters of connected sessions)",
+            labels=["protocol"],
+        )
         for component in self.broker.components:
             listing = getattr(component, "connections", None)
             if not callable(listing):
@@ -104,9 +109,13 @@ class BrokerCollector(Collector):
                 value = _number(component, attr)
                 if value is not None:
                     family.add_metric([protocol], value)
+            subscriptions = getattr(component, "subscriptions", None)
+            if callable(subscriptions):
+                client_subs.add_metric([protocol], len(subscriptions()))
         yield conns
         yield accepted
         yield slow
+        yield client_subs
         for family in (*totals.values(), *live.values()):
             if family.samples:
                 yield family

@@ -34,15 +34,19 @@ class SubscriptionInfo(BaseModel):
 def _describe(sub: Any) -> SubscriptionInfo:
     owner = sub.owner
     protocol = getattr(owner, "protocol", None)
-    cid = getattr(owner, "client_id", None)
-    if isinstance(protocol, str) and isinstance(cid, int):
+    if isinstance(protocol, str):
+        # a connection owns its subscriptions; an MQTT session's outlive its connections
+        conn = getattr(owner, "connection", owner)
+        cid = getattr(conn, "client_id", None) if conn is not None else None
         sid = getattr(sub, "sid", None)
+        if sid is None:
+            sid = getattr(sub, "topic_filter", None)
         msgs = getattr(sub, "delivered", None)
         return SubscriptionInfo(
             subject=sub.subject,
             queue=sub.queue,
             protocol=protocol,
-            cid=cid,
+            cid=cid if isinstance(cid, int) else None,
             sid=str(sid) if sid is not None else None,
             msgs=msgs if isinstance(msgs, int) else None,
         )

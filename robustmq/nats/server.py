@@ -56,6 +56,9 @@ class NatsServer:
         self.delivery_errors = 0
         self._last_delivery_error_log = -DELIVERY_ERROR_LOG_INTERVAL_S
         self.total_connections = 0
+        # traffic of the connections closed so far (in_msgs, in_bytes, out_msgs, out_bytes): the
+        # server-wide counters add the open connections' own at read time, so a message costs nothing more
+        self._closed_traffic = [0, 0, 0, 0]
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dirty: list[NatsConnection] = []
@@ -143,7 +146,33 @@ class NatsServer:
         return True
 
     def unregister(self, conn: NatsConnection) -> None:
-        self.connections_by_id.pop(conn.client_id, None)
+        if self.connections_by_id.pop(conn.client_id, None) is not None:
+            closed = self._closed_traffic
+            closed[0] += conn.in_msgs
+            closed[1] += conn.in_bytes
+            closed[2] += conn.out_msgs
+            closed[3] += conn.out_bytes
+
+    # -- server-wide traffic since start (closed connections plus the open ones) -----------------
+
+    def _traffic(self, field: int, name: str) -> int:
+        return self._closed_traffic[field] + sum(getattr(c, name) for c in self.connections_by_id.values())
+
+    @property
+    def in_msgs(self) -> int:
+        return self._traffic(0, "in_msgs")
+
+    @property
+    def in_bytes(self) -> int:
+        return self._traffic(1, "in_bytes")
+
+    @property
+    def out_msgs(self) -> int:
+        return self._traffic(2, "out_msgs")
+
+    @property
+    def out_bytes(self) -> int:
+        return self._traffic(3, "out_bytes")
 
     def delivery_failed(self, subject: str) -> None:
         """An in-process subscriber raised while a client's message was delivered to it.

@@ -336,7 +336,7 @@ async def test_metrics_cover_invocations_tasks_streams_and_mailboxes(broker):
         assert 'robustmq_stream_records{stream="metered.box"} 1.0' in text
         assert "robustmq_store_index_lag_records " in text
         assert "robustmq_store_commits_total " in text
-        assert 'robustmq_open_connections_messages_in{protocol="nats"}' in text
+        assert 'robustmq_messages_in_total{protocol="nats"}' in text  # server-wide, closed connections too
         assert 'robustmq_connections_accepted_total{protocol="nats"}' in text
     finally:
         await agent.close()

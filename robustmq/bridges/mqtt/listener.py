@@ -11,6 +11,7 @@ import functools
 import itertools
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("robustmq.mqtt")
 
 _client_ids = itertools.count(1)
+_VERSION_NAMES = {P.MQTT_3_1: "3.1", P.MQTT_3_1_1: "3.1.1", P.MQTT_5: "5.0"}
 
 
 class MqttConnection(asyncio.Protocol):
@@ -87,11 +89,15 @@ class MqttConnection(asyncio.Protocol):
         "cur_retain",
         "cur_topic",
         "decoder",
+        "in_bytes",
+        "in_msgs",
         "keepalive_s",
         "last_rx",
         "loop",
         "max_out_packet",
         "name",
+        "out_bytes",
+        "out_msgs",
         "paused",
         "permissions",
         "remote",
@@ -99,6 +105,7 @@ class MqttConnection(asyncio.Protocol):
         "send_quota",
         "server",
         "session",
+        "start_time",
         "transport",
         "user",
         "v5",
@@ -147,11 +154,47 @@ class MqttConnection(asyncio.Protocol):
         self._clean_disconnect = False
         self._holds = 0
         self._hold_timer: asyncio.TimerHandle | None = None
+        # PUBLISH packets and their payload bytes, each way (folded into the server's totals on close)
+        self.in_msgs = 0
+        self.in_bytes = 0
+        self.out_msgs = 0
+        self.out_bytes = 0
+        self.start_time = time.time()
 
     # -- origin interface (router.current_origin) --------------------------------------------------
 
     def add_close_callback(self, fn: Callable[[], Any]) -> None:
         self._close_callbacks.append(fn)
+
+    # -- introspection -------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """Per-connection figures in the shape of a NATS connection's (nats-server's connz entry)."""
+        ip, _, port = self.remote.rpartition(":")
+        session = self.session
+        transport = self.transport
+        buffered = transport.get_write_buffer_size() if transport is not None and not self.closing else 0
+        return {
+            "cid": self.client_id,
+            "ip": ip.strip("[]") or None,
+            "port": int(port) if port.isdigit() else None,
+            "name": self.name,
+            "lang": "mqtt",
+            "version": _VERSION_NAMES.get(self.version, str(self.version)),
+            "user": self.user,
+            "subscriptions": len(session.subscriptions) if session is not None else 0,
+            "in_msgs": self.in_msgs,
+            "in_bytes": self.in_bytes,
+            "out_msgs": self.out_msgs,
+            "out_bytes": self.out_bytes,
+            "pending_bytes": sum(map(len, self._out)) + buffered,
+            "start": self.start_time,
+            "rtt_s": None,
+            "client_id": self.name,
+            "keepalive_s": self.keepalive_s,
+            "clean_session": not (session is not None and session.persistent),
+            "queued_messages": len(session.queue) if session is not None else 0,
+        }
 
     # -- back-pressure from slow subscribers ------------------------------------------------------------
 
@@ -184,11 +227,11 @@ class MqttConnection(asyncio.Protocol):
         if peer:
             self.remote = f"{peer[0]}:{peer[1]}"
         server = self.server
-        if len(server.connections) >= server.settings.max_connections:
+        if len(server.open_connections) >= server.settings.max_connections:
             transport.abort()
             self.closing = True
             return
-        server.connections.add(self)
+        server.connection_opened(self)
         transport.set_write_buffer_limits(WRITE_BUFFER_HIGH_BYTES, WRITE_BUFFER_LOW_BYTES)
         self.last_rx = self.loop.time()
         self._timer = self.loop.call_later(CONNECT_TIMEOUT_S, self._connect_timeout)
@@ -241,7 +284,7 @@ class MqttConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self.server.connections.discard(self)
+        self.server.connection_closed(self)
         for timer in (self._timer, self._hold_timer):
             if timer is not None:
                 timer.cancel()
@@ -323,6 +366,8 @@ class MqttConnection(asyncio.Protocol):
     def publish_frame(self, msg: OutMessage, pid: int, dup: bool) -> bytes:
         """The PUBLISH of ``msg`` as this connection needs it (version, topic alias, size limit)."""
         if not self.v5:
+            self.out_msgs += 1
+            self.out_bytes += len(msg.payload)
             return encode_publish(self.server.topic_bytes(msg.topic), msg.payload, msg.qos, msg.retain, dup, pid)
         props = msg.outgoing_properties()
         topic = msg.topic
@@ -341,6 +386,8 @@ class MqttConnection(asyncio.Protocol):
         )
         if self.max_out_packet and len(frame) > self.max_out_packet:
             return b""  # the client cannot take it: dropped, as MQTT 5 says
+        self.out_msgs += 1
+        self.out_bytes += len(msg.payload)
         return frame
 
     # -- timers ------------------------------------------------------------------------------------
@@ -450,6 +497,8 @@ class MqttConnection(asyncio.Protocol):
     # -- PUBLISH -----------------------------------------------------------------------------------
 
     def _on_publish(self, pk: P.Publish) -> None:
+        self.in_msgs += 1
+        self.in_bytes += len(pk.payload)
         props = pk.properties
         topic = pk.topic
         if props is not None:
@@ -739,7 +788,10 @@ class MqttServer:
         self.host = broker.settings.host
         self.router = broker.router
         self.authenticator = Authenticator(broker.settings.auth)
-        self.connections: set[MqttConnection] = set()
+        self.open_connections: set[MqttConnection] = set()
+        self.total_connections = 0
+        # traffic of the connections closed so far; ``in_msgs`` etc. add the open ones at read time
+        self._closed_traffic = [0, 0, 0, 0]
         self.sessions: dict[str, Session] = {}
         self.retained = RetainedMessages()
         self.persistence: Any = None
@@ -776,7 +828,7 @@ class MqttServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for conn in list(self.connections):
+        for conn in list(self.open_connections):
             if conn.v5 and conn.connected:
                 conn.write(encode(P.Disconnect(rc.SERVER_SHUTTING_DOWN), P.MQTT_5))
             conn._clean_disconnect = True  # a broker shutdown is not the client's failure
@@ -786,6 +838,67 @@ class MqttServer:
 
     def addresses(self) -> list[tuple[str, int]]:
         return [sock.getsockname()[:2] for sock in self._server.sockets] if self._server else []
+
+    # -- connections and their traffic (connz / subsz views, server-wide counters) ------------------
+
+    def connection_opened(self, conn: MqttConnection) -> None:
+        self.open_connections.add(conn)
+        self.total_connections += 1
+
+    def connection_closed(self, conn: MqttConnection) -> None:
+        if conn in self.open_connections:
+            self.open_connections.discard(conn)
+            closed = self._closed_traffic
+            closed[0] += conn.in_msgs
+            closed[1] += conn.in_bytes
+            closed[2] += conn.out_msgs
+            closed[3] += conn.out_bytes
+
+    def _traffic(self, field: int, name: str) -> int:
+        return self._closed_traffic[field] + sum(getattr(c, name) for c in self.open_connections)
+
+    @property
+    def in_msgs(self) -> int:
+        """PUBLISH packets received since start (closed connections and open ones)."""
+        return self._traffic(0, "in_msgs")
+
+    @property
+    def in_bytes(self) -> int:
+        return self._traffic(1, "in_bytes")
+
+    @property
+    def out_msgs(self) -> int:
+        return self._traffic(2, "out_msgs")
+
+    @property
+    def out_bytes(self) -> int:
+        return self._traffic(3, "out_bytes")
+
+    def connections(self) -> list[dict[str, Any]]:
+        """Per-connection figures in the shape of the NATS listener's (nats-server's connz)."""
+        return [conn.info() for conn in self.open_connections if conn.connected]
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """Every subscription of a connected session, in the shape of the NATS listener's."""
+        out = []
+        for conn in self.open_connections:
+            session = conn.session
+            if session is None or session.connection is not conn:
+                continue
+            for topic_filter, subs in session.subscriptions.items():
+                first = subs[0] if subs else None
+                entry = {
+                    "cid": conn.client_id,
+                    "subject": topic_filter,
+                    "queue": topic_filter.split("/", 2)[1] if topic_filter.startswith("$share/") else None,
+                    "sid": topic_filter,
+                    "msgs": None,
+                    "max": None,
+                    "qos": first.qos if first is not None else 0,
+                    "subjects": [sub.subject for sub in subs],
+                }
+                out.append(entry)
+        return out
 
     # -- sessions --------------------------------------------------------------------------------
 
@@ -887,6 +1000,8 @@ class MqttServer:
             self._qos0_frame = frame
         if v5 and conn.max_out_packet and len(frame) > conn.max_out_packet:
             return b""
+        conn.out_msgs += 1
+        conn.out_bytes += len(payload)
         return frame
 
     def websocket_listener(self) -> _WebSocketListener | None:

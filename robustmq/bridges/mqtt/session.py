@@ -60,6 +60,8 @@ class MqttSubscription(Subscription):
 class Session:
     """State that lives as long as the MQTT session, across connections."""
 
+    protocol = "mqtt"  # the owner of its router subscriptions, for the control plane's listing
+
     def __init__(self, server: MqttServer, client_id: str) -> None:
         self.server = server
         self.router = server.router
