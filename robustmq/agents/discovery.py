@@ -12,6 +12,7 @@ import math
 import os
 import re
 import threading
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,7 +167,9 @@ class KeywordIndex:
         self._slot_of: dict[str, int] = {}
         self._doc_of: list[str | None] = []
         self._free_slots: list[int] = []
-        self._lengths: np.ndarray | None = None  # per slot; allocated by the first ``add``
+        # document length per slot: a plain float32 array, so adding needs no numpy (a search
+        # views it as a numpy array without copying)
+        self._lengths = array("f")
         self._total_length = 0
 
     def __len__(self) -> int:
@@ -184,23 +187,16 @@ class KeywordIndex:
                 counts[term] = counts.get(term, 0) + 1
                 length += 1
         slot = self._free_slots.pop() if self._free_slots else len(self._doc_of)
-        lengths = self._lengths
         if slot == len(self._doc_of):
             self._doc_of.append(doc_id)
-            if lengths is None or slot >= len(lengths):
-                size = 0 if lengths is None else len(lengths)
-                grown = np.zeros(max(64, 2 * size), dtype=np.float32)
-                if lengths is not None:
-                    grown[:size] = lengths
-                self._lengths = lengths = grown
+            self._lengths.append(length)
         else:
             self._doc_of[slot] = doc_id
+            self._lengths[slot] = length
         self._slot_of[doc_id] = slot
         for term, tf in counts.items():
             self._postings.setdefault(term, {})[slot] = tf
             self._arrays.pop(term, None)
-        assert lengths is not None
-        lengths[slot] = length
         self._terms[doc_id] = tuple(counts)
         self._total_length += length
 
@@ -209,7 +205,6 @@ class KeywordIndex:
         if terms is None:
             return
         slot = self._slot_of.pop(doc_id)
-        assert self._lengths is not None
         for term in terms:
             posting = self._postings[term]
             del posting[slot]
@@ -235,8 +230,9 @@ class KeywordIndex:
     def slot_scores(self, query: str) -> np.ndarray | None:
         """BM25 score per slot (0 where no query term occurs), or None when nothing matches."""
         n = len(self._slot_of)
-        if not n or self._lengths is None:
+        if not n:
             return None
+        lengths = np.frombuffer(self._lengths, dtype=np.float32)
         avg = self._total_length / n or 1.0
         k1, b = self.K1, self.B
         scores: np.ndarray | None = None
@@ -246,7 +242,7 @@ class KeywordIndex:
                 continue
             slots, tfs = arrays
             idf = math.log(1.0 + (n - len(slots) + 0.5) / (len(slots) + 0.5))
-            norm = k1 * (1.0 - b + b * self._lengths[slots] / avg)
+            norm = k1 * (1.0 - b + b * lengths[slots] / avg)
             if scores is None:
                 scores = np.zeros(len(self._doc_of), dtype=np.float32)
             scores[slots] += idf * tfs * (k1 + 1.0) / (tfs + norm)
