@@ -1,5 +1,6 @@
-"""Store benchmark: appends per second for each fsync policy with 1 and 50 producers, reads by
-offset, index lag, query latency and start-up time on a stream of N records (default 1 M).
+"""Store benchmark: appends per second for each fsync policy with 1 and 50 producers (and how late
+a 1 ms timer fires meanwhile), streams created one by one, then reads by offset, index lag, query
+latency and start-up time on a stream of N records (default 1 M).
 
 The reference in the same run is SQLite in WAL mode (design (c) of the storage study) taking the
 same 200-byte records in the same batches. Bounded: every phase stops by count and by time.
@@ -64,9 +65,21 @@ async def _append_run(data_dir: Path, fsync: str, producers: int, total: int, in
             n += BATCH
         return n
 
+    stalls: list[float] = []
+    running = True
+
+    async def tick() -> None:  # how late a 1 ms timer fires: what every other connection feels
+        while running:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            stalls.append(time.perf_counter() - t - 0.001)
+
+    ticker = asyncio.ensure_future(tick())
     t0 = time.perf_counter()
     done = sum(await asyncio.gather(*(produce() for _ in range(producers))))
     dt = time.perf_counter() - t0
+    running = False
+    await ticker
     lag = st.index_lag()
     t1 = time.perf_counter()
     await st.sync_index(60)
@@ -74,7 +87,38 @@ async def _append_run(data_dir: Path, fsync: str, producers: int, total: int, in
     await st.stop()
     return {
         "rate": done / dt, "p50_ms": _pct(lat, 0.5) * 1000, "p99_ms": _pct(lat, 0.99) * 1000,
-        "lag": lag, "catch_up_s": catch_up,
+        "lag": lag, "catch_up_s": catch_up, "stall_p99_ms": _pct(stalls, 0.99) * 1000,
+        "stall_max_ms": max(stalls, default=0.0) * 1000,
+    }  # fmt: skip
+
+
+async def _many_streams(data_dir: Path, streams: int) -> dict:
+    """Create ``streams`` mailbox-like streams one by one, put a record in each, restart."""
+    st = Store(StoreSettings(data_dir=data_dir, fsync="interval"), index=True)
+    await st.start()
+    fds0 = len(os.listdir("/proc/self/fd"))
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    for i in range(streams):
+        t = time.perf_counter()
+        st.create_stream({"name": f"mailbox.{i}", "kind": "mailbox"})
+        lat.append(time.perf_counter() - t)
+        st.append(f"mailbox.{i}", PAYLOAD)
+        if i % 100 == 99:
+            await st.flush()
+    created = time.perf_counter() - t0
+    await st.flush()
+    fds = len(os.listdir("/proc/self/fd")) - fds0
+    await st.stop()
+    t1 = time.perf_counter()
+    st = Store(StoreSettings(data_dir=data_dir, fsync="interval"), index=True)
+    await st.start()
+    startup = time.perf_counter() - t1
+    assert len(st.list_streams()) == streams
+    await st.stop()
+    return {
+        "total_s": created, "p50_ms": _pct(lat, 0.5) * 1000, "p99_ms": _pct(lat, 0.99) * 1000,
+        "fds": fds, "startup_s": startup,
     }  # fmt: skip
 
 
@@ -193,6 +237,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000, help="size of the big stream")
     parser.add_argument("--appends", type=int, default=200_000, help="appends per throughput run")
     parser.add_argument("--no-index", action="store_true", help="throughput runs without the DuckDB index")
+    parser.add_argument("--streams", type=int, default=3000, help="streams created one by one")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="store-bench-"))
     try:
@@ -200,7 +245,8 @@ def main() -> None:
             f"store benchmark: 200-byte payloads, {BATCH} appends per acknowledgement, {os.cpu_count()} cpus"
         )
         print(
-            f"{'fsync':9} {'producers':>9} {'appends/s':>11} {'ack p50 ms':>11} {'ack p99 ms':>11} {'index lag':>10} {'catch-up s':>10}"
+            f"{'fsync':9} {'producers':>9} {'appends/s':>11} {'ack p50 ms':>11} {'ack p99 ms':>11}"
+            f" {'index lag':>10} {'catch-up s':>10} {'loop stall p99/max ms':>22}"
         )
         for fsync in ("always", "interval", "never"):
             for producers in (1, 50):
@@ -209,8 +255,16 @@ def main() -> None:
                 print(
                     f"{fsync:9} {producers:>9} {r['rate']:>11,.0f} {r['p50_ms']:>11.2f} {r['p99_ms']:>11.2f}"
                     f" {r['lag']:>10,} {r['catch_up_s']:>10.2f}"
+                    f" {r['stall_p99_ms']:>13.2f} / {r['stall_max_ms']:.2f}"
                 )
                 shutil.rmtree(d, ignore_errors=True)
+        r = uvloop.run(_many_streams(root / "streams", args.streams))
+        print(
+            f"{args.streams:,} streams created one by one (each durable before the call returns):"
+            f" {r['total_s']:.2f} s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms;"
+            f" {r['fds']} descriptors open; start-up with them {r['startup_s']:.2f} s"
+        )
+        shutil.rmtree(root / "streams", ignore_errors=True)
         print("reference, same run: SQLite WAL, executemany of 1000 rows per commit")
         for sync in ("FULL", "NORMAL", "OFF"):
             d = root / f"sqlite-{sync}"

@@ -90,7 +90,6 @@ class StoreSettings(_Section):
     data_dir: Path = Path("./data")
     fsync: Literal["always", "interval", "never"] = "interval"
     fsync_interval_ms: int = Field(10, gt=0)
-    commit_interval_ms: float = Field(2.0, gt=0)
     commit_max_records: int = Field(1000, gt=0)
     commit_max_bytes: int = Field(256 * 1024, gt=0)
     segment_max_bytes: int = Field(64 * 1024 * 1024, gt=0)

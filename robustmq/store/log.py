@@ -58,6 +58,13 @@ READ_CHUNK_RECORDS = 512
 WrittenBatch = tuple[int, list[tuple], Any, Any, str | None, int, int]
 
 
+def _store_snapshot(seg: Segment, data: bytes) -> None:
+    try:
+        seg.store_snapshot(data)
+    except OSError as exc:
+        log.warning("cannot write the index snapshot of %s: %s", seg.path, exc.strerror or exc)
+
+
 class PartitionLog:
     """Records of one partition of one stream, offsets from 0."""
 
@@ -262,8 +269,10 @@ class PartitionLog:
         self.active_delayed = []
         return seg
 
-    def checkpoint(self, min_new_bytes: int = 0) -> None:
-        """Snapshot the active segment's index so start-up scans only what was written after."""
+    def checkpoint(self, min_new_bytes: int = 0, background: bool = False) -> None:
+        """Snapshot the active segment's index so start-up scans only what was written after.
+
+        ``background``: the syncs and the write run on a worker thread, not on the event loop."""
         seg = self.segments[-1]
         if (
             seg.path is None
@@ -271,11 +280,12 @@ class PartitionLog:
             or not seg.positions
         ):
             return
-        try:
-            seg.sync()
-            seg.write_snapshot(self.active_keys, self.active_delayed)
-        except OSError as exc:
-            log.warning("cannot checkpoint %s: %s", seg.path, exc.strerror or exc)
+        data = seg.snapshot_bytes(self.active_keys, self.active_delayed)
+        seg.snapshot_size = seg.size
+        if background and self.loop is not None:
+            self.loop.run_in_executor(None, _store_snapshot, seg, data)
+        else:
+            _store_snapshot(seg, data)
 
     def close(self) -> None:
         self.closed = True
@@ -509,7 +519,7 @@ class PartitionLog:
         )
         nxt.open(create=True)  # raises before anything changes if the directory is unwritable
         try:
-            old.sync()
+            old.sync()  # once per segment (64 MiB); the fsync policy has synced most of it already
             old.sealed = True
             old.write_snapshot(self.active_keys, self.active_delayed)
         except OSError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from array import array
 from pathlib import Path
 from zlib import crc32
@@ -16,6 +17,7 @@ from zlib import crc32
 import orjson
 
 from robustmq.store.files import OPEN_FILES
+from robustmq.store.fsyncer import fdatasync_path
 
 HOLE = 0xFFFFFFFF  # a position of a record removed by compaction
 IDX_MAGIC = b"RMQIDX1\n"
@@ -128,9 +130,14 @@ class Segment:
     # -- snapshot --------------------------------------------------------------------------------
 
     def write_snapshot(self, keys: list[tuple[int, bytes]], delayed: list[tuple[int, int]]) -> None:
-        """Write ``.idx`` atomically (temp file, fsync, rename)."""
+        """Write ``.idx`` atomically (temp file, fsync, rename), here and now."""
         if self.path is None:
             return
+        self.store_snapshot(self.snapshot_bytes(keys, delayed), sync_segment=False)
+        self.snapshot_size = self.size
+
+    def snapshot_bytes(self, keys: list[tuple[int, bytes]], delayed: list[tuple[int, int]]) -> bytes:
+        """The ``.idx`` content for the segment as it is now (cheap: the arrays are copied)."""
         head = orjson.dumps(
             {
                 "base": self.base,
@@ -149,8 +156,14 @@ class Segment:
                 self.timestamps.tobytes(), bytes(self.prios),
             )
         )  # fmt: skip
-        data = IDX_MAGIC + struct.pack("<I", crc32(rest)) + rest
-        tmp = self.idx_path.with_suffix(".idx.tmp")
+        return IDX_MAGIC + struct.pack("<I", crc32(rest)) + rest
+
+    def store_snapshot(self, data: bytes, sync_segment: bool = True) -> None:
+        """Write ``data`` as ``.idx`` by path, after syncing the records it covers (any thread)."""
+        assert self.path is not None
+        if sync_segment:
+            fdatasync_path(str(self.path))
+        tmp = self.idx_path.with_suffix(f".idx.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, data)
@@ -158,7 +171,6 @@ class Segment:
         finally:
             os.close(fd)
         os.replace(tmp, self.idx_path)
-        self.snapshot_size = self.size
 
     def load_snapshot(
         self, prefix_ok: bool = False

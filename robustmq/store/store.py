@@ -662,7 +662,7 @@ class Store:
             for plog in s.partitions:
                 if s.config.max_age_ms or s.config.max_bytes or s.config.max_msgs:
                     plog.apply_retention(now)
-                plog.checkpoint(CHECKPOINT_BYTES)
+                plog.checkpoint(CHECKPOINT_BYTES, background=True)
                 for c in plog.consumers.values():
                     c.compact_state()
                 if plog.pending_journal:
