@@ -245,10 +245,13 @@ class Router:
                     if result.queues:
                         self.publish(subject, payload, None, None, skip_owner, origin)
                         continue
+                    if skip_owner is None:
+                        for sub in result.plain:
+                            sub.deliver_plain(subject, payload)
+                        continue
                     for sub in result.plain:
-                        if skip_owner is not None and sub.owner is skip_owner:
-                            continue
-                        sub.deliver_plain(subject, payload)
+                        if sub.owner is not skip_owner:
+                            sub.deliver_plain(subject, payload)
                 except Exception:
                     if on_error is None:
                         raise
