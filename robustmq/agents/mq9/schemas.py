@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
 import orjson
 
 from robustmq.agents.mq9 import errors
@@ -140,13 +139,33 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 # commands whose empty body means "all defaults"
 EMPTY_MEANS_DEFAULTS = frozenset({"MAILBOX.CREATE", "MSG.QUERY", "AGENT.DISCOVER"})
 
-_VALIDATORS = {cmd: jsonschema.Draft202012Validator(s) for cmd, s in SCHEMAS.items()}
-_CARD_VALIDATOR = jsonschema.Draft202012Validator(AGENT_CARD_SCHEMA)
-_WRAPPED_VALIDATOR = jsonschema.Draft202012Validator(REGISTER_WRAPPED_SCHEMA)
+# schema name -> schema: the commands' plus the two shapes of AGENT.REGISTER
+_ALL_SCHEMAS: dict[str, dict[str, Any]] = {
+    **SCHEMAS,
+    "AgentCard": AGENT_CARD_SCHEMA,
+    "AGENT.REGISTER wrapped": REGISTER_WRAPPED_SCHEMA,
+}
+_validators: dict[str, Any] = {}
+_best_match: Any = None  # jsonschema.exceptions.best_match, once jsonschema is imported
 
 
-def _first_error(validator: jsonschema.Draft202012Validator, value: Any) -> str | None:
-    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+def _validator(name: str) -> Any:
+    """The compiled validator of a schema, built on first use: jsonschema takes about 50 ms to
+    import, which a broker that never serves an mq9 command should not pay at start-up."""
+    global _best_match
+    validator = _validators.get(name)
+    if validator is None:
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import best_match
+
+        _best_match = best_match
+        validator = _validators[name] = Draft202012Validator(_ALL_SCHEMAS[name])
+    return validator
+
+
+def _first_error(validator: Any, value: Any) -> str | None:
+    """The most relevant problem of ``value`` for ``validator`` (one made by ``_validator``)."""
+    error = _best_match(validator.iter_errors(value))
     if error is None:
         return None
     where = ".".join(str(p) for p in error.absolute_path)
@@ -165,15 +184,15 @@ def decode(command: str, body: bytes) -> dict[str, Any]:
     if not body.strip() and command in EMPTY_MEANS_DEFAULTS:
         return {}
     value = parse_json(command, body)
-    problem = _first_error(_VALIDATORS[command], value)
+    problem = _first_error(_validator(command), value)
     if problem is not None:
         raise errors.invalid_payload(command, problem)
     return value
 
 
 def is_agent_card(value: Any) -> bool:
-    return _CARD_VALIDATOR.is_valid(value)
+    return _validator("AgentCard").is_valid(value)
 
 
 def wrapped_registration_problem(value: Any) -> str | None:
-    return _first_error(_WRAPPED_VALIDATOR, value)
+    return _first_error(_validator("AGENT.REGISTER wrapped"), value)

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from jsonschema import SchemaError
-from jsonschema.validators import validator_for
 
 from robustmq.agents.discovery import Document, DocumentIndex, Embedder
 from robustmq.agents.tools import limits
@@ -24,6 +22,8 @@ REPLAY_BATCH_RECORDS = 4096
 
 def compile_schema(schema: dict[str, Any]) -> Any:
     """A validator for ``schema``; raises ``SchemaError`` when it is not a valid JSON Schema."""
+    from jsonschema.validators import validator_for  # imported on first use: ~50 ms at start-up
+
     cls = validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
@@ -36,6 +36,8 @@ def violations(validator: Any, value: Any) -> list[dict[str, str]]:
 
 
 def schema_problem(schema: dict[str, Any]) -> str | None:
+    from jsonschema import SchemaError
+
     try:
         compile_schema(schema)
     except SchemaError as exc:
@@ -148,6 +150,8 @@ class ToolDirectory:
             if not batch:
                 break
             for rec in batch:
+                from jsonschema import SchemaError
+
                 try:
                     record = ToolRecord.from_dict(orjson.loads(rec.payload))
                 except (orjson.JSONDecodeError, KeyError, TypeError, SchemaError):
