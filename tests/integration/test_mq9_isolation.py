@@ -197,3 +197,22 @@ async def test_without_authentication_client_sender_values_are_kept_and_nothing_
     assert [(m["payload"], sender_of(m)) for m in messages] == [("claimed", ["anyone"]), ("anonymous", [])]
     assert messages[1]["header"] is None
     await nc.close()
+
+
+async def test_an_agent_bound_to_a_user_is_registered_unregistered_and_reported_on_only_by_them(secured):
+    alice, bob, address = await owned_mailbox(secured.nats_url)
+    name = address.split(".")[0]
+    forbidden = {"error": f"forbidden: agent {name} belongs to another user"}
+    assert await call(bob, MQ9 + "AGENT.REGISTER", card(name, address)) == forbidden
+    wrapped = {"name": name, "payload": json.dumps(card(name, address))}
+    assert await call(bob, MQ9 + "AGENT.REGISTER", wrapped) == forbidden
+    assert await call(bob, MQ9 + "AGENT.UNREGISTER", {"name": name}) == forbidden
+    assert await call(bob, MQ9 + "AGENT.REPORT", {"name": name, "report_info": "down"}) == forbidden
+    listed = await call(bob, MQ9 + "AGENT.DISCOVER")
+    assert name in [a["name"] for a in listed["agents"]]
+    assert await call(alice, MQ9 + "AGENT.REPORT", {"name": name, "report_info": "fine"}) == {"error": ""}
+    assert await call(alice, MQ9 + "AGENT.UNREGISTER", {"name": name}) == {"error": ""}
+    # an agent only mq9 knows is bound to nobody
+    assert await call(bob, MQ9 + "AGENT.REGISTER", card(f"free{next(_ids)}", "")) == {"error": ""}
+    await alice.close()
+    await bob.close()

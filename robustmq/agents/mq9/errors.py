@@ -20,6 +20,7 @@ MAILBOX_NOT_FOUND = "mailbox not found: {addr}"
 INVALID_MSG_ID = "invalid msg_id: {value}"
 # authentication on: a mailbox bound to an agent is read, acked and deleted only by the agent's owner
 MAILBOX_FORBIDDEN = "forbidden: mailbox {addr} belongs to another user"
+AGENT_FORBIDDEN = "forbidden: agent {name} belongs to another user"
 PAYLOAD_EMPTY = "payload must not be empty"
 AGENT_INFO_EMPTY = "agent_info must not be empty"
 AGENT_NAME_EMPTY = "agent name must not be empty"

@@ -223,11 +223,12 @@ class Mq9Service:
         if kind is Kind.MAILBOX_CREATE:
             return self._create(payload, legacy)
         if kind is Kind.AGENT_REGISTER:
-            return self._register(reply, payload, legacy)
+            return self._register(reply, payload, legacy, origin)
         if kind is Kind.AGENT_UNREGISTER or kind is Kind.AGENT_REPORT:
             request = schemas.decode(kind.value, payload)
             if not request["name"]:
                 raise Mq9Error(errors.AGENT_NAME_EMPTY)
+            self._check_agent_owner(request["name"], origin)
             assert self.registry is not None
             if kind is Kind.AGENT_UNREGISTER:
                 durable = self.registry.unregister(request["name"])
@@ -257,6 +258,16 @@ class Mq9Service:
         owner = api.mailbox_owner(address) if api is not None else None
         if owner is not None and getattr(origin, "user", None) != owner:
             raise Mq9Error(errors.MAILBOX_FORBIDDEN.format(addr=address))
+
+    def _check_agent_owner(self, name: str, origin: Any) -> None:
+        """With authentication on, an agent bound to a user (through the agent API) is registered,
+        unregistered and reported on only by that user; in-process callers are trusted."""
+        if not self.auth_enabled or origin is None:
+            return
+        api = getattr(self.broker, "agent_api", None)
+        owner = api.owner_of(name) if api is not None else None
+        if owner is not None and getattr(origin, "user", None) != owner:
+            raise Mq9Error(errors.AGENT_FORBIDDEN.format(name=name))
 
     def _is_legacy(self) -> bool:
         origin = self.router.current_origin
@@ -518,7 +529,7 @@ class Mq9Service:
 
     # -- AGENT.* ---------------------------------------------------------------------------------
 
-    def _register(self, reply: str | None, payload: bytes, legacy: bool) -> bytes | None:
+    def _register(self, reply: str | None, payload: bytes, legacy: bool, origin: Any) -> bytes | None:
         assert self.registry is not None
         if not payload.strip():
             raise Mq9Error(errors.PAYLOAD_EMPTY)
@@ -526,6 +537,7 @@ class Mq9Service:
         if schemas.is_agent_card(value):
             if not value["name"]:
                 raise Mq9Error(errors.AGENT_NAME_EMPTY)
+            self._check_agent_owner(value["name"], origin)
             durable = self.registry.register(value["name"], orjson.dumps(value).decode(), value)
         else:
             problem = schemas.wrapped_registration_problem(value)
@@ -535,6 +547,7 @@ class Mq9Service:
                 raise Mq9Error(errors.AGENT_NAME_EMPTY)
             if not value["payload"]:
                 raise Mq9Error(errors.AGENT_INFO_EMPTY)
+            self._check_agent_owner(value["name"], origin)
             durable = self.registry.register(value["name"], value["payload"])
         self._refresh_vectors_soon()
         return self._after(durable, reply, self._ok(legacy))
