@@ -216,3 +216,39 @@ async def test_an_agent_bound_to_a_user_is_registered_unregistered_and_reported_
     assert await call(bob, MQ9 + "AGENT.REGISTER", card(f"free{next(_ids)}", "")) == {"error": ""}
     await alice.close()
     await bob.close()
+
+
+async def test_a_legacy_push_subscription_to_an_owned_mailbox_is_refused_to_other_users(secured):
+    alice, bob, address = await owned_mailbox(secured.nats_url)
+    await call(alice, MQ9 + f"MSG.SEND.{address}", b"private")
+    errors: list[Exception] = []
+    got: list = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    async def snooped(msg) -> None:
+        got.append(msg)
+
+    snoop = await nats.connect(secured.nats_url, user="bob", password="bob-pw", error_cb=on_error)
+    await snoop.subscribe(f"$mq9.AI.MAILBOX.MSG.{address}.*", cb=snooped)
+    await snoop.flush()
+    for _ in range(100):
+        if errors:
+            break
+        await asyncio.sleep(0.02)
+    assert "permissions violation for subscription" in str(errors[0]).lower()
+    own: list = []
+
+    async def keep(msg) -> None:
+        own.append(msg)
+
+    await alice.subscribe(f"$mq9.AI.MAILBOX.MSG.{address}.*", cb=keep)
+    for _ in range(100):
+        if own:
+            break
+        await asyncio.sleep(0.02)
+    assert len(own) == 1 and got == []
+    await snoop.close()
+    await alice.close()
+    await bob.close()

@@ -35,6 +35,7 @@ from robustmq.agents.api.schemas import (
     parse_request,
 )
 from robustmq.agents.api.tasks import Task, TaskJournal, TaskTable, new_task_id
+from robustmq.agents.mq9.legacy import parse_watch
 
 log = logging.getLogger("robustmq.agents.api")
 
@@ -204,6 +205,9 @@ class AgentApiService:
         """
         if not self.auth_enabled or not subject.startswith(SERVE_FAMILY_PREFIX):
             return True
+        watch = parse_watch(subject)  # a legacy mailbox subscription pushes what the mailbox holds
+        if watch is not None:
+            return self.mailbox_owner(watch[0]) in (None, user)
         tokens = subject.split(".")
         if len(tokens) < 4 or tokens[2] not in ("INVOKE", "TOOL") or tokens[3] in ("*", ">"):
             return True
