@@ -360,10 +360,12 @@ class ClientParser:
                         run_line = buf[line_start:start]
                         run_size = size
                         continue
-                    # a run starts only when the next PUB repeats this subject (above)
+                    # a run starts when the next PUB repeats this subject (above); the same
+                    # line again goes to the run path before any read in columns
                     run_raw = raw
                     run = None
-                    run_line = b""
+                    run_line = buf[line_start:start]
+                    run_size = size
                     subject = subjects.get(raw) or self._subject(raw)
                     if batch is None:
                         batch = PubBatch((subject, buf[start:stop]))
