@@ -1,6 +1,7 @@
 """Crash safety: a child process appends with fsync ``always`` and reports every acknowledged
 offset; it is killed with SIGKILL at random moments; after each reopen every acknowledged record
-is there with identical bytes, offsets are dense and nothing is duplicated.
+is there with identical bytes, offsets are dense and nothing is duplicated. Meanwhile it creates
+and deletes streams: every definition change that returned is there after the reopen.
 
 Run as a script (``python test_store_crash.py child DIR ROUND INDEX``) it is the child.
 """
@@ -57,11 +58,30 @@ async def _child(data_dir: str, round_no: int, with_index: bool) -> None:
             out.write("".join(lines))
             out.flush()
 
-    await asyncio.gather(*(produce(p) for p in range(PRODUCERS)))
+    async def define() -> None:
+        n = 0
+        while True:
+            name = f"def.{round_no}.{n}"
+            st.create_stream({"name": name, "kind": "mailbox"})
+            out.write(f"stream {name}\n")
+            if n % 3 == 2:
+                gone = f"def.{round_no}.{n - 1}"
+                out.write(f"deleting {gone}\n")  # from here on either answer is right
+                out.flush()
+                st.delete_stream(gone)
+                out.write(f"gone {gone}\n")
+            out.flush()
+            n += 1
+            await asyncio.sleep(0.005)
+
+    await asyncio.gather(define(), *(produce(p) for p in range(PRODUCERS)))
 
 
-def _run_round(data_dir: Path, round_no: int, with_index: bool, rng: random.Random) -> dict[int, str]:
-    """Start the child, kill it with SIGKILL at a random moment, return what it acknowledged."""
+def _run_round(
+    data_dir: Path, round_no: int, with_index: bool, rng: random.Random, streams: dict[str, bool]
+) -> dict[int, str]:
+    """Start the child, kill it with SIGKILL at a random moment, return what it acknowledged
+    (and note in ``streams`` which definitions it created or deleted)."""
     proc = subprocess.Popen(
         [sys.executable, __file__, "child", str(data_dir), str(round_no), "1" if with_index else "0"],
         stdout=subprocess.PIPE,
@@ -76,6 +96,13 @@ def _run_round(data_dir: Path, round_no: int, with_index: bool, rng: random.Rand
         for line in proc.stdout:
             if line.startswith("ready"):
                 ready.set()
+                continue
+            if line.startswith(("stream ", "gone ", "deleting ")):
+                what, name = line.split()
+                if what == "deleting":
+                    streams.pop(name, None)
+                else:
+                    streams[name] = what == "stream"
                 continue
             off, digest = line.split()
             acked[int(off)] = digest
@@ -92,7 +119,7 @@ def _run_round(data_dir: Path, round_no: int, with_index: bool, rng: random.Rand
     return acked
 
 
-async def _check(data_dir: Path, acked: dict[int, str], with_index: bool) -> int:
+async def _check(data_dir: Path, acked: dict[int, str], with_index: bool, streams: dict[str, bool]) -> int:
     from robustmq.config import StoreSettings
     from robustmq.store import Store
 
@@ -115,6 +142,8 @@ async def _check(data_dir: Path, acked: dict[int, str], with_index: bool) -> int
         prefixes = [r.payload.split(b":", 3)[:3] for r in recs]
         assert len(set(map(tuple, prefixes))) == len(prefixes), "a record was stored twice"
         assert st.verify(STREAM) == []
+        wrong = [name for name, there in streams.items() if st.has_stream(name) != there]
+        assert not wrong, f"stream definitions lost or resurrected: {wrong[:10]}"
         if with_index:
             await st.sync_index()
             got = await st.sql(
@@ -133,13 +162,15 @@ async def test_acknowledged_records_survive_sigkill_with_fsync_always(tmp_path):
     rng = random.Random()
     acked_total: dict[int, str] = {}
     sizes = []
+    streams: dict[str, bool] = {}
     for round_no in range(ROUNDS):
         with_index = round_no % 4 == 3
-        acked = await asyncio.to_thread(_run_round, data_dir, round_no, with_index, rng)
+        acked = await asyncio.to_thread(_run_round, data_dir, round_no, with_index, rng, streams)
         assert not (set(acked) & set(acked_total)), "an offset was acknowledged twice"
         acked_total.update(acked)
-        sizes.append(await _check(data_dir, acked_total, with_index))
+        sizes.append(await _check(data_dir, acked_total, with_index, streams))
     assert sizes == sorted(sizes) and sizes[-1] >= len(acked_total) > 0
+    assert any(streams.values()) and not all(streams.values())
 
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "child":

@@ -199,3 +199,17 @@ async def test_open_descriptors_stay_bounded_with_many_streams_and_busy_files_st
     st2 = await open_store(fsync="always")
     assert [st2.read(f"box{i}", 0)[0].payload for i in range(120)] == [b"m%d" % i for i in range(120)]
     assert len(OPEN_FILES) <= 16
+
+
+async def test_commit_now_writes_before_returning_and_flush_waits_for_the_acknowledgements(
+    open_store, data_dir: Path
+):
+    st = await open_store(fsync="always")
+    st.create_stream({"name": "s"})
+    segment = sorted((data_dir / "log" / "s" / "0").glob("*.log"))[-1]
+    ack = st.append("s", b"x" * 100)
+    assert segment.stat().st_size == 0
+    st.commit_now()
+    assert segment.stat().st_size > 100  # written (a process crash now keeps it)
+    await st.flush()
+    assert ack.done() and st.end_offset("s") == 1
