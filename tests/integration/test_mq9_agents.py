@@ -8,7 +8,7 @@ from pathlib import Path
 import nats
 import orjson
 import pytest
-from conftest import start_broker
+from brokerproc import start_broker
 
 DATA = Path(__file__).parent.parent / "data" / "discovery_agents.json"
 

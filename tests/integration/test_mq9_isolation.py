@@ -31,7 +31,7 @@ password = "bob-pw"
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
-    from conftest import start_broker
+    from brokerproc import start_broker
 
     d = tmp_path_factory.mktemp("mq9-isolation")
     (d / "robustmq.toml").write_text(USERS)
@@ -42,7 +42,7 @@ def secured(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def open_broker(tmp_path_factory):
-    from conftest import start_broker
+    from brokerproc import start_broker
 
     b = start_broker(tmp_path_factory.mktemp("mq9-open") / "data", "--http-port", "off", "--mqtt-port", "off")
     yield b

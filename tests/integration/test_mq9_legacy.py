@@ -10,7 +10,7 @@ import json
 import nats
 import orjson
 import pytest
-from conftest import start_broker
+from brokerproc import start_broker
 
 LEGACY_NAME = "robustmq-mq9-python"
 

@@ -9,7 +9,7 @@ import time
 import nats
 import orjson
 import pytest
-from conftest import start_broker
+from brokerproc import start_broker
 
 MAX_BODY_BYTES = 4096
 _names = itertools.count()

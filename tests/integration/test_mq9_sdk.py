@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import start_broker
+from brokerproc import start_broker
 
 SDK_REQUIREMENT = "robustmq==1.0.0"
 INSTALL_TIMEOUT_S = 240

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import start_broker
+from brokerproc import start_broker
 from test_mqtt_support import RawClient, unique
 
 from robustmq.bridges.mqtt import packets as P

@@ -4,7 +4,7 @@ first) and another client keeps receiving."""
 from __future__ import annotations
 
 import pytest
-from conftest import start_broker
+from brokerproc import start_broker
 from test_mqtt_support import PahoClient, RawClient, unique
 
 from robustmq.bridges.mqtt import packets as P

@@ -7,7 +7,7 @@ import json
 
 import nats
 import pytest
-from conftest import start_broker
+from brokerproc import start_broker
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from test_mqtt_support import PahoClient, RawClient, unique

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import start_broker
+from brokerproc import start_broker
 from test_mqtt_support import PahoClient, RawClient, unique
 
 from robustmq.bridges.mqtt import packets as P

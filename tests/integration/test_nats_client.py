@@ -7,7 +7,7 @@ from collections import Counter
 
 import nats
 import pytest
-from conftest import start_broker
+from brokerproc import start_broker
 from nats.errors import MaxPayloadError, NoRespondersError
 
 WAIT_S = 5.0

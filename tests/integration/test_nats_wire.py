@@ -6,7 +6,7 @@ Each test runs against robustmq and against nats-server 2.x, so the two must ans
 from __future__ import annotations
 
 import pytest
-from conftest import start_broker
+from brokerproc import start_broker
 from test_nats_support import RawClient, reference_nats_server
 
 from robustmq.nats import errors
