@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -129,11 +129,20 @@ class BrokerCollector(Collector):
         store = getattr(self.broker, "store", None)
         if store is None:
             return
-        commits = _number(getattr(store, "committer", None), "commits")
-        if commits is not None:
-            family = CounterMetricFamily(f"{NAMESPACE}_store_commits", "group commits written")
-            family.add_metric([], commits)
+        stats = store.stats()
+        for name, text, value in (
+            ("store_commits", "group commits written", stats.commits),
+            ("store_appends", "records appended to the log", stats.appends),
+            ("store_appended_bytes", "record bytes appended to the log", stats.appended_bytes),
+        ):
+            family = CounterMetricFamily(f"{NAMESPACE}_{name}", text)
+            family.add_metric([], value)
             yield family
+        fsync = HistogramMetricFamily(
+            f"{NAMESPACE}_store_fsync_seconds", "fdatasync latency of committed segment and journal files"
+        )
+        fsync.add_metric([], stats.fsync.cumulative(), stats.fsync.sum_s)
+        yield fsync
         lag = GaugeMetricFamily(
             f"{NAMESPACE}_store_index_lag_records", "records committed but not yet indexed"
         )

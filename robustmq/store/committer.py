@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from robustmq.store.errors import WRITE_FAILED, StoreWriteError
 from robustmq.store.fsyncer import Fsyncer
+from robustmq.store.stats import FsyncTimings
 
 if TYPE_CHECKING:
     from robustmq.config import StoreSettings
@@ -110,6 +111,9 @@ class GroupCommitter:
         self._fsyncer: Fsyncer | None = None
         self._error_logged: set[str] = set()
         self.commits = 0
+        self.appends = 0  # records written since start (counted per commit)
+        self.appended_bytes = 0
+        self.fsync_timings = FsyncTimings()  # kept across fsync threads (close, reopen)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -121,7 +125,7 @@ class GroupCommitter:
 
     def _get_fsyncer(self) -> Fsyncer:
         if self._fsyncer is None:
-            self._fsyncer = Fsyncer(self._get_loop())
+            self._fsyncer = Fsyncer(self._get_loop(), self.fsync_timings)
         return self._fsyncer
 
     def mark(self, plog: PartitionLog) -> None:
@@ -150,13 +154,19 @@ class GroupCommitter:
 
     def _commit(self, plogs: Any) -> None:
         written: list[PartitionLog] = []
+        appends = appended_bytes = 0
         for plog in plogs:
+            records, size = len(plog.pending_meta), plog.pending_bytes
             try:
                 plog.write_pending()
             except OSError as exc:
                 self._fail(plog, exc)
                 continue
             written.append(plog)
+            appends += records
+            appended_bytes += size
+        self.appends += appends
+        self.appended_bytes += appended_bytes
         self.commits += 1
         if self.fsync == "always":
             batches = []

@@ -12,8 +12,11 @@ import errno
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
+
+from robustmq.store.stats import FsyncTimings
 
 log = logging.getLogger("robustmq.store")
 
@@ -43,8 +46,9 @@ def fdatasync_path(path: str) -> None:
 class Fsyncer:
     """One thread that syncs files for the loop: ``submit(paths, done)``; ``done`` runs on the loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timings: FsyncTimings | None = None) -> None:
         self._loop = loop
+        self.timings = timings if timings is not None else FsyncTimings()
         self._queue: deque[_Job] = deque()  # submitted, not yet taken by the thread
         self._waiting: deque[_Job] = deque()  # submitted, not yet delivered (loop side)
         self._cond = threading.Condition()
@@ -81,7 +85,7 @@ class Fsyncer:
                     return
                 jobs = list(self._queue)
                 self._queue.clear()
-            errors = _sync_all(jobs)
+            errors = _sync_all(jobs, self.timings)
             try:
                 self._loop.call_soon_threadsafe(self._deliver, jobs[-1].seq, errors)
             except RuntimeError:  # the loop is closed: close() delivers what is left
@@ -110,11 +114,12 @@ class Fsyncer:
         self._thread.join()
         rest = [j for j in self._waiting if not j.delivered]
         if rest:
-            self._deliver(rest[-1].seq, _sync_all(rest))
+            self._deliver(rest[-1].seq, _sync_all(rest, self.timings))
 
 
-def _sync_all(jobs: list[_Job]) -> dict[str, OSError]:
-    """fdatasync every file named by ``jobs`` once; the errors by path (a vanished file is none)."""
+def _sync_all(jobs: list[_Job], timings: FsyncTimings) -> dict[str, OSError]:
+    """fdatasync every file named by ``jobs`` once, timing each; the errors by path (a vanished
+    file is none)."""
     errors: dict[str, OSError] = {}
     seen: set[str] = set()
     for job in jobs:
@@ -122,8 +127,10 @@ def _sync_all(jobs: list[_Job]) -> dict[str, OSError]:
             if path in seen:
                 continue
             seen.add(path)
+            started = time.perf_counter()
             try:
                 fdatasync_path(path)
+                timings.observe(time.perf_counter() - started)
             except FileNotFoundError:
                 pass  # deleted since (retention, a dropped stream): nothing left to sync
             except OSError as exc:

@@ -43,6 +43,7 @@ from robustmq.store.errors import (
 )
 from robustmq.store.log import CHECKPOINT_BYTES, PartitionLog
 from robustmq.store.records import PRIORITY_CODE, Record, as_key
+from robustmq.store.stats import StoreStats
 from robustmq.store.stream import StreamConfig, StreamInfo
 from robustmq.store.timers import Clock, TimerHeap
 
@@ -779,6 +780,17 @@ class Store:
                 segs = [(seg.base, seg.end, str(seg.path)) for seg in plog.segments if seg.path is not None]
                 plan.append((plog.stream, plog.partition, plog.end_offset, segs))
         return plan
+
+    def stats(self) -> StoreStats:
+        """Appends, bytes and group commits written since start, and the fsync latency histogram
+        (each fdatasync of the commit path, timed on the fsync thread)."""
+        c = self.committer
+        return StoreStats(
+            appends=c.appends,
+            appended_bytes=c.appended_bytes,
+            commits=c.commits,
+            fsync=c.fsync_timings.snapshot(),
+        )
 
     def index_lag(self) -> int:
         """Records committed to the log but not yet in the index."""

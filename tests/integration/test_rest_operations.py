@@ -3,6 +3,7 @@ connections and subscriptions of NATS clients, metrics, problem documents, pagin
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -156,6 +157,44 @@ async def test_metrics_are_prometheus_text_with_connections_and_requests(broker)
         assert "robustmq_process_resident_memory_bytes" in text
     finally:
         await nc.close()
+
+
+def _sample(text: str, name: str) -> float:
+    """The value of one unlabelled sample in Prometheus text (0 when it is not there)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_store_appends_and_fsync_latency_move_after_publishes_to_a_stream(broker):
+    async with http(broker) as c:
+        before = (await c.get("/metrics")).text
+        assert "# TYPE robustmq_store_fsync_seconds histogram" in before
+        r = await c.post("/api/v1/streams", json={"name": "metered", "subjects": ["metered.>"]})
+        assert r.status_code == 201
+        nc = await nats.connect(broker.nats_url)
+        try:
+            for i in range(5):
+                await nc.publish("metered.x", b"m%d" % i)
+            await nc.flush()
+        finally:
+            await nc.close()
+        for _ in range(200):  # the records are committed and synced in the background
+            r = await c.get("/api/v1/streams/metered")
+            text = (await c.get("/metrics")).text
+            if r.json()["count"] == 5 and _sample(text, "robustmq_store_fsync_seconds_count") > 0:
+                break
+            await asyncio.sleep(0.02)
+    appends = _sample(text, "robustmq_store_appends_total") - _sample(before, "robustmq_store_appends_total")
+    assert appends >= 5
+    assert _sample(text, "robustmq_store_appended_bytes_total") > _sample(
+        before, "robustmq_store_appended_bytes_total"
+    )
+    assert _sample(text, "robustmq_store_commits_total") > _sample(before, "robustmq_store_commits_total")
+    assert _sample(text, "robustmq_store_fsync_seconds_count") > 0
+    assert 'robustmq_store_fsync_seconds_bucket{le="+Inf"}' in text
+    assert _sample(text, "robustmq_store_fsync_seconds_sum") > 0
 
 
 async def test_request_body_over_the_limit_is_413(broker_factory):
