@@ -12,74 +12,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
-import statistics
 import tempfile
 import time
 
 import nats
 
-from bench.nats_bench import Server, _rss_kib, start_servers
+from bench.common import (
+    API,
+    EchoAgents,
+    FigureTable,
+    echo_card,
+    percentiles,
+    rss_kib,
+    start_nats_pair,
+    stop_all,
+)
 
-API = "$mq9.AI.API."
 DIRECT_SUBJECT = "bench.echo"
 AGENT = "bench-echo"
 CONCURRENT_CALLERS = 20
 PAYLOAD = {"text": "hello agent", "n": 1}
 
 
-def _agent_main(url: str, register: bool, ready: multiprocessing.Event, stop: multiprocessing.Event) -> None:
-    import uvloop
-
-    async def run() -> None:
-        nc = await nats.connect(url)
-
-        async def echo(msg) -> None:
-            data = json.loads(msg.data)
-            if data.get("cancel"):
-                return
-            await msg.respond(json.dumps({"output": data.get("input")}).encode())
-
-        await nc.subscribe(DIRECT_SUBJECT, cb=echo)
-        if register:
-            card = {
-                "name": AGENT,
-                "description": "echoes its input",
-                "version": "1.0.0",
-                "skills": [{"id": "echo", "name": "echo"}],
-                "max_concurrency": 256,
-                "heartbeat_interval_ms": 60000,
-            }
-            reply = json.loads(
-                (await nc.request(API + "AGENT.REGISTER", json.dumps(card).encode(), timeout=10)).data
-            )
-            await nc.subscribe(reply["serve_subject"], cb=echo)
-        await nc.flush()
-        ready.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.1)
-        await nc.close()
-
-    uvloop.run(run())
-
-
-def start_agent(url: str, register: bool) -> tuple[multiprocessing.Process, multiprocessing.Event]:
-    ctx = multiprocessing.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_agent_main, args=(url, register, ready, stop), daemon=True)
-    proc.start()
-    if not ready.wait(30):
-        raise RuntimeError("echo agent did not start")
-    return proc, stop
-
-
-def percentiles(samples_us: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_us)
-    return {
-        "p50": statistics.median(ordered),
-        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-        "n": len(ordered),
-    }
+def start_agent(url: str, register: bool) -> EchoAgents:
+    """The echo agent: answers DIRECT_SUBJECT and, with ``register``, INVOKE of AGENT."""
+    return EchoAgents(url, [DIRECT_SUBJECT], [echo_card(AGENT)] if register else [])
 
 
 async def latency(nc, subject: str, body: bytes, seconds: float, max_requests: int) -> dict[str, float]:
@@ -121,12 +78,12 @@ async def bench_robustmq(url: str, pid: int, seconds: float, max_requests: int) 
     invoke = API + f"AGENT.INVOKE.{AGENT}"
     direct_body = json.dumps({"input": PAYLOAD}).encode()
     invoke_body = json.dumps({"input": PAYLOAD, "skill": "echo"}).encode()
-    out: dict[str, object] = {"rss_idle_kib": _rss_kib(pid)}
+    out: dict[str, object] = {"rss_idle_kib": rss_kib(pid)}
     out["direct"] = await latency(nc, DIRECT_SUBJECT, direct_body, seconds, max_requests)
     out["invoke"] = await latency(nc, invoke, invoke_body, seconds, max_requests)
     out["direct_rate"] = await throughput(nc, DIRECT_SUBJECT, direct_body, seconds, CONCURRENT_CALLERS)
     out["invoke_rate"] = await throughput(nc, invoke, invoke_body, seconds, CONCURRENT_CALLERS)
-    out["rss_after_kib"] = _rss_kib(pid)
+    out["rss_after_kib"] = rss_kib(pid)
     # an agent with no live instance: fails fast with 503
     ghost = json.dumps({"name": "bench-ghost", "description": "registered, then gone"}).encode()
     gone = await nats.connect(url)
@@ -167,33 +124,28 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     with tempfile.TemporaryDirectory() as data_dir:
-        servers: list[Server] = start_servers(data_dir)
+        servers = start_nats_pair(data_dir)
         reference, robustmq = servers
-        agents = []
+        agents: list[EchoAgents] = []
         try:
-            url = f"nats://127.0.0.1:{robustmq.port}"
-            agents.append(start_agent(url, register=True))
-            ours = uvloop.run(bench_robustmq(url, robustmq.proc.pid, args.seconds, args.max_requests))
-            agents.append(start_agent(f"nats://127.0.0.1:{reference.port}", register=False))
-            ref = uvloop.run(
-                bench_reference(f"nats://127.0.0.1:{reference.port}", args.seconds, args.max_requests)
+            agents.append(start_agent(robustmq.url, register=True))
+            ours = uvloop.run(
+                bench_robustmq(robustmq.url, robustmq.proc.pid, args.seconds, args.max_requests)
             )
+            agents.append(start_agent(reference.url, register=False))
+            ref = uvloop.run(bench_reference(reference.url, args.seconds, args.max_requests))
         finally:
-            for proc, stop in agents:
-                stop.set()
-                proc.join(5)
-            for server in servers:
-                server.stop()
+            for agent in agents:
+                agent.stop()
+            stop_all(servers)
 
     direct, invoke = ours["direct"], ours["invoke"]
     print(
         f"agent API invoke bench ({args.seconds:.0f} s per scenario, echo agent in its own process, nats-py clients)"
     )
-    print(f"| {'figure':<44} | {'robustmq':>12} | {'nats-server':>12} |")
-    print(f"|{'-' * 46}|{'-' * 14}|{'-' * 14}|")
-
-    def row(name: str, value: str, ref_value: str = "") -> None:
-        print(f"| {name:<44} | {value:>12} | {ref_value:>12} |")
+    table = FigureTable(44, 12, 12)
+    table.header()
+    row = table.row
 
     row("direct request p50 (us)", f"{direct['p50']:.0f}", f"{ref['direct']['p50']:.0f}")
     row("direct request p99 (us)", f"{direct['p99']:.0f}", f"{ref['direct']['p99']:.0f}")
