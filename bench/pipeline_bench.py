@@ -14,68 +14,34 @@ Run: ``.venv/bin/python -m bench.pipeline_bench``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing
 import tempfile
 import time
 
 import nats
 
-from bench.invoke_bench import percentiles
-from bench.nats_bench import Server, _rss_kib, start_servers
+from bench.common import (
+    API,
+    EchoAgents,
+    FigureTable,
+    calls_per_s,
+    echo_card,
+    percentiles,
+    rss_kib,
+    start_nats_pair,
+    stop_all,
+)
 
-API = "$mq9.AI.API."
 AGENTS = ("bench-a", "bench-b", "bench-c")
 PIPELINE = "bench-three-steps"
 CONCURRENT_CALLERS = 10
 PAYLOAD = {"text": "hello pipeline", "n": 1}
 
 
-def _agents_main(url: str, register: bool, ready: multiprocessing.Event, stop: multiprocessing.Event) -> None:
-    import uvloop
-
-    async def run() -> None:
-        nc = await nats.connect(url)
-
-        async def echo(msg) -> None:
-            data = json.loads(msg.data)
-            if data.get("cancel"):
-                return
-            await msg.respond(json.dumps({"output": data.get("input")}).encode())
-
-        for name in AGENTS:
-            await nc.subscribe(f"bench.direct.{name}", cb=echo)
-            if register:
-                card = {
-                    "name": name,
-                    "description": "echoes its input",
-                    "version": "1.0.0",
-                    "skills": [{"id": "echo", "name": "echo"}],
-                    "max_concurrency": 256,
-                    "heartbeat_interval_ms": 60000,
-                }
-                reply = json.loads(
-                    (await nc.request(API + "AGENT.REGISTER", json.dumps(card).encode(), timeout=10)).data
-                )
-                await nc.subscribe(reply["serve_subject"], cb=echo)
-        await nc.flush()
-        ready.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.1)
-        await nc.close()
-
-    uvloop.run(run())
-
-
-def start_agents(url: str, register: bool) -> tuple[multiprocessing.Process, multiprocessing.Event]:
-    ctx = multiprocessing.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_agents_main, args=(url, register, ready, stop), daemon=True)
-    proc.start()
-    if not ready.wait(30):
-        raise RuntimeError("echo agents did not start")
-    return proc, stop
+def start_agents(url: str, register: bool) -> EchoAgents:
+    """The three echo agents: each answers bench.direct.<name> and, with ``register``, its INVOKE."""
+    cards = [echo_card(name) for name in AGENTS] if register else []
+    return EchoAgents(url, [f"bench.direct.{name}" for name in AGENTS], cards)
 
 
 async def chain_once(nc) -> None:
@@ -113,18 +79,7 @@ async def timed(fn, nc, seconds: float, max_samples: int) -> dict[str, float]:
 
 
 async def rate(fn, nc, seconds: float, callers: int) -> float:
-    done = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def caller() -> None:
-        nonlocal done
-        while time.perf_counter() < stop_at:
-            await fn(nc)
-            done += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(callers)))
-    return done / (time.perf_counter() - start)
+    return await calls_per_s(lambda: fn(nc), seconds, callers)
 
 
 async def bench_robustmq(url: str, pid: int, seconds: float, max_samples: int) -> dict[str, object]:
@@ -140,14 +95,14 @@ async def bench_robustmq(url: str, pid: int, seconds: float, max_samples: int) -
     }
     reply = json.loads((await nc.request(API + "PIPELINE.CREATE", json.dumps(spec).encode(), timeout=5)).data)
     assert reply["error"] == "", reply
-    out: dict[str, object] = {"rss_idle_kib": _rss_kib(pid)}
+    out: dict[str, object] = {"rss_idle_kib": rss_kib(pid)}
     out["chain"] = await timed(chain_once, nc, seconds, max_samples)
     ORCHESTRATION_US.clear()
     out["run"] = await timed(run_once, nc, seconds, max_samples)
     out["orchestration"] = percentiles(ORCHESTRATION_US[50:])  # without the warm-up runs
     out["chain_rate"] = await rate(chain_once, nc, seconds, CONCURRENT_CALLERS)
     out["run_rate"] = await rate(run_once, nc, seconds, CONCURRENT_CALLERS)
-    out["rss_after_kib"] = _rss_kib(pid)
+    out["rss_after_kib"] = rss_kib(pid)
     await nc.close()
     return out
 
@@ -170,33 +125,26 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     with tempfile.TemporaryDirectory() as data_dir:
-        servers: list[Server] = start_servers(data_dir)
+        servers = start_nats_pair(data_dir)
         reference, robustmq = servers
-        agents = []
+        agents: list[EchoAgents] = []
         try:
-            url = f"nats://127.0.0.1:{robustmq.port}"
-            agents.append(start_agents(url, register=True))
-            ours = uvloop.run(bench_robustmq(url, robustmq.proc.pid, args.seconds, args.max_samples))
-            agents.append(start_agents(f"nats://127.0.0.1:{reference.port}", register=False))
-            ref = uvloop.run(
-                bench_reference(f"nats://127.0.0.1:{reference.port}", args.seconds, args.max_samples)
-            )
+            agents.append(start_agents(robustmq.url, register=True))
+            ours = uvloop.run(bench_robustmq(robustmq.url, robustmq.proc.pid, args.seconds, args.max_samples))
+            agents.append(start_agents(reference.url, register=False))
+            ref = uvloop.run(bench_reference(reference.url, args.seconds, args.max_samples))
         finally:
-            for proc, stop in agents:
-                stop.set()
-                proc.join(5)
-            for server in servers:
-                server.stop()
+            for agent in agents:
+                agent.stop()
+            stop_all(servers)
 
     chain, run = ours["chain"], ours["run"]
     print(
         f"pipeline bench ({args.seconds:.0f} s per scenario, three echo agents in their own process, nats-py)"
     )
-    print(f"| {'figure':<50} | {'robustmq':>10} | {'nats-server':>11} |")
-    print(f"|{'-' * 52}|{'-' * 12}|{'-' * 13}|")
-
-    def row(name: str, value: str, ref_value: str = "") -> None:
-        print(f"| {name:<50} | {value:>10} | {ref_value:>11} |")
+    table = FigureTable(50, 10, 11)
+    table.header()
+    row = table.row
 
     row("client chain of 3 requests p50 (us)", f"{chain['p50']:.0f}", f"{ref['chain']['p50']:.0f}")
     row("client chain of 3 requests p99 (us)", f"{chain['p99']:.0f}", f"{ref['chain']['p99']:.0f}")
