@@ -20,8 +20,17 @@ from pathlib import Path
 
 import nats
 
-from bench.invoke_bench import API, CONCURRENT_CALLERS, DIRECT_SUBJECT, PAYLOAD, percentiles, start_agent
-from bench.nats_bench import Server, _rss_kib, start_servers
+from bench.common import (
+    API,
+    EchoAgents,
+    FigureTable,
+    calls_per_s,
+    percentiles,
+    rss_kib,
+    start_nats_pair,
+    stop_all,
+)
+from bench.invoke_bench import CONCURRENT_CALLERS, DIRECT_SUBJECT, PAYLOAD, start_agent
 
 SDK_SRC = Path(__file__).resolve().parents[1] / "sdk" / "src"
 SDK_AGENT = "sdk-echo"
@@ -84,21 +93,6 @@ async def _timed(calls: dict[str, object], seconds: float, max_requests: int) ->
     return {name: percentiles(values) for name, values in samples.items()}
 
 
-async def _rate(call, seconds: float, callers: int) -> float:
-    done = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def caller() -> None:
-        nonlocal done
-        while time.perf_counter() < stop_at:
-            await call()
-            done += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(callers)))
-    return done / (time.perf_counter() - start)
-
-
 def _raw_invoke(nc, agent: str, skill: str):
     subject = API + f"AGENT.INVOKE.{agent}"
     body = json.dumps({"input": PAYLOAD, "skill": skill}).encode()
@@ -127,12 +121,12 @@ async def bench_robustmq(url: str, seconds: float, max_requests: int, handled) -
         calls = {"raw->raw": raw_agent, "raw->sdk": raw_to_sdk, "sdk->sdk": sdk_to_sdk}
         out.update(await _timed(calls, seconds, max_requests))
         for name, call in calls.items():
-            out[name + " rate"] = await _rate(call, seconds, CONCURRENT_CALLERS)
+            out[name + " rate"] = await calls_per_s(call, seconds, CONCURRENT_CALLERS)
 
         async def send() -> None:
             await c.send(MAILBOX, b"x" * 100, priority="normal")
 
-        out["send rate"] = await _rate(send, seconds, SEND_CALLERS)
+        out["send rate"] = await calls_per_s(send, seconds, SEND_CALLERS)
         # the worker has drained what the send scenario left; now time a fresh batch of messages
         async with asyncio.timeout(60):
             while True:
@@ -159,7 +153,7 @@ async def bench_reference(url: str, seconds: float, max_requests: int) -> dict[s
 
     out = {
         "direct": (await _timed({"direct": direct}, seconds, max_requests))["direct"],
-        "direct rate": await _rate(direct, seconds, 20),
+        "direct rate": await calls_per_s(direct, seconds, 20),
     }
     await nc.close()
     return out
@@ -173,40 +167,34 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     with tempfile.TemporaryDirectory() as data_dir:
-        servers: list[Server] = start_servers(data_dir)
+        servers = start_nats_pair(data_dir)
         reference, robustmq = servers
-        stops = []
+        agents: list[EchoAgents] = []
+        sdk_proc = sdk_stop = None
         try:
-            url = f"nats://127.0.0.1:{robustmq.port}"
-            raw_proc, raw_stop = start_agent(url, register=True)
-            stops.append((raw_proc, raw_stop))
-            sdk_proc, sdk_stop, handled = start_sdk_agent(url)
-            stops.append((sdk_proc, sdk_stop))
-            rss_agent_idle = _rss_kib(sdk_proc.pid)
-            ours = uvloop.run(bench_robustmq(url, args.seconds, args.max_requests, handled))
-            rss_agent_after = _rss_kib(sdk_proc.pid)
+            agents.append(start_agent(robustmq.url, register=True))
+            sdk_proc, sdk_stop, handled = start_sdk_agent(robustmq.url)
+            rss_agent_idle = rss_kib(sdk_proc.pid)
+            ours = uvloop.run(bench_robustmq(robustmq.url, args.seconds, args.max_requests, handled))
+            rss_agent_after = rss_kib(sdk_proc.pid)
             rss_broker = robustmq.rss_kib()
-            ref_proc, ref_stop = start_agent(f"nats://127.0.0.1:{reference.port}", register=False)
-            stops.append((ref_proc, ref_stop))
-            ref = uvloop.run(
-                bench_reference(f"nats://127.0.0.1:{reference.port}", args.seconds, args.max_requests)
-            )
+            agents.append(start_agent(reference.url, register=False))
+            ref = uvloop.run(bench_reference(reference.url, args.seconds, args.max_requests))
         finally:
-            for proc, stop in stops:
-                stop.set()
-                proc.join(10)
-            for server in servers:
-                server.stop()
+            if sdk_proc is not None:
+                sdk_stop.set()
+                sdk_proc.join(10)
+            for agent in agents:
+                agent.stop(10)
+            stop_all(servers)
 
     print(
         f"mq9 SDK bench ({args.seconds:g} s per scenario; caller and agent in separate processes; "
         "the three invocation paths timed in turns)"
     )
-    print(f"| {'figure':<52} | {'robustmq':>10} | {'nats-server':>11} |")
-    print(f"|{'-' * 54}|{'-' * 12}|{'-' * 13}|")
-
-    def row(name: str, value: str, ref_value: str = "") -> None:
-        print(f"| {name:<52} | {value:>10} | {ref_value:>11} |")
+    table = FigureTable(52, 10, 11)
+    table.header()
+    row = table.row
 
     row("direct request to a raw echo responder p50 (us)", "", f"{ref['direct']['p50']:.0f}")
     row("direct request p99 (us)", "", f"{ref['direct']['p99']:.0f}")
