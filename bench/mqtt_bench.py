@@ -14,12 +14,13 @@ import selectors
 import shutil
 import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench import common
+from bench.common import Server, free_port, rss_kib
 
 PAYLOAD_BYTES = 64
 TOPIC = b"bench/t"
@@ -325,58 +326,10 @@ def run_idle(port: int, pid: int, n: int) -> tuple[float, float, float]:
 # -- servers -----------------------------------------------------------------------------------------
 
 
-def rss_kib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return float(line.split()[1])
-    return 0.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not listen in time")
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen
-    port: int
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def start_robustmq(tmp: Path) -> Server:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--mqtt-port", str(port),
-         "--nats-port", "off", "--http-port", "off", "--data-dir", str(tmp / "robustmq"), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    _wait_port(port, proc)
-    return Server("robustmq", proc, port)
+    return common.start_robustmq(
+        str(tmp / "robustmq"), "--log-level", "warning", listener="mqtt", stderr=None
+    )
 
 
 def start_mosquitto(tmp: Path) -> Server | None:
@@ -385,29 +338,25 @@ def start_mosquitto(tmp: Path) -> Server | None:
     )
     if exe is None:
         return None
-    port = _free_port()
+    port = free_port()
     conf = tmp / "mosquitto.conf"
     conf.write_text(
         f"per_listener_settings false\nallow_anonymous true\nlistener {port} 127.0.0.1\n"
         "persistence false\nmax_keepalive 65535\n"
     )
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_port(port, proc)
-    return Server("mosquitto", proc, port)
+    return Server("mosquitto", [exe, "-c", str(conf)], port)
 
 
 def start_amqtt(tmp: Path, exe: str | None) -> Server | None:
     if not exe or not os.path.exists(exe):
         return None
-    port = _free_port()
+    port = free_port()
     conf = tmp / "amqtt.yaml"
     conf.write_text(
         f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{port}\n"
         "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
     )
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_port(port, proc)
-    return Server("amqtt", proc, port)
+    return Server("amqtt", [exe, "-c", str(conf)], port)
 
 
 # -- the run -------------------------------------------------------------------------------------------
