@@ -1,4 +1,4 @@
-"""``/api/v1/tools``: registered tools (list, get, discover) and tool calls, sync or async.
+"""``/api/v1/tools``: tools (list, get, define, delete, discover) and tool calls, sync or async.
 
 Arguments are checked against the tool's input schema; a call is a task under ``/api/v1/tasks``.
 """
@@ -17,15 +17,25 @@ from api import agent_calls
 from api.limits import PAGE_LIMIT_DEFAULT
 from api.paging import CursorParam, Limit, Page, paginate
 from api.problems import UNKNOWN_TOOL, Problem, ProblemError
+from robustmq.agents.api.errors import CONFLICT, ApiError
 from robustmq.agents.api.limits import MAX_AGENT_NAME_CHARS
 from robustmq.agents.api.schemas import AGENT_NAME_PATTERN, AgentStatus
-from robustmq.agents.tools.schemas import ToolDiscoverRequest, ToolInfo, ToolInvokeReply, ToolInvokeRequest
+from robustmq.agents.tools.schemas import (
+    ToolDefineRequest,
+    ToolDeregisterReply,
+    ToolDiscoverRequest,
+    ToolInfo,
+    ToolInvokeReply,
+    ToolInvokeRequest,
+)
 
 router = APIRouter(prefix="/tools", tags=["tools"])
 
 Tools = Annotated[Any, Depends(agent_calls.tool_service)]
 ToolName = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_NAME_CHARS, pattern=AGENT_NAME_PATTERN)]
 PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "invalid request or JSON Schema"},
+    409: {"model": Problem, "description": "the tool name belongs to a user of the NATS API"},
     404: {"model": Problem, "description": "no such tool"},
     408: {"model": Problem, "description": "the deadline passed"},
     502: {"model": Problem, "description": "the tool failed"},
@@ -57,6 +67,41 @@ async def list_tools(
 )
 async def discover_tools(body: ToolDiscoverRequest, request: Request, tools: Tools) -> dict[str, Any]:
     return await agent_calls.call(request, "TOOL.DISCOVER", body.model_dump(exclude_none=True))
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ToolInfo,
+    summary="define (or update) a tool without an instance",
+    description="Stores the definition only: the tool is down and calls get 503 until an instance "
+    "registers the same name over NATS (TOOL.REGISTER), whose definition then wins.",
+    responses={400: PROBLEMS[400], 409: PROBLEMS[409]},
+)
+async def define_tool(body: ToolDefineRequest, tools: Tools) -> dict[str, Any]:
+    agent_calls.json_bytes(body.model_dump())  # the definition is journalled as JSON
+    try:
+        record = tools.define(body, None, taken_code=CONFLICT)
+    except ApiError as exc:
+        raise agent_calls.problem_of_reply(exc.reply()) from None
+    return tools.tool_info(record, int(time.time() * 1000))
+
+
+@router.delete(
+    "/{name}",
+    response_model=ToolDeregisterReply,
+    response_model_exclude={"error"},
+    summary="delete a tool's definition and deregister every instance",
+    description="Running calls fail over or fail; each removed instance's next heartbeat is "
+    "answered 404 and it must register again (which defines the tool again).",
+    responses={404: PROBLEMS[404]},
+)
+async def delete_tool(name: ToolName, tools: Tools) -> dict[str, Any]:
+    try:
+        removed = tools.deregister(name)
+    except ApiError as exc:
+        raise agent_calls.problem_of_reply(exc.reply()) from None
+    return {"name": name, "removed_instances": removed}
 
 
 @router.get(

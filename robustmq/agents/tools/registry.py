@@ -1,7 +1,7 @@
 """The tool directory: each tool's description and JSON Schemas, compiled once, persisted, searchable.
 
-A tool is kept by name (the newest registration wins) in a compacted stream of the store, so
-LIST, DISCOVER and pipeline validation know it after a restart; its instances register again.
+A tool is kept by name (the newest registration wins, a deletion marker forgets it) in a compacted
+stream of the store, so LIST, DISCOVER and pipeline validation know it after a restart.
 """
 
 from __future__ import annotations
@@ -153,8 +153,12 @@ class ToolDirectory:
                 from jsonschema import SchemaError
 
                 try:
-                    record = ToolRecord.from_dict(orjson.loads(rec.payload))
-                except (orjson.JSONDecodeError, KeyError, TypeError, SchemaError):
+                    data = orjson.loads(rec.payload)
+                    if data.get("deleted"):
+                        self._records.pop(data["name"], None)
+                        continue
+                    record = ToolRecord.from_dict(data)
+                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, SchemaError):
                     continue
                 self._records[record.name] = record
             offset = batch[-1].offset + 1
@@ -177,6 +181,20 @@ class ToolDirectory:
                 self.store.append(self.stream, orjson.dumps(record.to_dict()), key=record.name)
             except Exception as exc:
                 log.error("tool registry: cannot append to stream %s: %s", self.stream, exc)
+
+    def remove(self, name: str) -> ToolRecord | None:
+        """Forget a tool; a deletion marker keyed by its name keeps it forgotten after a restart."""
+        record = self._records.pop(name, None)
+        if record is None:
+            return None
+        if self._index is not None:
+            self._index.remove(name)
+        if self.store is not None:
+            try:
+                self.store.append(self.stream, orjson.dumps({"name": name, "deleted": True}), key=name)
+            except Exception as exc:
+                log.error("tool registry: cannot append to stream %s: %s", self.stream, exc)
+        return record
 
     def rank(
         self, text: str | None, semantic: str | None, names: set[str], limit: int

@@ -24,12 +24,19 @@ class _Reply(BaseModel):
     error: str = ""
 
 
-class ToolRegisterRequest(_Request):
+class ToolDefineRequest(_Request):
+    """A tool's definition without an instance (``POST /api/v1/tools``); instances register later."""
+
     name: str = Field(min_length=1, max_length=api_limits.MAX_AGENT_NAME_CHARS, pattern=AGENT_NAME_PATTERN)
     description: str = ""
     input_schema: dict[str, Any]
     output_schema: dict[str, Any] | None = None
     max_concurrency: int = Field(limits.DEFAULT_TOOL_CONCURRENCY, ge=1, le=api_limits.MAX_CONCURRENCY)
+
+
+class ToolRegisterRequest(ToolDefineRequest):
+    """An instance registering: the definition (the newest one wins) and its heartbeat interval."""
+
     heartbeat_interval_ms: int = Field(
         api_limits.DEFAULT_HEARTBEAT_INTERVAL_MS,
         ge=api_limits.MIN_HEARTBEAT_INTERVAL_MS,
@@ -42,6 +49,15 @@ class ToolRegisterReply(_Reply):
     instance_id: str
     serve_subject: str
     heartbeat_interval_ms: int
+
+
+class ToolDeregisterRequest(_Request):
+    instance_id: str | None = None  # only this instance; without it the tool and every instance
+
+
+class ToolDeregisterReply(_Reply):
+    name: str
+    removed_instances: int
 
 
 class ToolHeartbeatRequest(_Request):
@@ -97,6 +113,7 @@ class ToolInvokeReply(_Reply):
 
 REQUEST_SCHEMAS: dict[str, dict[str, Any]] = {
     "TOOL.REGISTER": ToolRegisterRequest.model_json_schema(),
+    "TOOL.DEREGISTER": ToolDeregisterRequest.model_json_schema(),
     "TOOL.HEARTBEAT": ToolHeartbeatRequest.model_json_schema(),
     "TOOL.LIST": ToolListRequest.model_json_schema(),
     "TOOL.DISCOVER": ToolDiscoverRequest.model_json_schema(),

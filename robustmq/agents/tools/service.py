@@ -24,6 +24,8 @@ from robustmq.agents.tools import errors
 from robustmq.agents.tools.invoke import ToolInvoker, tool_outcome_reply
 from robustmq.agents.tools.registry import ToolDirectory, ToolRecord, schema_problem, violations
 from robustmq.agents.tools.schemas import (
+    ToolDefineRequest,
+    ToolDeregisterRequest,
     ToolDiscoverRequest,
     ToolHeartbeatRequest,
     ToolInvokeRequest,
@@ -95,6 +97,7 @@ class ToolService:
         )
         for verb, handler, named in (
             ("REGISTER", self.register, False),
+            ("DEREGISTER", self.deregister_request, True),
             ("LIST", self.list_tools, False),
             ("DISCOVER", self.discover_request, False),
             ("HEARTBEAT", self.heartbeat, True),
@@ -136,30 +139,9 @@ class ToolService:
 
     def register(self, _: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
         req = parse_request(ToolRegisterRequest, payload, empty_ok=False)
-        for field, schema in (("input_schema", req.input_schema), ("output_schema", req.output_schema)):
-            problem = schema is not None and schema_problem(schema)
-            if problem:
-                raise ApiError(
-                    api_errors.BAD_REQUEST,
-                    errors.BAD_SCHEMA.format(field=field),
-                    details=[{"path": f"$.{field}", "message": problem}],
-                )
         user = self._user(origin)
-        old = self.directory.get(req.name)
-        if self.api.auth_enabled and old is not None and old.owner is not None and old.owner != user:
-            raise ApiError(api_errors.FORBIDDEN, errors.TOOL_NAME_TAKEN.format(name=req.name))
+        self.define(req, user, heartbeat_interval_ms=req.heartbeat_interval_ms)
         now = self._clock_ms()
-        record = ToolRecord(
-            req.name,
-            req.description,
-            req.input_schema,
-            req.output_schema,
-            max_concurrency=req.max_concurrency,
-            heartbeat_interval_ms=req.heartbeat_interval_ms,
-            owner=old.owner if old is not None and old.owner is not None else user,
-            created_ms=old.created_ms if old is not None else now,
-        )
-        self.directory.put(record)
         inst = Instance(
             req.name, new_instance_id(), req.max_concurrency, req.heartbeat_interval_ms, now, origin, user
         )
@@ -173,6 +155,78 @@ class ToolService:
             "serve_subject": inst.serve_subject,
             "heartbeat_interval_ms": inst.heartbeat_interval_ms,
         }
+
+    def define(
+        self,
+        req: ToolDefineRequest,
+        user: str | None,
+        *,
+        heartbeat_interval_ms: int | None = None,
+        taken_code: int = api_errors.FORBIDDEN,
+    ) -> ToolRecord:
+        """Store a tool's definition (an instance may follow); the control plane calls this alone.
+
+        Raises ``ApiError``: 400 with ``details`` for an invalid JSON Schema, ``taken_code`` when
+        authentication is on and the name belongs to another user. A new tool is bound to ``user``.
+        """
+        for field, schema in (("input_schema", req.input_schema), ("output_schema", req.output_schema)):
+            problem = schema is not None and schema_problem(schema)
+            if problem:
+                raise ApiError(
+                    api_errors.BAD_REQUEST,
+                    errors.BAD_SCHEMA.format(field=field),
+                    details=[{"path": f"$.{field}", "message": problem}],
+                )
+        old = self.directory.get(req.name)
+        if self.api.auth_enabled and old is not None and old.owner is not None and old.owner != user:
+            raise ApiError(taken_code, errors.TOOL_NAME_TAKEN.format(name=req.name))
+        if heartbeat_interval_ms is None:
+            default_ms = api_limits.DEFAULT_HEARTBEAT_INTERVAL_MS
+            heartbeat_interval_ms = old.heartbeat_interval_ms if old is not None else default_ms
+        record = ToolRecord(
+            req.name,
+            req.description,
+            req.input_schema,
+            req.output_schema,
+            max_concurrency=req.max_concurrency,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            owner=old.owner if old is not None and old.owner is not None else user,
+            created_ms=old.created_ms if old is not None else self._clock_ms(),
+        )
+        self.directory.put(record)
+        return record
+
+    def deregister_request(self, name: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+        req = parse_request(ToolDeregisterRequest, payload)
+        record = self.directory.get(name)
+        if record is None and not self.instances.of(name):
+            raise ApiError(api_errors.NOT_FOUND, errors.UNKNOWN_TOOL.format(name=name))
+        if self.api.auth_enabled and record is not None and record.owner is not None:
+            if self._user(origin) != record.owner:
+                raise ApiError(api_errors.FORBIDDEN, errors.NOT_AUTHORIZED.format(name=name))
+        removed = self.deregister(name, req.instance_id)
+        return {"error": "", "name": name, "removed_instances": removed}
+
+    def deregister(self, name: str, instance_id: str | None = None) -> int:
+        """Remove one instance, or the tool's definition and every instance; how many instances went.
+
+        Their running calls fail over or fail; a removed instance's next heartbeat is answered 404
+        (register again). Raises ``ApiError`` 404 for an unknown tool or instance.
+        """
+        if instance_id is not None:
+            removed = self.instances.remove(name, instance_id)
+            if not removed:
+                raise ApiError(
+                    api_errors.NOT_FOUND, errors.UNKNOWN_INSTANCE.format(instance_id=instance_id, name=name)
+                )
+        else:
+            removed = self.instances.remove(name)
+            if self.directory.remove(name) is None and not removed:
+                raise ApiError(api_errors.NOT_FOUND, errors.UNKNOWN_TOOL.format(name=name))
+        for inst in removed:
+            self.invoker.instance_down(inst, "deregistered")
+        self.invoker.drain(name)
+        return len(removed)
 
     def heartbeat(self, name: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
         req = parse_request(ToolHeartbeatRequest, payload, empty_ok=False)
