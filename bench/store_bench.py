@@ -21,6 +21,7 @@ from pathlib import Path
 
 import uvloop
 
+from bench.common import percentile, rss_mib
 from robustmq.config import StoreSettings
 from robustmq.store import Store
 
@@ -29,21 +30,6 @@ BATCH = 100  # appends per producer between awaits (one acknowledgement per batc
 PHASE_LIMIT_S = 20.0
 KEYS = 10_000
 TAGS = [f"tag{i}" for i in range(20)]
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 async def _append_run(data_dir: Path, fsync: str, producers: int, total: int, index: bool) -> dict:
@@ -86,8 +72,8 @@ async def _append_run(data_dir: Path, fsync: str, producers: int, total: int, in
     catch_up = time.perf_counter() - t1
     await st.stop()
     return {
-        "rate": done / dt, "p50_ms": _pct(lat, 0.5) * 1000, "p99_ms": _pct(lat, 0.99) * 1000,
-        "lag": lag, "catch_up_s": catch_up, "stall_p99_ms": _pct(stalls, 0.99) * 1000,
+        "rate": done / dt, "p50_ms": percentile(lat, 0.5) * 1000, "p99_ms": percentile(lat, 0.99) * 1000,
+        "lag": lag, "catch_up_s": catch_up, "stall_p99_ms": percentile(stalls, 0.99) * 1000,
         "stall_max_ms": max(stalls, default=0.0) * 1000,
     }  # fmt: skip
 
@@ -117,7 +103,7 @@ async def _many_streams(data_dir: Path, streams: int) -> dict:
     assert len(st.list_streams()) == streams
     await st.stop()
     return {
-        "total_s": created, "p50_ms": _pct(lat, 0.5) * 1000, "p99_ms": _pct(lat, 0.99) * 1000,
+        "total_s": created, "p50_ms": percentile(lat, 0.5) * 1000, "p99_ms": percentile(lat, 0.99) * 1000,
         "fds": fds, "startup_s": startup,
     }  # fmt: skip
 
@@ -151,7 +137,18 @@ def _sqlite_run(path: Path, sync: str, total: int) -> dict:
         )
     rdt = time.perf_counter() - t1
     con.close()
-    return {"rate": off / dt, "p50_ms": _pct(lat, 0.5) * 1000, "read_rate": n / rdt}
+    return {"rate": off / dt, "p50_ms": percentile(lat, 0.5) * 1000, "read_rate": n / rdt}
+
+
+async def _start_up_s(data_dir: Path, records: int) -> float:
+    """Seconds a Store takes to open ``data_dir``; checks the big stream still holds ``records``."""
+    started = time.perf_counter()
+    st = Store(StoreSettings(data_dir=data_dir, fsync="interval"), index=True)
+    await st.start()
+    took = time.perf_counter() - started
+    assert st.end_offset("big") == records
+    await st.stop()
+    return took
 
 
 async def _big_stream(data_dir: Path, records: int) -> dict:
@@ -205,30 +202,20 @@ async def _big_stream(data_dir: Path, records: int) -> dict:
                 got = await st.query("big", since_ms=at, until_ms=at + 50, limit=100)
             lat[kind].append(time.perf_counter() - t)
             assert got or kind == "time" or i < 0
-    rss = _rss_mib()
+    rss = rss_mib(os.getpid())
     await st.stop()
 
-    t3 = time.perf_counter()
-    st = Store(StoreSettings(data_dir=data_dir, fsync="interval"), index=True)
-    await st.start()
-    startup = time.perf_counter() - t3
-    assert st.end_offset("big") == made
-    await st.stop()
+    startup = await _start_up_s(data_dir, made)
     # worst case: a crash just before the active segment's next checkpoint (scan it all)
     active = sorted((data_dir / "log" / "big" / "0").glob("*.log"))[-1]
     active.with_suffix(".idx").unlink(missing_ok=True)
-    t4 = time.perf_counter()
-    st = Store(StoreSettings(data_dir=data_dir, fsync="interval"), index=True)
-    await st.start()
-    startup_scan = time.perf_counter() - t4
-    assert st.end_offset("big") == made
-    await st.stop()
+    startup_scan = await _start_up_s(data_dir, made)
     return {
         "records": made, "fill_rate": fill_rate, "index_catch_up_s": index_catch_up,
         "startup_scan_s": startup_scan, "active_mib": active.stat().st_size / 2**20,
         "read_rate": read_rate, "rss_mib": rss, "startup_s": startup,
-        **{f"{k}_p50_ms": _pct(v, 0.5) * 1000 for k, v in lat.items()},
-        **{f"{k}_p99_ms": _pct(v, 0.99) * 1000 for k, v in lat.items()},
+        **{f"{k}_p50_ms": percentile(v, 0.5) * 1000 for k, v in lat.items()},
+        **{f"{k}_p99_ms": percentile(v, 0.99) * 1000 for k, v in lat.items()},
     }  # fmt: skip
 
 
