@@ -14,9 +14,12 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+import uvloop
 
 API = "$mq9.AI.API."
 LOOPBACK = "127.0.0.1"
@@ -246,8 +249,6 @@ def _echo_agents_main(
         await nc.close()
 
     if use_uvloop:
-        import uvloop
-
         uvloop.run(run())
     else:
         asyncio.run(run())
@@ -282,3 +283,29 @@ class EchoAgents:
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
         self.proc.join(timeout_s)
+
+
+def run_with_echo_agents(
+    start_agents: Callable[[str, bool], EchoAgents],
+    on_robustmq: Callable[[Server], Awaitable[Any]],
+    on_reference: Callable[[Server], Awaitable[Any]],
+) -> tuple[Any, Any]:
+    """nats-server and robustmq, echo agents beside each (registered with robustmq only), one scenario each.
+
+    ``start_agents(url, register)`` starts the agents; the scenarios run in turn on uvloop, and
+    every process is stopped before this returns (robustmq's figures, the reference's figures).
+    """
+    with tempfile.TemporaryDirectory() as data_dir:
+        servers = start_nats_pair(data_dir)
+        reference, robustmq = servers
+        agents: list[EchoAgents] = []
+        try:
+            agents.append(start_agents(robustmq.url, True))
+            ours = uvloop.run(on_robustmq(robustmq))
+            agents.append(start_agents(reference.url, False))
+            ref = uvloop.run(on_reference(reference))
+        finally:
+            for agent in agents:
+                agent.stop()
+            stop_all(servers)
+    return ours, ref

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
 
 import nats
@@ -24,8 +23,7 @@ from bench.common import (
     echo_card,
     percentiles,
     rss_kib,
-    start_nats_pair,
-    stop_all,
+    run_with_echo_agents,
 )
 
 DIRECT_SUBJECT = "bench.echo"
@@ -121,23 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each scenario")
     parser.add_argument("--max-requests", type=int, default=5000, help="cap per latency scenario")
     args = parser.parse_args(argv)
-    import uvloop
-
-    with tempfile.TemporaryDirectory() as data_dir:
-        servers = start_nats_pair(data_dir)
-        reference, robustmq = servers
-        agents: list[EchoAgents] = []
-        try:
-            agents.append(start_agent(robustmq.url, register=True))
-            ours = uvloop.run(
-                bench_robustmq(robustmq.url, robustmq.proc.pid, args.seconds, args.max_requests)
-            )
-            agents.append(start_agent(reference.url, register=False))
-            ref = uvloop.run(bench_reference(reference.url, args.seconds, args.max_requests))
-        finally:
-            for agent in agents:
-                agent.stop()
-            stop_all(servers)
+    ours, ref = run_with_echo_agents(
+        start_agent,
+        lambda robustmq: bench_robustmq(robustmq.url, robustmq.proc.pid, args.seconds, args.max_requests),
+        lambda reference: bench_reference(reference.url, args.seconds, args.max_requests),
+    )
 
     direct, invoke = ours["direct"], ours["invoke"]
     print(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 
 import nats
@@ -28,8 +27,7 @@ from bench.common import (
     echo_card,
     percentiles,
     rss_kib,
-    start_nats_pair,
-    stop_all,
+    run_with_echo_agents,
 )
 
 AGENTS = ("bench-a", "bench-b", "bench-c")
@@ -122,21 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each scenario")
     parser.add_argument("--max-samples", type=int, default=3000, help="cap per latency scenario")
     args = parser.parse_args(argv)
-    import uvloop
-
-    with tempfile.TemporaryDirectory() as data_dir:
-        servers = start_nats_pair(data_dir)
-        reference, robustmq = servers
-        agents: list[EchoAgents] = []
-        try:
-            agents.append(start_agents(robustmq.url, register=True))
-            ours = uvloop.run(bench_robustmq(robustmq.url, robustmq.proc.pid, args.seconds, args.max_samples))
-            agents.append(start_agents(reference.url, register=False))
-            ref = uvloop.run(bench_reference(reference.url, args.seconds, args.max_samples))
-        finally:
-            for agent in agents:
-                agent.stop()
-            stop_all(servers)
+    ours, ref = run_with_echo_agents(
+        start_agents,
+        lambda robustmq: bench_robustmq(robustmq.url, robustmq.proc.pid, args.seconds, args.max_samples),
+        lambda reference: bench_reference(reference.url, args.seconds, args.max_samples),
+    )
 
     chain, run = ours["chain"], ours["run"]
     print(
