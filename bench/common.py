@@ -168,6 +168,30 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
     }
 
 
+async def latency_us(
+    call: Callable[[], Awaitable[Any]],
+    seconds: float,
+    max_samples: int,
+    check: Callable[[Any], None] | None = None,
+    warm_up_calls: int = 50,
+) -> dict[str, float]:
+    """Percentiles of one call's latency in microseconds, calls made one after another.
+
+    Stops after ``max_samples`` or ``seconds``; ``check`` sees each result outside the timed span.
+    """
+    for _ in range(warm_up_calls):
+        await call()
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(samples) < max_samples and time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        result = await call()
+        samples.append((time.perf_counter() - t0) * 1e6)
+        if check is not None:
+            check(result)
+    return percentiles(samples)
+
+
 async def calls_per_s(call: Callable[[], Awaitable[object]], seconds: float, callers: int) -> float:
     """Completed calls per second with ``callers`` concurrent loops calling ``call`` for ``seconds``."""
     done = 0

@@ -21,6 +21,7 @@ from bench.common import (
     EchoAgents,
     FigureTable,
     echo_card,
+    latency_us,
     percentiles,
     rss_kib,
     run_with_echo_agents,
@@ -38,17 +39,11 @@ def start_agent(url: str, register: bool) -> EchoAgents:
 
 
 async def latency(nc, subject: str, body: bytes, seconds: float, max_requests: int) -> dict[str, float]:
-    for _ in range(50):  # warm up
-        await nc.request(subject, body, timeout=5)
-    samples: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while len(samples) < max_requests and time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        msg = await nc.request(subject, body, timeout=5)
-        samples.append((time.perf_counter() - t0) * 1e6)
+    def check(msg) -> None:
         if subject.startswith(API) and b'"error":""' not in msg.data:
             raise RuntimeError(f"invoke failed: {msg.data[:200]!r}")
-    return percentiles(samples)
+
+    return await latency_us(lambda: nc.request(subject, body, timeout=5), seconds, max_requests, check)
 
 
 async def throughput(nc, subject: str, body: bytes, seconds: float, callers: int) -> dict[str, float]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import nats
 
@@ -25,6 +24,7 @@ from bench.common import (
     FigureTable,
     calls_per_s,
     echo_card,
+    latency_us,
     percentiles,
     rss_kib,
     run_with_echo_agents,
@@ -65,15 +65,7 @@ async def run_once(nc) -> None:
 
 
 async def timed(fn, nc, seconds: float, max_samples: int) -> dict[str, float]:
-    for _ in range(50):  # warm up
-        await fn(nc)
-    samples: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while len(samples) < max_samples and time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        await fn(nc)
-        samples.append((time.perf_counter() - t0) * 1e6)
-    return percentiles(samples)
+    return await latency_us(lambda: fn(nc), seconds, max_samples)
 
 
 async def rate(fn, nc, seconds: float, callers: int) -> float:
