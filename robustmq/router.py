@@ -18,7 +18,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from robustmq.subjects import NO_MATCH, SubjectTrie
+from robustmq.subjects import NO_MATCH, MatchResult, SubjectTrie
 
 # deliver(subject, reply, headers, payload) -> None, or an awaitable for a durable write
 DeliverFn = Callable[[str, str | None, bytes | None, bytes], Awaitable[Any] | None]
@@ -125,6 +125,8 @@ class Router:
             result = self.trie.match(subject)
         if result is NO_MATCH:
             return 0
+        if result.guard is not None:
+            return self._publish_guarded(result, subject, payload, reply, headers, skip_owner, origin)[0]
         previous = self.current_origin
         self.current_origin = origin
         count = 0
@@ -156,6 +158,8 @@ class Router:
         result = self.trie.match(subject)
         if not result:
             return 0, []
+        if result.guard is not None:
+            return self._publish_guarded(result, subject, payload, reply, headers, skip_owner, origin)
         pending: list[Awaitable[Any]] = []
         count = 0
         previous = self.current_origin
@@ -192,7 +196,7 @@ class Router:
             result = self.trie.match(subject)
         if result is NO_MATCH:
             return 0
-        if result.shared_owner:
+        if result.shared_owner or result.guard is not None:
             count = 0
             for payload in payloads:
                 count = max(count, self.publish(subject, payload, None, None, skip_owner, origin))
@@ -242,7 +246,7 @@ class Router:
                 if result is None:
                     result = match(subject)
                 try:
-                    if result.queues:
+                    if result.one_by_one:
                         self.publish(subject, payload, None, None, skip_owner, origin)
                         continue
                     if skip_owner is None:
@@ -258,6 +262,48 @@ class Router:
                     on_error(subject)
         finally:
             self.current_origin = previous
+
+    def _publish_guarded(
+        self,
+        result: MatchResult,
+        subject: str,
+        payload: bytes,
+        reply: str | None,
+        headers: bytes | None,
+        skip_owner: Any,
+        origin: Any,
+    ) -> tuple[int, list[Awaitable[Any]]]:
+        """``publish`` for a subject whose match carries a guard (a protected mailbox's subject).
+
+        The headers are stamped once for every receiver (the block the store keeps), and only the
+        subscriptions the guard admits receive the message; a queue group picks among those.
+        """
+        guard = result.guard
+        headers = guard.stamp(headers, origin)
+        admits = guard.admits
+        pending: list[Awaitable[Any]] = []
+        count = 0
+        previous = self.current_origin
+        self.current_origin = origin
+        try:
+            for sub in result.plain:
+                if (skip_owner is not None and sub.owner is skip_owner) or not admits(sub):
+                    continue
+                done = sub.deliver(subject, reply, headers, payload)
+                if done is not None:
+                    pending.append(done)
+                count += 1
+            for members in result.queues:
+                eligible = [m for m in members if admits(m) and (skip_owner is None or m.owner is not skip_owner)]
+                if eligible:
+                    member = eligible[self._rng.randrange(len(eligible))] if len(eligible) > 1 else eligible[0]
+                    done = member.deliver(subject, reply, headers, payload)
+                    if done is not None:
+                        pending.append(done)
+                    count += 1
+        finally:
+            self.current_origin = previous
+        return count, pending
 
     def _pick(self, members: tuple, skip_owner: Any) -> Any:
         if skip_owner is None or len(members) == 1:

@@ -7,7 +7,7 @@ maps its own names onto these subjects at its edge (DESIGN section 2).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 MATCH_CACHE_MAX_ENTRIES = 4096
@@ -71,13 +71,18 @@ class MatchResult:
     """What a literal subject matched: plain subscriptions, and one member list per queue group.
 
     The trie returns the ``NO_MATCH`` singleton for no match, so hot paths test identity.
+    ``guard`` is set when the subject carries a protected mailbox's messages (see
+    ``SubjectTrie.guard_of``); ``one_by_one`` says a batch must publish such a subject one message at
+    a time through ``Router.publish`` (queue groups or a guard).
     """
 
-    __slots__ = ("plain", "queues", "shared_owner")
+    __slots__ = ("plain", "queues", "shared_owner", "guard", "one_by_one")
 
-    def __init__(self, plain: tuple, queues: tuple) -> None:
+    def __init__(self, plain: tuple, queues: tuple, guard: Any = None) -> None:
         self.plain = plain
         self.queues = queues  # tuple of member tuples, one per queue group name
+        self.guard = guard
+        self.one_by_one = bool(queues) or guard is not None
         # Does one owner (a connection) hold more than one of these? Then a run of messages must
         # be delivered message by message to keep the interleaving on that connection's stream.
         seen: set[int] = set()
@@ -104,6 +109,10 @@ class SubjectTrie:
 
     ``match`` results are cached per literal subject; adding or removing a subscription drops only
     the cached subjects its pattern can match, as nats-server's sublist does.
+
+    ``guard_of(subject)``, when set, is asked once per cached subject that has subscribers: a guard
+    (``admits(sub)``, ``stamp(headers, origin)``) makes the router deliver it through a checked path.
+    Whoever changes what it answers for a subject calls ``forget`` with that subject.
     """
 
     def __init__(self, cache_max_entries: int = MATCH_CACHE_MAX_ENTRIES) -> None:
@@ -112,6 +121,13 @@ class SubjectTrie:
         self._cache_max = cache_max_entries
         self.match_cache = self._cache  # literal subject -> MatchResult; read-only for callers
         self.count = 0
+        self.guard_of: Callable[[str], Any] | None = None
+
+    def forget(self, subjects: Iterable[str]) -> None:
+        """Drop the cached results of these literal subjects (their guard changed)."""
+        cache = self._cache
+        for subject in subjects:
+            cache.pop(subject, None)
 
     def insert(self, sub: Any) -> None:
         node = self._root
@@ -201,7 +217,8 @@ class SubjectTrie:
         queues: dict[str, list[Any]] = {}
         self._collect(self._root, subject.split("."), 0, plain, queues)
         if plain or queues:
-            result = MatchResult(tuple(plain), tuple(tuple(m) for m in queues.values()))
+            guard = self.guard_of(subject) if self.guard_of is not None else None
+            result = MatchResult(tuple(plain), tuple(tuple(m) for m in queues.values()), guard)
         else:
             result = NO_MATCH
         if len(self._cache) >= self._cache_max:

@@ -26,7 +26,6 @@ OK = encoder.OK
 PONG = encoder.PONG
 CRLF = b"\r\n"
 
-AGENT_SUBJECT_PREFIX = "$mq9.AI."  # subscriptions here may belong to one agent's owner (agent API)
 _PREFIX_CACHE_MAX_ENTRIES = 64  # per subscription: wildcard subscriptions see many subjects
 # "<size>\r\n" for the payload sizes seen so far (most traffic uses a handful of sizes)
 _SIZE_LINES: dict[int, bytes] = {}
@@ -450,9 +449,7 @@ class NatsConnection(asyncio.Protocol):
                 self.send(encoder.err(errors.subscribe_violation(subject)))
                 return
             sub.rule = perms.delivery_filter(subject)
-        if subject.startswith(AGENT_SUBJECT_PREFIX) and not self.server.may_subscribe_agent_subject(
-            self.user, subject
-        ):
+        if self.server.auth_required and not self.server.may_subscribe_agent_subject(self.user, subject):
             self.send(encoder.err(errors.subscribe_violation(subject)))
             return
         self.subs[ev.sid] = sub

@@ -212,7 +212,7 @@ async def test_an_agent_bound_to_a_user_is_registered_unregistered_and_reported_
     assert name in [a["name"] for a in listed["agents"]]
     assert await call(alice, MQ9 + "AGENT.REPORT", {"name": name, "report_info": "fine"}) == {"error": ""}
     assert await call(alice, MQ9 + "AGENT.UNREGISTER", {"name": name}) == {"error": ""}
-    # an agent only mq9 knows is bound to nobody
+    # a name nobody holds is free to register (and is bob's from now on)
     assert await call(bob, MQ9 + "AGENT.REGISTER", card(f"free{next(_ids)}", "")) == {"error": ""}
     await alice.close()
     await bob.close()
@@ -252,3 +252,248 @@ async def test_a_legacy_push_subscription_to_an_owned_mailbox_is_refused_to_othe
     await snoop.close()
     await alice.close()
     await bob.close()
+
+
+class Watcher:
+    """One connection's deliveries, with the subscription errors the server sent it."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.got: list = []
+
+    async def on_error(self, exc: Exception) -> None:
+        self.errors.append(str(exc).lower())
+
+    async def on_msg(self, msg) -> None:
+        self.got.append(msg)
+
+    async def connect(self, url: str, user: str) -> Any:
+        return await nats.connect(url, user=user, password=f"{user}-pw", error_cb=self.on_error)
+
+
+async def until(predicate, tries: int = 250) -> None:
+    for _ in range(tries):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def mailbox_subjects(address: str) -> set[str]:
+    return {address, MQ9 + f"MSG.SEND.{address}", *(MQ9 + f"MAILBOX.MSG.{address}.{p}" for p in ("high", "normal", "low"))}
+
+
+async def test_live_deliveries_on_an_owned_address_reach_only_the_owner_with_the_stamped_sender(secured):
+    alice, bob, address = await owned_mailbox(secured.nats_url)
+    snoop = Watcher()
+    spy = await snoop.connect(secured.nats_url, "bob")
+    await spy.subscribe(address, cb=snoop.on_msg)  # the address itself: refused
+    await spy.flush()
+    await until(lambda: snoop.errors)
+    assert snoop.errors == [f'nats: permissions violation for subscription to "{address}"']
+    await spy.subscribe(MQ9 + f"MSG.SEND.{address}", cb=snoop.on_msg)  # the SEND subject: refused too
+    await spy.flush()
+    await until(lambda: len(snoop.errors) == 2)
+    # wildcards that match the address are allowed, and see nothing of it
+    for pattern in (address.split(".")[0] + ".*", ">", "$mq9.AI.MSG.SEND.>", "$mq9.AI.MAILBOX.MSG.>"):
+        await spy.subscribe(pattern, cb=snoop.on_msg)
+    await spy.flush()
+    own = Watcher()
+    await alice.subscribe(address, cb=own.on_msg)
+    await alice.subscribe(MQ9 + f"MSG.SEND.{address}", cb=own.on_msg)
+    await alice.flush()
+    await bob.publish(address, b"raw", headers={"mq9-sender": "alice", "x-trace": "t1"})
+    await call(bob, MQ9 + f"MSG.SEND.{address}", b"sent", {"mq9-sender": "alice"})
+    await bob.publish(MQ9 + f"MAILBOX.MSG.{address}.high", b"legacy")
+    await bob.flush()
+    await until(lambda: len(own.got) == 2)
+    await spy.flush()  # anything routed to the spy before its PONG has arrived by now
+    assert [(m.subject, m.data, m.headers["mq9-sender"]) for m in own.got] == [
+        (address, b"raw", "bob"),
+        (MQ9 + f"MSG.SEND.{address}", b"sent", "bob"),
+    ]
+    assert own.got[0].headers["x-trace"] == "t1"
+    assert [m.subject for m in snoop.got if m.subject in mailbox_subjects(address)] == []
+    # the owner still reads all three from the mailbox, stamped the same way
+    messages = (await call(alice, MQ9 + f"MSG.QUERY.{address}"))["messages"]
+    assert sorted((m["payload"], tuple(sender_of(m))) for m in messages) == [
+        ("legacy", ("bob",)), ("raw", ("bob",)), ("sent", ("bob",))
+    ]  # fmt: skip
+    await spy.close()
+    await alice.close()
+    await bob.close()
+
+
+async def test_a_subscription_made_before_the_agent_claimed_the_address_stops_receiving(secured):
+    n = next(_ids)
+    address = f"early{n}.inbox"
+    alice = await nats.connect(secured.nats_url, user="alice", password="alice-pw")
+    bob = await nats.connect(secured.nats_url, user="bob", password="bob-pw")
+    early = Watcher()
+    await bob.subscribe(address, cb=early.on_msg)
+    await bob.flush()
+    await alice.publish(address, b"before")
+    await alice.flush()
+    await until(lambda: len(early.got) == 1)
+    reg = await call(alice, API + "AGENT.REGISTER", card(f"early{n}", address))
+    assert reg["error"] == ""
+    own = Watcher()
+    await alice.subscribe(address, cb=own.on_msg)
+    await alice.flush()
+    await alice.publish(address, b"after")
+    await alice.flush()
+    await until(lambda: len(own.got) == 1)
+    await bob.flush()
+    assert [m.data for m in early.got] == [b"before"]
+    await alice.close()
+    await bob.close()
+
+
+class MqttWatcher:
+    """A paho MQTT 5 client in its own thread: SUBACK codes and received messages."""
+
+    def __init__(self, port: int, user: str) -> None:
+        import queue
+
+        self.subacks: queue.Queue = queue.Queue()
+        self.messages: list = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}{next(_ids)}", protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(user, f"{user}-pw")
+        self.client.on_subscribe = lambda c, u, mid, reasons, props: self.subacks.put(reasons[0].value)
+        self.client.on_message = lambda c, u, msg: self.messages.append(msg)
+        connected: queue.Queue = queue.Queue()
+        self.client.on_connect = lambda c, u, flags, rc, props: connected.put(rc)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        connected.get(timeout=10)
+
+    def subscribe(self, topic: str) -> int:
+        self.client.subscribe(topic, 1)
+        return self.subacks.get(timeout=10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def user_properties(msg) -> dict[str, str]:
+    return dict(getattr(msg.properties, "UserProperty", []) or [])
+
+
+async def test_mqtt_subscriptions_to_an_owned_address_follow_the_same_rule(secured):
+    alice, bob, address = await owned_mailbox(secured.nats_url)
+    topic = address.replace(".", "/")
+    port = secured.ports["mqtt"]
+    spy = await asyncio.to_thread(MqttWatcher, port, "bob")
+    owner = await asyncio.to_thread(MqttWatcher, port, "alice")
+    assert await asyncio.to_thread(spy.subscribe, topic) == 0x87  # not authorized
+    assert await asyncio.to_thread(spy.subscribe, "#") == 1
+    assert await asyncio.to_thread(spy.subscribe, topic.split("/")[0] + "/+") == 1
+    assert await asyncio.to_thread(owner.subscribe, topic) == 1
+    await bob.publish(address, b"to alice", headers={"mq9-sender": "alice"})
+    await bob.flush()
+    await until(lambda: owner.messages)
+    await bob.publish("unrelated.topic", b"marker")  # the spy gets this one after anything earlier
+    await bob.flush()
+    await until(lambda: spy.messages)
+    assert [m.topic for m in spy.messages] == ["unrelated/topic"]
+    assert owner.messages[0].payload == b"to alice"
+    assert user_properties(owner.messages[0])["mq9-sender"] == "bob"
+    await asyncio.to_thread(spy.close)
+    await asyncio.to_thread(owner.close)
+    await alice.close()
+    await bob.close()
+
+
+async def test_a_legacy_mqtt_subscription_to_an_owned_mailbox_is_refused_to_other_users(secured):
+    alice, bob, address = await owned_mailbox(secured.nats_url)
+    await call(alice, MQ9 + f"MSG.SEND.{address}", b"private")
+    legacy = "$mq9/AI/MAILBOX/MSG/" + address.replace(".", "/") + "/+"
+    port = secured.ports["mqtt"]
+    spy = await asyncio.to_thread(MqttWatcher, port, "bob")
+    assert await asyncio.to_thread(spy.subscribe, legacy) == 0x87
+    assert await asyncio.to_thread(spy.subscribe, "$mq9/AI/MAILBOX/MSG/#") == 1
+    owner = await asyncio.to_thread(MqttWatcher, port, "alice")
+    assert await asyncio.to_thread(owner.subscribe, legacy) == 1
+    await until(lambda: owner.messages)  # the stored message is pushed to the owner
+    assert json.loads(owner.messages[0].payload)["msg_id"] == 0
+    await bob.publish(MQ9 + f"MAILBOX.MSG.{address}.normal", b"legacy send")
+    await bob.flush()
+    await until(lambda: len(owner.messages) == 2)
+    await bob.publish(MQ9 + "MAILBOX.MSG.nobody.normal", b"marker")
+    await bob.flush()
+    await until(lambda: spy.messages)
+    assert [m.topic for m in spy.messages] == ["$mq9/AI/MAILBOX/MSG/nobody/normal"]
+    await asyncio.to_thread(spy.close)
+    await asyncio.to_thread(owner.close)
+    await alice.close()
+    await bob.close()
+
+
+async def test_an_agent_registered_through_mq9_is_bound_to_its_user(secured):
+    n = next(_ids)
+    name, address = f"mqagent{n}", f"mqagent{n}.inbox"
+    alice = await nats.connect(secured.nats_url, user="alice", password="alice-pw")
+    bob = await nats.connect(secured.nats_url, user="bob", password="bob-pw")
+    assert (await call(alice, MQ9 + "MAILBOX.CREATE", {"name": address, "ttl": 0}))["error"] == ""
+    assert await call(alice, MQ9 + "AGENT.REGISTER", card(name, address)) == {"error": ""}
+    forbidden = {"error": f"forbidden: agent {name} belongs to another user"}
+    assert await call(bob, MQ9 + "AGENT.REGISTER", card(name, "")) == forbidden
+    assert await call(bob, MQ9 + "AGENT.UNREGISTER", {"name": name}) == forbidden
+    assert await call(bob, MQ9 + "AGENT.REPORT", {"name": name, "report_info": "x"}) == forbidden
+    taken = await call(bob, API + "AGENT.REGISTER", card(name, ""))
+    assert taken["code"] == 403
+    # the card's mailbox is the agent's now: read by alice only, and nobody else's agent may claim it
+    await call(bob, MQ9 + f"MSG.SEND.{address}", b"hi")
+    assert await fetch(bob, address) == {"error": f"forbidden: mailbox {address} belongs to another user"}
+    assert [m["payload"] for m in (await fetch(alice, address))["messages"]] == ["hi"]
+    claim = await call(bob, MQ9 + "AGENT.REGISTER", card(f"thief{n}", address))
+    assert claim == {"error": f"forbidden: mailbox {address} belongs to another user"}
+    info = await call(bob, API + f"AGENT.INFO.{name}")
+    assert info["agent"]["mailbox"] == address
+    # unregistered by its owner, the name and the mailbox are free again
+    assert await call(alice, MQ9 + "AGENT.UNREGISTER", {"name": name}) == {"error": ""}
+    assert await call(bob, MQ9 + "AGENT.REGISTER", card(name, "")) == {"error": ""}
+    assert (await fetch(bob, address))["error"] == ""
+    await alice.close()
+    await bob.close()
+
+
+def persistent_subscriber(port: int, user: str, client_id: str, topics: list[str]) -> None:
+    """An MQTT 3.1.1 client with a persistent session subscribes to ``topics`` and leaves."""
+    import queue
+
+    acked: queue.Queue = queue.Queue()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    client.username_pw_set(user, f"{user}-pw")
+    client.on_subscribe = lambda c, u, mid, reasons, props: acked.put(mid)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        for topic in topics:
+            client.subscribe(topic, 1)
+            acked.get(timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def test_restored_mqtt_subscriptions_are_checked_against_agent_owners_again(broker_factory, tmp_path):
+    import httpx
+
+    config = tmp_path / "robustmq.toml"
+    config.write_text(USERS)
+    data = tmp_path / "restart-data"
+    first = broker_factory("--config", str(config), data_dir=data)
+    await asyncio.to_thread(
+        persistent_subscriber, first.ports["mqtt"], "bob", "bob-device", ["claimed/inbox", "free/topic"]
+    )
+    alice = await nats.connect(first.nats_url, user="alice", password="alice-pw")
+    reg = await call(alice, API + "AGENT.REGISTER", card("claimer", "claimed.inbox"))
+    assert reg["error"] == ""
+    await alice.close()
+    first.stop()
+    second = broker_factory("--config", str(config), data_dir=data)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{second.ports['http']}", auth=("alice", "alice-pw")) as http:
+        listed = (await http.get("/api/v1/subscriptions", params={"protocol": "mqtt"})).json()
+    assert sorted(item["subject"] for item in listed["items"]) == ["free.topic"]

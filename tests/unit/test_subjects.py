@@ -113,3 +113,68 @@ def test_trie_agrees_with_the_one_off_matcher(patterns, subjects):
         subject = ".".join(tokens)
         expected = {id(s) for s in subs[1::2] if subject_matches(s.subject, subject)}
         assert {id(s) for s in trie.match(subject).plain} == expected
+
+
+class _Client:
+    protocol = "nats"
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+
+
+class _OwnerOnly:
+    """A guard admitting in-process subscribers and ``owner``'s clients, stamping ``x-by``."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+
+    def admits(self, sub) -> bool:
+        return getattr(sub.owner, "protocol", None) is None or sub.owner.user == self.owner
+
+    def stamp(self, headers, origin):
+        return b"NATS/1.0\r\nx-by: " + origin.user.encode() + b"\r\n\r\n"
+
+
+def test_guard_of_is_asked_once_per_cached_subject_and_forget_asks_again():
+    trie = SubjectTrie()
+    asked: list[str] = []
+    owners = {"box.inbox": "alice"}
+
+    def guard_of(subject):
+        asked.append(subject)
+        owner = owners.get(subject)
+        return _OwnerOnly(owner) if owner else None
+
+    trie.guard_of = guard_of
+    trie.insert(Subscription("box.*", lambda *a: None))
+    trie.insert(Subscription("other", lambda *a: None))
+    assert trie.match("box.inbox").guard.owner == "alice"
+    assert trie.match("box.inbox").one_by_one
+    assert trie.match("other").guard is None and not trie.match("other").one_by_one
+    trie.match("box.inbox")
+    assert asked == ["box.inbox", "other"]
+    assert trie.match("nobody") is NO_MATCH and "nobody" not in asked  # no subscriber, no question
+    owners["box.inbox"] = "bob"
+    trie.forget(["box.inbox"])
+    assert trie.match("box.inbox").guard.owner == "bob"
+
+
+def test_a_guarded_subject_reaches_admitted_subscribers_only_with_stamped_headers():
+    from robustmq.router import Router
+
+    router = Router()
+    router.trie.guard_of = lambda s: _OwnerOnly("alice") if s.startswith("box.") else None
+    got: list[tuple[str, bytes | None]] = []
+    for name, owner in (("alice", _Client("alice")), ("bob", _Client("bob")), ("service", None)):
+        router.subscribe("box.>", lambda s, r, h, p, n=name: got.append((n, h)), owner=owner)
+    queue_members = [_Client("bob"), _Client("alice")]
+    for client in queue_members:
+        router.subscribe("box.inbox", lambda s, r, h, p, c=client: got.append(("q-" + c.user, h)), "g", client)
+    count = router.publish("box.inbox", b"x", headers=b"NATS/1.0\r\nx-by: forged\r\n\r\n", origin=_Client("carol"))
+    stamped = b"NATS/1.0\r\nx-by: carol\r\n\r\n"
+    assert count == 3
+    assert sorted(got) == [("alice", stamped), ("q-alice", stamped), ("service", stamped)]
+    got.clear()
+    router.publish_batch(["box.inbox", b"y", "free.topic", b"z"], origin=_Client("carol"))
+    router.publish_many("box.inbox", [b"1", b"2"], origin=_Client("carol"))
+    assert sorted({name for name, _ in got}) == ["alice", "q-alice", "service"]

@@ -128,15 +128,22 @@ class KeywordRanker:
 class AgentDirectory:
     """Agent records by name; ``ranker(query, records)`` ranks them for DISCOVER and intents.
 
-    ``journal(record)`` persists a change.
+    ``journal(record)`` persists a change; ``on_mailbox_change(address)``, when given, hears of every
+    put or removal touching an agent's mailbox (its owner may have changed).
     """
 
-    def __init__(self, journal: Callable[[dict[str, Any]], None], ranker: Any = None) -> None:
+    def __init__(
+        self,
+        journal: Callable[[dict[str, Any]], None],
+        ranker: Any = None,
+        on_mailbox_change: Callable[[str], None] | None = None,
+    ) -> None:
         self._records: dict[str, AgentRecord] = {}
         self._mailbox_of: dict[str, str] = {}  # agent name -> its mailbox address
         self._agents_of_mailbox: dict[str, set[str]] = {}  # mailbox address -> agent names
         self._journal = journal
         self.ranker = ranker or KeywordRanker()
+        self.on_mailbox_change = on_mailbox_change
         self.version = 0  # bumped on every change: readers rebuild their views when it moves
 
     def get(self, name: str) -> AgentRecord | None:
@@ -171,6 +178,11 @@ class AgentDirectory:
         if address:
             self._mailbox_of[name] = address
             self._agents_of_mailbox.setdefault(address, set()).add(name)
+        notify = self.on_mailbox_change
+        if notify is not None:
+            for changed in {previous, address}:
+                if changed:
+                    notify(changed)
 
     def all(self) -> list[AgentRecord]:
         return list(self._records.values())

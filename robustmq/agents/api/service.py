@@ -35,7 +35,9 @@ from robustmq.agents.api.schemas import (
     parse_request,
 )
 from robustmq.agents.api.tasks import Task, TaskJournal, TaskTable, new_task_id
+from robustmq.agents.mq9.guard import MailboxGuards
 from robustmq.agents.mq9.legacy import parse_watch
+from robustmq.agents.mq9.subjects import mailbox_of_subject
 
 log = logging.getLogger("robustmq.agents.api")
 
@@ -103,7 +105,9 @@ class AgentApiService:
         journal = self._journal or await journal_for(self.broker)
         self._journal = journal
         records = list(await journal.replay())
-        self.directory = AgentDirectory(journal.write)
+        self.directory = AgentDirectory(
+            journal.write, on_mailbox_change=self._mailbox_changed if self.auth_enabled else None
+        )
         self.tasks = TaskTable(journal, self._clock_ms, on_event=self._publish_update)
         self.instances = InstanceTable(self._instance_down, self._clock_ms)
         self.invoker = Invoker(
@@ -198,16 +202,23 @@ class AgentApiService:
             raise ApiError(errors.FORBIDDEN, errors.NOT_AUTHORIZED.format(name=name))
 
     def may_subscribe(self, user: str | None, subject: str) -> bool:
-        """May ``user`` subscribe to ``subject``? Serve subjects of an agent belong to its owner.
+        """May ``user`` subscribe to ``subject``? Serve subjects and mailbox subjects of an agent
+        belong to its owner.
 
-        For the front-ends' subscription checks; wildcard subscriptions are allowed because work
-        is delivered only to the instance's own connection when authentication is on.
+        For the front-ends' subscription checks, on every subject; a wildcard subscription is
+        allowed because work is delivered only to the instance's own connection, and an owned
+        mailbox's messages only to its owner's subscriptions, when authentication is on.
         """
-        if not self.auth_enabled or not subject.startswith(SERVE_FAMILY_PREFIX):
+        if not self.auth_enabled:
             return True
+        if not subject.startswith(SERVE_FAMILY_PREFIX):
+            return self.mailbox_owner(subject) in (None, user)  # the address itself
         watch = parse_watch(subject)  # a legacy mailbox subscription pushes what the mailbox holds
         if watch is not None:
             return self.mailbox_owner(watch[0]) in (None, user)
+        address = mailbox_of_subject(subject)  # a SEND subject carries the mailbox's messages
+        if address is not None:
+            return self.mailbox_owner(address) in (None, user)
         tokens = subject.split(".")
         if len(tokens) < 4 or tokens[2] not in ("INVOKE", "TOOL") or tokens[3] in ("*", ">"):
             return True
@@ -223,7 +234,10 @@ class AgentApiService:
         """The user owning the agent whose mailbox is ``address`` (for mq9 FETCH/ACK checks)."""
         if not self.auth_enabled:
             return None
-        for record in self.directory.with_mailbox(address):
+        directory = getattr(self, "directory", None)  # None until started
+        if directory is None:
+            return None
+        for record in directory.with_mailbox(address):
             if record.owner is not None:
                 return record.owner
         return None
@@ -282,6 +296,33 @@ class AgentApiService:
         self.directory.put(record)
         self._share_registration(record)
         return record
+
+    def _mailbox_changed(self, address: str) -> None:
+        MailboxGuards.changed(self.router.trie, address)
+
+    def bind_agent(self, name: str, owner: str, card: dict[str, Any] | None, mailbox: str | None) -> None:
+        """An agent registered through mq9 by ``owner`` (authentication on): bound to that user here,
+        in the one registry, as an API registration binds it; the mailbox its card names is owned.
+
+        mq9 has checked that the name and the mailbox are not another user's.
+        """
+        if not self.auth_enabled:
+            return
+        record = self.directory.get(name)
+        if record is None:
+            record = AgentRecord(name, card or {"name": name}, created_ms=self._clock_ms(), owner=owner)
+        elif card is not None:
+            record.card = card
+        if record.owner is None:
+            record.owner = owner
+        if mailbox:
+            record.mailbox = mailbox
+        self.directory.put(record)
+
+    def unbind_agent(self, name: str) -> None:
+        """mq9 UNREGISTER by the owner: the binding goes with the card unless instances still run."""
+        if self.auth_enabled and self.directory.get(name) is not None and not self.instances.of(name):
+            self.directory.remove(name)
 
     @property
     def registry_version(self) -> int:

@@ -9,11 +9,13 @@ messages sent with the current layout are pushed too.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from robustmq.agents.mq9 import errors
+from robustmq.agents.mq9.guard import MailboxGuard
 from robustmq.agents.mq9.mailboxes import legacy_priority
 from robustmq.agents.mq9.subjects import LEGACY_PRIORITIES, legacy_delivery_subject
 from robustmq.store import Record
@@ -116,8 +118,17 @@ class LegacyMailboxes:
         if not watches:
             del self.watches[target[0]]
 
+    def _admitted(self, address: str) -> Callable[[Any], bool]:
+        """Which subscriptions may receive ``address``'s messages (with authentication on, an agent's
+        mailbox goes to its owner's subscriptions only, even one made before the agent claimed it)."""
+        if not self.service.auth_enabled:
+            return lambda sub: True
+        return MailboxGuard(address, self.service.mailbox_owner(address)).admits
+
     def _replay(self, watch: MailboxWatch) -> None:
         if watch not in self.watches.get(watch.address, ()) or self.service.mailboxes.get(watch.address) is None:
+            return
+        if not self._admitted(watch.address)(watch.sub):
             return
         stored = [
             r for r in self.service.mailboxes.in_order(watch.address) if watch.priority in ("*", legacy_priority(r))
@@ -153,9 +164,10 @@ class LegacyMailboxes:
         if not watches:
             return
         priority = legacy_priority(rec)
+        admitted = self._admitted(address)
         groups_served: set[str] = set()
         for watch in list(watches):
-            if watch.priority not in ("*", priority):
+            if watch.priority not in ("*", priority) or not admitted(watch.sub):
                 continue
             queue = watch.sub.queue
             if queue is not None:

@@ -17,6 +17,7 @@ from robustmq.agents.discovery import Embedder, default_embedder
 from robustmq.agents.mq9 import errors, schemas
 from robustmq.agents.mq9.delayed import DelayedSends
 from robustmq.agents.mq9.errors import Mq9Error
+from robustmq.agents.mq9.guard import MailboxGuards
 from robustmq.agents.mq9.legacy import LegacyMailboxes
 from robustmq.agents.mq9.mailboxes import (
     FETCH_DEFAULT_MAX_WAIT_MS,
@@ -28,11 +29,12 @@ from robustmq.agents.mq9.mailboxes import (
     MailboxStore,
     record_json,
 )
-from robustmq.agents.mq9.registry import DISCOVER_DEFAULT_LIMIT, AgentRegistry, StoreJournal
+from robustmq.agents.mq9.registry import DISCOVER_DEFAULT_LIMIT, AgentRegistry, StoreJournal, parse_card
 from robustmq.agents.mq9.sender import stamp_sender
 from robustmq.agents.mq9.subjects import SERVICE_SUBJECT, Command, Kind, parse
 from robustmq.headers import decode_headers
 from robustmq.store import Record, StoreError
+from robustmq.subjects import is_valid_publish_subject
 
 log = logging.getLogger("robustmq.mq9")
 
@@ -109,6 +111,9 @@ class Mq9Service:
         self.embedder = embedder or default_embedder()
         self.registry: AgentRegistry | None = None
         self.legacy = LegacyMailboxes(self)
+        # authentication on: live deliveries of mailbox subjects are stamped and, for an agent's
+        # mailbox, reach its owner only (the router asks once per subject, see guard.py)
+        self.guards = MailboxGuards(self.mailbox_owner, lambda a: self.mailboxes.get(a) is not None)
         self._legacy_origins: weakref.WeakSet = weakref.WeakSet()
         self._unacked_sends: dict[str, Any] = {}
         self._reply_batch: list[tuple[Any, str, bytes | None]] = []
@@ -131,6 +136,8 @@ class Mq9Service:
             self.store.set_ingest(box.address, self._ingest)
         self.delayed.open(lambda rec: SendOptions(rec.headers).delay or 0)
         self._subscription = self.router.subscribe(SERVICE_SUBJECT, self._on_request, owner=self)
+        if self.auth_enabled:
+            self.router.trie.guard_of = self.guards.guard_for
         self.legacy.start()
         self._sweeper = asyncio.ensure_future(self._sweep_forever())
 
@@ -138,6 +145,8 @@ class Mq9Service:
         if self._subscription is not None:
             self.router.unsubscribe(self._subscription)
             self._subscription = None
+        if self.router.trie.guard_of == self.guards.guard_for:
+            self.router.trie.guard_of = None
         self.legacy.stop()
         self.delayed.close()
         for task in (self._sweeper, self._refresher, *self._tasks):
@@ -232,6 +241,7 @@ class Mq9Service:
             assert self.registry is not None
             if kind is Kind.AGENT_UNREGISTER:
                 durable = self.registry.unregister(request["name"])
+                self._unbind_agent(request["name"], origin)
             else:
                 durable = self.registry.report(request["name"], request.get("report_info"))
             return self._after(durable, reply, self._ok(legacy))
@@ -254,14 +264,25 @@ class Mq9Service:
         """
         if not self.auth_enabled or origin is None:
             return
-        api = getattr(self.broker, "agent_api", None)
-        owner = api.mailbox_owner(address) if api is not None else None
+        owner = self.mailbox_owner(address)
         if owner is not None and getattr(origin, "user", None) != owner:
             raise Mq9Error(errors.MAILBOX_FORBIDDEN.format(addr=address))
 
+    def mailbox_owner(self, address: str) -> str | None:
+        """The user of the agent whose mailbox ``address`` is (None: unclaimed, or no agent API)."""
+        api = getattr(self.broker, "agent_api", None)
+        if api is None or getattr(api, "directory", None) is None:
+            return None
+        return api.mailbox_owner(address)
+
+    def _mailbox_changed(self, address: str) -> None:
+        if self.auth_enabled:
+            MailboxGuards.changed(self.router.trie, address)
+
     def _check_agent_owner(self, name: str, origin: Any) -> None:
-        """With authentication on, an agent bound to a user (through the agent API) is registered,
-        unregistered and reported on only by that user; in-process callers are trusted."""
+        """With authentication on, an agent bound to a user (by its first registration, here or
+        through the agent API) is registered, unregistered and reported on only by that user;
+        in-process callers are trusted."""
         if not self.auth_enabled or origin is None:
             return
         api = getattr(self.broker, "agent_api", None)
@@ -354,6 +375,7 @@ class Mq9Service:
             name, self.default_ttl_s if ttl is None else ttl, request.get("desc") or "", bool(request.get("public"))
         )
         self.store.set_ingest(box.address, self._ingest)
+        self._mailbox_changed(box.address)
         if legacy:
             return orjson.dumps({"mail_id": box.address, "is_new": True})
         return orjson.dumps({"error": "", "mail_address": box.address})
@@ -538,7 +560,9 @@ class Mq9Service:
             if not value["name"]:
                 raise Mq9Error(errors.AGENT_NAME_EMPTY)
             self._check_agent_owner(value["name"], origin)
+            mailbox = self._check_card_mailbox(value, origin)
             durable = self.registry.register(value["name"], orjson.dumps(value).decode(), value)
+            self._bind_agent(value["name"], value, mailbox, origin)
         else:
             problem = schemas.wrapped_registration_problem(value)
             if problem is not None:
@@ -548,9 +572,36 @@ class Mq9Service:
             if not value["payload"]:
                 raise Mq9Error(errors.AGENT_INFO_EMPTY)
             self._check_agent_owner(value["name"], origin)
-            durable = self.registry.register(value["name"], value["payload"])
+            card = parse_card(value["payload"])
+            mailbox = self._check_card_mailbox(card, origin)
+            durable = self.registry.register(value["name"], value["payload"], card)
+            self._bind_agent(value["name"], card, mailbox, origin)
         self._refresh_vectors_soon()
         return self._after(durable, reply, self._ok(legacy))
+
+    def _check_card_mailbox(self, card: dict[str, Any] | None, origin: Any) -> str | None:
+        """The mailbox a card names (``mailbox``), refused when another user's agent claims it."""
+        mailbox = (card or {}).get("mailbox")
+        if not isinstance(mailbox, str) or not is_valid_publish_subject(mailbox):
+            return None
+        if self.auth_enabled and origin is not None:
+            owner = self.mailbox_owner(mailbox)
+            if owner is not None and getattr(origin, "user", None) != owner:
+                raise Mq9Error(errors.MAILBOX_FORBIDDEN.format(addr=mailbox))
+        return mailbox
+
+    def _bind_agent(self, name: str, card: dict[str, Any] | None, mailbox: str | None, origin: Any) -> None:
+        """With authentication on, a client's registration binds the agent (and the mailbox its
+        card names) to the client's user in the one registry the agent API keeps."""
+        user = getattr(origin, "user", None) if self.auth_enabled else None
+        api = getattr(self.broker, "agent_api", None)
+        if user is not None and api is not None:
+            api.bind_agent(name, user, card, mailbox)
+
+    def _unbind_agent(self, name: str, origin: Any) -> None:
+        api = getattr(self.broker, "agent_api", None)
+        if self.auth_enabled and origin is not None and api is not None:
+            api.unbind_agent(name)
 
     def _discover(self, reply: str | None, payload: bytes, legacy: bool) -> bytes | None:
         assert self.registry is not None
@@ -642,6 +693,7 @@ class Mq9Service:
         """Delete every mailbox past its TTL, with its messages and groups."""
         for box in self.mailboxes.expired():
             self.mailboxes.drop(box.address)
+            self._mailbox_changed(box.address)
 
 
 def _search_item(entry: Any) -> dict[str, Any]:

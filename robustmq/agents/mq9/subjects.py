@@ -121,3 +121,32 @@ def _parse(subject: str) -> Command | None:
 def legacy_delivery_subject(address: str, priority: str) -> str:
     """Where a legacy mailbox subscriber receives a message of ``priority`` (high|normal|low)."""
     return f"{PREFIX}MAILBOX.MSG.{address}.{priority}"
+
+
+SEND_PREFIX = PREFIX + "MSG.SEND."
+LEGACY_MESSAGE_PREFIX = PREFIX + "MAILBOX.MSG."
+
+
+def mailbox_subjects(address: str) -> tuple[str, ...]:
+    """Every literal subject that carries messages into the mailbox at ``address``."""
+    return (
+        address,
+        SEND_PREFIX + address,
+        *(legacy_delivery_subject(address, priority) for priority in LEGACY_PRIORITIES),
+    )
+
+
+def mailbox_of_subject(subject: str) -> str | None:
+    """The mailbox address a literal subject carries messages into, when it can be one.
+
+    A subject outside ``$mq9.AI.`` may be an address itself; under it, only a SEND subject and a
+    legacy ``MAILBOX.MSG.<address>.<priority>`` subject name one.
+    """
+    if not subject.startswith(PREFIX):
+        return subject
+    if subject.startswith(SEND_PREFIX):
+        return subject[len(SEND_PREFIX) :] or None
+    if subject.startswith(LEGACY_MESSAGE_PREFIX):
+        address, _, last = subject[len(LEGACY_MESSAGE_PREFIX) :].rpartition(".")
+        return address if address and last in LEGACY_PRIORITIES else None
+    return None

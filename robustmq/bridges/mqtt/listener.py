@@ -681,9 +681,9 @@ class MqttConnection(asyncio.Protocol):
                 # 'a/#' also matches 'a'; that extra subject only when the user may read it
                 subjects = [subjects[0], *(x for x in subjects[1:] if perms.may_subscribe(x))]
                 rule = perms.delivery_filter(subjects[0])
-            if subjects[0].startswith("$mq9.AI.") and not self.server.may_subscribe_agent_subject(
+            if not self.server.may_subscribe_agent_subject(
                 self.user, subjects[0]
-            ):  # an agent's serve subjects are its owner's alone (as on NATS)
+            ):  # an agent's serve and mailbox subjects are its owner's alone (as on NATS)
                 codes.append(rc.NOT_AUTHORIZED if self.v5 else failure)
                 continue
             queue = f"$mqtt.share.{group}.{request.topic_filter}" if group is not None else None
@@ -805,7 +805,7 @@ class MqttServer:
         self.websocket = _WebSocketListener(self) if self.settings.ws_port is not None else None
 
     def may_subscribe_agent_subject(self, user: str | None, subject: str) -> bool:
-        """An agent's serve subjects are its owner's alone; True when the agent API is not built."""
+        """An agent's serve and mailbox subjects are its owner's alone; True without the agent API."""
         agent_api = getattr(self.broker, "agent_api", None)
         return agent_api is None or agent_api.may_subscribe(user, subject)
 

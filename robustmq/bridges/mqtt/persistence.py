@@ -176,6 +176,8 @@ class MqttPersistence:
                     if not perms.may_subscribe(subjects[0]):
                         continue  # the user's permissions changed since: the subscription is gone
                     subjects = [subjects[0], *(x for x in subjects[1:] if perms.may_subscribe(x))]
+                if not server.may_subscribe_agent_subject(session.user, subjects[0]):
+                    continue  # an agent of another user claimed the subject since: gone too
                 rule = perms.delivery_filter(subjects[0]) if perms is not None else None
                 subs = [
                     MqttSubscription(sub, session, s["f"], request, queue, s.get("id"), rule,
