@@ -3,6 +3,8 @@ a tool defined first is down until an instance registers, deleting removes it an
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import nats
 import pytest
@@ -79,6 +81,39 @@ async def test_delete_removes_the_definition_and_deregisters_its_instances(broke
         assert again["error"] == ""
     finally:
         await instance.close()
+
+
+async def test_a_queued_call_to_a_defined_tool_is_served_by_the_first_instance(broker):
+    async with http(broker) as c:
+        assert (await c.post("/api/v1/tools", json=ADDER)).status_code == 201
+        body = {"arguments": {"a": 20, "b": 22}, "mode": "async", "on_offline": "queue", "timeout_ms": 30000}
+        r = await c.post("/api/v1/tools/adder/invoke", json=body)
+        assert r.status_code == 202
+        task_url = r.headers["location"]
+        instance = await Tool(broker.nats_url, "adder", add).start(
+            ADDER["description"], ADDER["input_schema"]
+        )
+        try:
+            for _ in range(250):
+                task = (await c.get(task_url)).json()
+                if task["state"] == "completed":
+                    break
+                await asyncio.sleep(0.02)
+            assert task["state"] == "completed" and task["output"] == 42
+        finally:
+            await instance.close()
+
+
+async def test_deleting_a_tool_ends_the_calls_queued_for_it(broker):
+    async with http(broker) as c:
+        assert (await c.post("/api/v1/tools", json=ADDER)).status_code == 201
+        body = {"arguments": {"a": 1, "b": 1}, "mode": "async", "on_offline": "queue", "timeout_ms": 60000}
+        task_url = (await c.post("/api/v1/tools/adder/invoke", json=body)).headers["location"]
+        assert (await c.get(task_url)).json()["state"] == "submitted"
+        r = await c.delete("/api/v1/tools/adder")
+        assert r.json() == {"name": "adder", "removed_instances": 0}
+        task = (await c.get(task_url)).json()
+        assert task["state"] == "rejected" and task["error"] == "tool adder not found"
 
 
 async def test_define_refuses_invalid_schemas_and_requests_with_problems(broker):

@@ -40,6 +40,20 @@ class ToolInvoker(Invoker):
     def outcome_reply(self, task: Task, now_ms: int) -> dict[str, Any]:
         return tool_outcome_reply(task)
 
+    def fail_waiting(self, name: str, code: int, text: str) -> int:
+        """End every call of ``name`` still queued for an instance (its tool was deleted)."""
+        q = self._waiting.pop(name, None)
+        ended = 0
+        while q:
+            task = q.popleft()
+            if not task.queued or task.finished or task.agent != name:
+                continue
+            task.queued = False
+            task.reply_code = code
+            self._finish(task, "rejected" if task.attempts == 0 else "failed", error=text)
+            ended += 1
+        return ended
+
     def _on_agent_reply(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         task = self._running.get(subject[len(self._inbox) :])
         if task is not None and task.finished:  # canceled through TASK.CANCEL meanwhile

@@ -210,8 +210,9 @@ class ToolService:
     def deregister(self, name: str, instance_id: str | None = None) -> int:
         """Remove one instance, or the tool's definition and every instance; how many instances went.
 
-        Their running calls fail over or fail; a removed instance's next heartbeat is answered 404
-        (register again). Raises ``ApiError`` 404 for an unknown tool or instance.
+        Their running calls fail over or fail, and with the definition gone the calls queued for an
+        instance end (404); a removed instance's next heartbeat is answered 404 (register again).
+        Raises ``ApiError`` 404 for an unknown tool or instance.
         """
         if instance_id is not None:
             removed = self.instances.remove(name, instance_id)
@@ -225,6 +226,8 @@ class ToolService:
                 raise ApiError(api_errors.NOT_FOUND, errors.UNKNOWN_TOOL.format(name=name))
         for inst in removed:
             self.invoker.instance_down(inst, "deregistered")
+        if instance_id is None:  # calls queued for an instance of a deleted tool end now
+            self.invoker.fail_waiting(name, api_errors.NOT_FOUND, errors.UNKNOWN_TOOL.format(name=name))
         self.invoker.drain(name)
         return len(removed)
 
