@@ -43,28 +43,20 @@ class Broker:
         self.store = None  # robustmq.store.Store, built first in _build
 
     def _build(self) -> None:
-        from robustmq.nats.server import NatsServer
-
-        s = self.settings
-        from robustmq.store import Store
-
-        self.store = Store(s.store, router=self.router, streams=s.streams)
-        self.components.append(self.store)
-        from robustmq.agents.mq9 import Mq9Service
-
-        self.mq9 = Mq9Service(self)
-        self.components.append(self.mq9)
+        # Imported here so a listener that is off costs nothing at start-up.
         from robustmq.agents.api import AgentApiService
-
-        self.agent_api = AgentApiService(self)
-        self.components.append(self.agent_api)
+        from robustmq.agents.mq9 import Mq9Service
         from robustmq.agents.pipelines import PipelineService
         from robustmq.agents.tools import ToolService
+        from robustmq.store import Store
 
+        s = self.settings
+        self.store = Store(s.store, router=self.router, streams=s.streams)
+        self.mq9 = Mq9Service(self)
+        self.agent_api = AgentApiService(self)
         self.tools = ToolService(self)
-        self.components.append(self.tools)
         self.pipelines = PipelineService(self)
-        self.components.append(self.pipelines)
+        self.components.extend([self.store, self.mq9, self.agent_api, self.tools, self.pipelines])
         if s.mqtt.port is not None or s.mqtt.ws_port is not None:
             from robustmq.bridges.mqtt.listener import MqttServer
 
@@ -73,6 +65,8 @@ class Broker:
             if mqtt.websocket is not None:
                 self.components.append(mqtt.websocket)
         if s.nats.port is not None:
+            from robustmq.nats.server import NatsServer
+
             self.components.append(NatsServer(self))
         # keep the control plane last: /readyz answers only once everything before it has started
         if s.http.port is not None:
