@@ -171,3 +171,35 @@ async def test_an_mqtt_client_may_subscribe_to_an_agents_serve_topic_only_as_its
     assert await asyncio.to_thread(_mqtt_suback, port, "bob", "bob-pw", "$mq9/AI/INVOKE/vault/+") == 0x87
     assert await asyncio.to_thread(_mqtt_suback, port, "alice", "alice-pw", topic) == 0
     await alice.close()
+
+
+async def test_an_agent_registered_through_mq9_belongs_to_its_user_here_too(secured):
+    alice = await nats.connect(secured.nats_url, user="alice", password="alice-pw")
+    registered = await call(alice, "$mq9.AI.AGENT.REGISTER", {**card("ledger"), "mailbox": "ledger.inbox"})
+    assert registered == {"error": ""}
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc).lower())
+
+    bob = await nats.connect(secured.nats_url, user="bob", password="bob-pw", error_cb=on_error)
+    taken = await call(bob, API + "AGENT.REGISTER", card("ledger"))
+    assert taken["code"] == 403
+    gone = await call(bob, API + "AGENT.DEREGISTER.ledger")
+    assert gone["code"] == 403
+    claimed = await call(bob, API + "AGENT.REGISTER", {**card("copycat"), "mailbox": "ledger.inbox"})
+    assert claimed["code"] == 403 and claimed["error"] == "mailbox ledger.inbox belongs to another user"
+    for subject in ("$mq9.AI.INVOKE.ledger.any", "ledger.inbox"):
+        await bob.subscribe(subject)
+    await bob.flush()
+    await wait_until(lambda: len(errors) == 2)
+    assert errors == [
+        'nats: permissions violation for subscription to "$mq9.ai.invoke.ledger.any"',
+        'nats: permissions violation for subscription to "ledger.inbox"',
+    ]
+    # the owner runs it as a live agent through the API
+    agent = await Agent(secured.nats_url, "ledger", user="alice", password="alice-pw").start()
+    assert agent.reg["name"] == "ledger"
+    await agent.close()
+    await bob.close()
+    await alice.close()
