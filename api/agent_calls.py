@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from api.problems import AGENT_API_SILENT, NO_SERVICE, UNREPRESENTABLE, FieldError, ProblemError
@@ -103,3 +104,29 @@ async def call_raw(request: Request, verb: str, payload: bytes, timeout_s: float
         raise problem_of_reply(reply)
     reply.pop("error", None)
     return reply
+
+
+def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its JSON itself (the invoke and run hot paths)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+async def invoke(request: Request, model: type[M], verb: str, location: str, id_key: str) -> Response:
+    """Validate the raw body against ``model``, call ``verb`` and answer with the service's own reply.
+
+    Sync mode answers 200 with the reply; async mode 202 with ``Location: <location><reply[id_key]>``.
+    """
+    raw = await request.body()
+    body = parse_body(model, raw)
+    timeout_s = body.timeout_ms / 1000 + ANSWER_MARGIN_S  # type: ignore[attr-defined]
+    reply = await call_raw(request, verb, raw or b"{}", timeout_s)
+    encoded = orjson.dumps(reply)  # the service's own reply, without its empty "error"
+    if body.mode == "async":  # type: ignore[attr-defined]
+        headers = {"Location": f"{location}{reply[id_key]}"}
+        return Response(encoded, status_code=202, media_type="application/json", headers=headers)
+    return Response(encoded, media_type="application/json")

@@ -176,28 +176,10 @@ async def discover(body: DiscoverRequest, request: Request, service: Service) ->
     return await agent_calls.call(request, "AGENT.DISCOVER", body.model_dump(exclude_none=True))
 
 
-def _invoke_answer(reply: dict[str, Any], mode: str) -> Response:
-    body = orjson.dumps(reply)  # the service's own reply, without its empty "error"
-    if mode == "async":
-        location = f"/api/v1/tasks/{reply['task_id']}"
-        return Response(body, status_code=202, media_type="application/json", headers={"Location": location})
-    return Response(body, media_type="application/json")
-
-
 INVOKE_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": InvokeReply, "description": "async: the task was accepted"},
     **_problems(404, 408, 409, 502, 503, 504),
 }
-
-
-def _request_body(model: type[Any]) -> dict[str, Any]:
-    """The OpenAPI request body of a route that reads its JSON itself (the invoke hot path)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
 
 
 @router.post(
@@ -206,14 +188,12 @@ def _request_body(model: type[Any]) -> dict[str, Any]:
     response_model_exclude={"error"},
     summary="invoke an agent (sync: waits for the output; async: 202 with the task)",
     responses=INVOKE_RESPONSES,
-    openapi_extra=_request_body(InvokeRequest),
+    openapi_extra=agent_calls.json_request_body(InvokeRequest),
 )
 async def invoke_agent(name: AgentName, request: Request, service: Service) -> Response:
-    raw = await request.body()
-    body = agent_calls.parse_body(InvokeRequest, raw)
-    timeout_s = body.timeout_ms / 1000 + agent_calls.ANSWER_MARGIN_S
-    reply = await agent_calls.call_raw(request, f"AGENT.INVOKE.{name}", raw or b"{}", timeout_s)
-    return _invoke_answer(reply, body.mode)
+    return await agent_calls.invoke(
+        request, InvokeRequest, f"AGENT.INVOKE.{name}", "/api/v1/tasks/", "task_id"
+    )
 
 
 @router.post(
@@ -222,11 +202,8 @@ async def invoke_agent(name: AgentName, request: Request, service: Service) -> R
     response_model_exclude={"error"},
     summary="invoke by intent: discovery picks the best live agent",
     responses=INVOKE_RESPONSES,
-    openapi_extra=_request_body(IntentInvokeRequest),
+    openapi_extra=agent_calls.json_request_body(IntentInvokeRequest),
 )
 async def invoke_by_intent(request: Request, service: Service) -> Response:
-    raw = await request.body()
-    body = agent_calls.parse_body(IntentInvokeRequest, raw)
-    timeout_s = body.timeout_ms / 1000 + agent_calls.ANSWER_MARGIN_S
-    reply = await agent_calls.call_raw(request, "INVOKE", raw, timeout_s)
-    return _invoke_answer(reply, body.mode)
+    # an empty body fails validation (intent is required), so it never reaches the service
+    return await agent_calls.invoke(request, IntentInvokeRequest, "INVOKE", "/api/v1/tasks/", "task_id")

@@ -100,35 +100,16 @@ async def delete_pipeline(name: PipelineName, request: Request, service: Pipelin
     return await agent_calls.call(request, f"PIPELINE.DELETE.{name}")
 
 
-def _request_body(model: type[Any]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
-
-
 @router.post(
     "/pipelines/{name}/run",
     response_model=RunReply,
     response_model_exclude={"error"},
     summary="run a pipeline (sync: waits for the output; async: 202 with the run)",
     responses={202: {"model": RunStarted, "description": "async: the run started"}, **PROBLEMS},
-    openapi_extra=_request_body(RunRequest),
+    openapi_extra=agent_calls.json_request_body(RunRequest),
 )
 async def run_pipeline(name: PipelineName, request: Request, service: Pipelines) -> Response:
-    raw = await request.body()
-    body = agent_calls.parse_body(RunRequest, raw)
-    timeout_s = body.timeout_ms / 1000 + agent_calls.ANSWER_MARGIN_S
-    reply = await agent_calls.call_raw(request, f"PIPELINE.RUN.{name}", raw or b"{}", timeout_s)
-    encoded = orjson.dumps(reply)
-    if body.mode == "async":
-        location = f"/api/v1/runs/{reply['run_id']}"
-        return Response(
-            encoded, status_code=202, media_type="application/json", headers={"Location": location}
-        )
-    return Response(encoded, media_type="application/json")
+    return await agent_calls.invoke(request, RunRequest, f"PIPELINE.RUN.{name}", "/api/v1/runs/", "run_id")
 
 
 @router.get("/runs", response_model=Page[RunSummary], summary="runs held by the broker, newest last")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
@@ -114,32 +113,15 @@ async def get_tool(name: ToolName, tools: Tools) -> dict[str, Any]:
     return tools.tool_info(record, int(time.time() * 1000))
 
 
-def _request_body(model: type[Any]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
-
-
 @router.post(
     "/{name}/invoke",
     response_model=ToolInvokeReply,
     response_model_exclude={"error"},
     summary="call a tool (sync: waits for the result; async: 202 with the task)",
     responses={202: {"model": ToolInvokeReply, "description": "async: the call was accepted"}, **PROBLEMS},
-    openapi_extra=_request_body(ToolInvokeRequest),
+    openapi_extra=agent_calls.json_request_body(ToolInvokeRequest),
 )
 async def invoke_tool(name: ToolName, request: Request, tools: Tools) -> Response:
-    raw = await request.body()
-    body = agent_calls.parse_body(ToolInvokeRequest, raw)
-    timeout_s = body.timeout_ms / 1000 + agent_calls.ANSWER_MARGIN_S
-    reply = await agent_calls.call_raw(request, f"TOOL.INVOKE.{name}", raw or b"{}", timeout_s)
-    encoded = orjson.dumps(reply)
-    if body.mode == "async":
-        location = f"/api/v1/tasks/{reply['task_id']}"
-        return Response(
-            encoded, status_code=202, media_type="application/json", headers={"Location": location}
-        )
-    return Response(encoded, media_type="application/json")
+    return await agent_calls.invoke(
+        request, ToolInvokeRequest, f"TOOL.INVOKE.{name}", "/api/v1/tasks/", "task_id"
+    )
