@@ -59,3 +59,24 @@ class OpenFiles:
 
 
 OPEN_FILES = OpenFiles()
+
+
+def append_all(owner: HasFile, data: bytes, size: int) -> None:
+    """Append all of ``data`` to ``owner``'s file, ``size`` bytes long, or nothing: on error the
+    file is cut back to ``size`` and OSError raised (a write that makes no progress is ENOSPC)."""
+    fd = OPEN_FILES.fd(owner)
+    done = 0
+    try:
+        view = memoryview(data)
+        while done < len(data):
+            n = os.write(fd, view[done:])
+            if n <= 0:
+                raise OSError(28, os.strerror(28))
+            done += n
+    except OSError:
+        if done:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+        raise

@@ -13,7 +13,7 @@ from zlib import crc32
 
 import orjson
 
-from robustmq.store.files import OPEN_FILES
+from robustmq.store.files import OPEN_FILES, append_all
 from robustmq.store.records import PREFIX, PREFIX_BYTES
 
 JOURNAL_FILE = "journal.jnl"
@@ -68,18 +68,7 @@ class Journal:
     def write(self, data: bytes) -> None:
         if self.path is None:
             return
-        fd = OPEN_FILES.fd(self)
-        done = 0
-        try:
-            while done < len(data):
-                done += os.write(fd, data[done:])
-        except OSError:
-            if done:
-                try:
-                    os.ftruncate(fd, self.size)
-                except OSError:
-                    pass
-            raise
+        append_all(self, data, self.size)
         self.size += len(data)
 
     def sync(self) -> None:

@@ -16,7 +16,7 @@ from zlib import crc32
 
 import orjson
 
-from robustmq.store.files import OPEN_FILES
+from robustmq.store.files import OPEN_FILES, append_all
 from robustmq.store.fsyncer import fdatasync_path
 
 HOLE = 0xFFFFFFFF  # a position of a record removed by compaction
@@ -83,22 +83,7 @@ class Segment:
             self.mem += data
             self.size += len(data)
             return
-        fd = OPEN_FILES.fd(self)
-        done = 0
-        try:
-            view = memoryview(data)
-            while done < len(data):
-                n = os.write(fd, view[done:])
-                if n <= 0:
-                    raise OSError(28, os.strerror(28))
-                done += n
-        except OSError:
-            if done:
-                try:
-                    os.ftruncate(fd, self.size)
-                except OSError:
-                    pass
-            raise
+        append_all(self, data, self.size)
         self.size += len(data)
 
     def sync(self) -> None:
