@@ -11,9 +11,11 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from robustmq.auth import Authenticator
+from robustmq.clients import ClientCounters
 from robustmq.nats import encoder, errors
 from robustmq.nats.connection import NatsConnection, NatsSubscription
 from robustmq.nats.limits import (
@@ -37,12 +39,13 @@ def _server_id() -> str:
     return "N" + base64.b32encode(os.urandom(35)).decode()[:55]
 
 
-class NatsServer:
+class NatsServer(ClientCounters):
     """The ``nats`` component: ``start`` binds, ``stop`` stops accepting, flushes and closes."""
 
     name = "nats"
 
     def __init__(self, broker: Broker) -> None:
+        super().__init__()
         self.broker = broker
         self.router = broker.router
         self.settings = broker.settings.nats
@@ -55,10 +58,6 @@ class NatsServer:
         self.slow_consumers = 0
         self.delivery_errors = 0
         self._last_delivery_error_log = -DELIVERY_ERROR_LOG_INTERVAL_S
-        self.total_connections = 0
-        # traffic of the connections closed so far (in_msgs, in_bytes, out_msgs, out_bytes): the
-        # server-wide counters add the open connections' own at read time, so a message costs nothing more
-        self._closed_traffic = [0, 0, 0, 0]
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dirty: list[NatsConnection] = []
@@ -142,37 +141,15 @@ class NatsServer:
         if len(self.connections_by_id) >= self.settings.max_connections:
             return False
         self.connections_by_id[conn.client_id] = conn
-        self.total_connections += 1
+        self.count_opened()
         return True
 
     def unregister(self, conn: NatsConnection) -> None:
         if self.connections_by_id.pop(conn.client_id, None) is not None:
-            closed = self._closed_traffic
-            closed[0] += conn.in_msgs
-            closed[1] += conn.in_bytes
-            closed[2] += conn.out_msgs
-            closed[3] += conn.out_bytes
+            self.count_closed(conn)
 
-    # -- server-wide traffic since start (closed connections plus the open ones) -----------------
-
-    def _traffic(self, field: int, name: str) -> int:
-        return self._closed_traffic[field] + sum(getattr(c, name) for c in self.connections_by_id.values())
-
-    @property
-    def in_msgs(self) -> int:
-        return self._traffic(0, "in_msgs")
-
-    @property
-    def in_bytes(self) -> int:
-        return self._traffic(1, "in_bytes")
-
-    @property
-    def out_msgs(self) -> int:
-        return self._traffic(2, "out_msgs")
-
-    @property
-    def out_bytes(self) -> int:
-        return self._traffic(3, "out_bytes")
+    def open_clients(self) -> Iterable[NatsConnection]:
+        return self.connections_by_id.values()
 
     def delivery_failed(self, subject: str) -> None:
         """An in-process subscriber raised while a client's message was delivered to it.

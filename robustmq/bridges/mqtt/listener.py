@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from robustmq.bridges.mqtt import errors as E
@@ -51,6 +51,7 @@ from robustmq.bridges.mqtt.topics import (
     starts_with_wildcard,
     topic_to_subject,
 )
+from robustmq.clients import ClientCounters
 
 if TYPE_CHECKING:
     from robustmq.broker import Broker
@@ -775,7 +776,7 @@ class _WebSocketListener:
         return [sock.getsockname()[:2] for sock in self._server.sockets] if self._server else []
 
 
-class MqttServer:
+class MqttServer(ClientCounters):
     """The MQTT front-end: listeners, sessions by client id, retained messages."""
 
     name = "mqtt"
@@ -783,15 +784,13 @@ class MqttServer:
     def __init__(self, broker: Broker) -> None:
         from robustmq.auth import Authenticator
 
+        super().__init__()
         self.broker = broker
         self.settings = broker.settings.mqtt
         self.host = broker.settings.host
         self.router = broker.router
         self.authenticator = Authenticator(broker.settings.auth)
         self.open_connections: set[MqttConnection] = set()
-        self.total_connections = 0
-        # traffic of the connections closed so far; ``in_msgs`` etc. add the open ones at read time
-        self._closed_traffic = [0, 0, 0, 0]
         self.sessions: dict[str, Session] = {}
         self.retained = RetainedMessages()
         self.persistence: Any = None
@@ -843,36 +842,15 @@ class MqttServer:
 
     def connection_opened(self, conn: MqttConnection) -> None:
         self.open_connections.add(conn)
-        self.total_connections += 1
+        self.count_opened()
 
     def connection_closed(self, conn: MqttConnection) -> None:
         if conn in self.open_connections:
             self.open_connections.discard(conn)
-            closed = self._closed_traffic
-            closed[0] += conn.in_msgs
-            closed[1] += conn.in_bytes
-            closed[2] += conn.out_msgs
-            closed[3] += conn.out_bytes
+            self.count_closed(conn)
 
-    def _traffic(self, field: int, name: str) -> int:
-        return self._closed_traffic[field] + sum(getattr(c, name) for c in self.open_connections)
-
-    @property
-    def in_msgs(self) -> int:
-        """PUBLISH packets received since start (closed connections and open ones)."""
-        return self._traffic(0, "in_msgs")
-
-    @property
-    def in_bytes(self) -> int:
-        return self._traffic(1, "in_bytes")
-
-    @property
-    def out_msgs(self) -> int:
-        return self._traffic(2, "out_msgs")
-
-    @property
-    def out_bytes(self) -> int:
-        return self._traffic(3, "out_bytes")
+    def open_clients(self) -> Iterable[MqttConnection]:
+        return self.open_connections
 
     def connections(self) -> list[dict[str, Any]]:
         """Per-connection figures in the shape of the NATS listener's (nats-server's connz)."""
