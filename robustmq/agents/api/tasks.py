@@ -130,30 +130,20 @@ class Task:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        """The persisted fields (``_PERSISTED``), spelled out: this runs for every task."""
-        return {
-            "id": self.id,
-            "agent": self.agent,
-            "skill": self.skill,
-            "state": self.state,
-            "input": self.input,
-            "output": self.output,
-            "error": self.error,
-            "instance_id": self.instance_id,
-            "created_ms": self.created_ms,
-            "updated_ms": self.updated_ms,
-            "deadline_ms": self.deadline_ms,
-            "mode": self.mode,
-            "on_offline": self.on_offline,
-            "retries": self.retries,
-            "attempts": self.attempts,
-            "idempotency_key": self.idempotency_key,
-            "sender": self.sender,
-            "waiters": self.waiters,
-            "intent": self.intent,
-            "candidates": self.candidates,
-            "reply_code": self.reply_code,
-        }
+        """The persisted fields (``_PERSISTED``): the public record plus the dispatch state."""
+        snap = self.record()
+        snap["deadline_ms"] = self.deadline_ms
+        snap["mode"] = self.mode
+        snap["on_offline"] = self.on_offline
+        snap["retries"] = self.retries
+        snap["attempts"] = self.attempts
+        snap["idempotency_key"] = self.idempotency_key
+        snap["sender"] = self.sender
+        snap["waiters"] = self.waiters
+        snap["intent"] = self.intent
+        snap["candidates"] = self.candidates
+        snap["reply_code"] = self.reply_code
+        return snap
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> Task:
