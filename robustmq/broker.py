@@ -51,6 +51,9 @@ class Broker:
         from robustmq.store import Store
 
         s = self.settings
+        if s.auth.enabled:
+            # replies are private per user; a shared token alone has no users to tell apart
+            self.router.isolate(private_inboxes=bool(s.auth.users))
         self.store = Store(s.store, router=self.router, streams=s.streams)
         self.mq9 = Mq9Service(self)
         self.agent_api = AgentApiService(self)

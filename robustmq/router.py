@@ -18,6 +18,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from robustmq.isolation import DeliveryGuards, InboxClaims
 from robustmq.subjects import NO_MATCH, MatchResult, SubjectTrie
 
 # deliver(subject, reply, headers, payload) -> None, or an awaitable for a durable write
@@ -79,6 +80,17 @@ class Router:
         self.current_origin: Any = None
         self._cache = self.trie.match_cache  # read directly on the publish hot path
         self._client_ids = itertools.count(1)
+        # set by ``isolate`` when users are configured (see robustmq/isolation.py)
+        self.guards: DeliveryGuards | None = None
+
+    def isolate(self, private_inboxes: bool = True) -> DeliveryGuards:
+        """Turn on per-user delivery isolation: replies (unless ``private_inboxes`` is False, as with
+        a shared token only), and whatever services guard, by subject. Idempotent."""
+        if self.guards is None:
+            self.guards = DeliveryGuards(InboxClaims(self._inbox_prefix) if private_inboxes else None)
+            self.trie.guard_of = self.guards.guard_for
+            self.trie.forget(list(self._cache))
+        return self.guards
 
     def new_client_id(self) -> int:
         """A client id unique across every front-end of this broker (NATS, MQTT, ...)."""
@@ -91,15 +103,20 @@ class Router:
     ) -> Subscription:
         """Add an in-process subscription; ``subject`` must already be valid."""
         sub = Subscription(subject, deliver, queue, owner)
-        self.trie.insert(sub)
+        self.add(sub)
         return sub
 
     def add(self, sub: Subscription) -> None:
         """Add a subscription object built by a front-end."""
+        if self.guards is not None and self.guards.inboxes is not None:
+            self.guards.inboxes.added(sub)  # before the insert re-matches the subjects it covers
         self.trie.insert(sub)
 
     def unsubscribe(self, sub: Subscription) -> bool:
-        return self.trie.remove(sub)
+        removed = self.trie.remove(sub)
+        if removed and self.guards is not None and self.guards.inboxes is not None:
+            self.guards.inboxes.removed(sub)
+        return removed
 
     def has_interest(self, subject: str) -> bool:
         return bool(self.trie.match(subject))

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from robustmq.agents.api import errors, limits
+from robustmq.agents.api.guards import TASK_UPDATES_PREFIX
 from robustmq.agents.api.instances import Instance, InstanceTable
 from robustmq.agents.api.tasks import Task, TaskTable
 from robustmq.headers import encode_headers
@@ -159,6 +160,8 @@ class Invoker:
         self.tasks.add_event(task, "failover", {"from": task.agent, "to": nxt, "reason": reason})
         task.agent = nxt
         task.excluded = set()
+        # the update feed's watchers change with the agent's owner (see guards.py)
+        self.router.trie.forget((TASK_UPDATES_PREFIX + task.id,))
         self.tasks.write_snapshot(task)
         self._route(task)
         return True

@@ -17,7 +17,8 @@ import orjson
 
 from robustmq.agents.api import errors, limits, micro
 from robustmq.agents.api.errors import ApiError
-from robustmq.agents.api.instances import Instance, InstanceTable, new_instance_id
+from robustmq.agents.api.guards import TASK_UPDATES_PREFIX, AgentSubjectGuards
+from robustmq.agents.api.instances import SERVE_PREFIX, Instance, InstanceTable, new_instance_id
 from robustmq.agents.api.invoke import Invoker, outcome_reply
 from robustmq.agents.api.journal import journal_for
 from robustmq.agents.api.mq9_link import Mq9Link
@@ -45,7 +46,6 @@ API_PREFIX = "$mq9.AI.API."
 API_SUBJECT = "$mq9.AI.API.>"
 TASK_EVENT_PREFIX = "$mq9.AI.TASK.EVENT."
 TASK_EVENT_SUBJECT = "$mq9.AI.TASK.EVENT.*"
-TASK_UPDATES_PREFIX = "$mq9.AI.TASK.UPDATES."
 SERVE_FAMILY_PREFIX = "$mq9.AI."
 MAX_INTENT_CANDIDATES = 5
 
@@ -83,6 +83,9 @@ class AgentApiService:
         # task skill -> the service owning such tasks (tool calls are not agents' work): it has
         # ``resume_task(task)`` (after a restart) and ``cancel_task(task)``
         self.task_owners: dict[str, Any] = {}
+        # the tool service's owner lookup for ``$mq9.AI.TOOL.<name>.*`` (set when it starts)
+        self.tool_owner: Callable[[str], str | None] | None = None
+        self._guards: AgentSubjectGuards | None = None
         # (family, verb) -> (handler, whether the subject carries a name after the verb)
         self.handlers: dict[tuple[str, str], tuple[Handler, bool]] = {
             ("AGENT", "REGISTER"): (AgentApiService._register, False),
@@ -127,6 +130,9 @@ class AgentApiService:
             self.router.subscribe(TASK_EVENT_SUBJECT, self._on_task_event),
             self.router.subscribe(micro.SRV_SUBJECT, self._on_srv),
         ]
+        if self.auth_enabled:
+            self._guards = AgentSubjectGuards(self._serve_owner, self._task_parties)
+            self.router.isolate().add_source(self._guards.guard_for)
         for task in unfinished:
             owner = self.task_owners.get(task.skill or "")
             (owner.resume_task if owner is not None else self.invoker.resume)(task)
@@ -136,6 +142,8 @@ class AgentApiService:
         for sub in self._subs:
             self.router.unsubscribe(sub)
         self._subs = []
+        if self._guards is not None and self.router.guards is not None:
+            self.router.guards.remove_source(self._guards.guard_for)
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -225,6 +233,20 @@ class AgentApiService:
         record = self.directory.get(tokens[3])
         return record is None or record.owner is None or record.owner == user
 
+    def _serve_owner(self, family: str, name: str) -> str | None:
+        """The user bound to the agent (``INVOKE``) or tool (``TOOL``) ``name``, for delivery guards."""
+        if family == "TOOL":
+            return self.tool_owner(name) if self.tool_owner is not None else None
+        return self.owner_of(name)
+
+    def _task_parties(self, task_id: str) -> tuple[str | None, ...] | None:
+        """Who may watch a task's updates: its caller and its agent's owner (None: no such task)."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return None
+        owner = self.owner_of(task.agent)
+        return (task.sender,) if owner is None else (task.sender, owner)
+
     def owner_of(self, name: str) -> str | None:
         """The user an agent name is bound to (None when unbound or authentication is off)."""
         record = self.directory.get(name)
@@ -291,8 +313,11 @@ class AgentApiService:
         record.metadata = req.metadata
         record.max_concurrency = req.max_concurrency
         record.heartbeat_interval_ms = req.heartbeat_interval_ms
-        if record.owner is None:
+        if record.owner is None and owner is not None:
             record.owner = owner
+            # serve subjects matched while the agent was unbound are guarded afresh
+            prefix = f"{SERVE_PREFIX}{req.name}."
+            self.router.trie.forget([s for s in self.router.trie.match_cache if s.startswith(prefix)])
         self.directory.put(record)
         self._share_registration(record)
         return record
@@ -703,10 +728,12 @@ class AgentApiService:
         if not result:
             return
         mq9 = self._mq9
-        watchers = [sub for sub in result.plain if sub.owner is not mq9]
+        # with users configured, only the task's caller and its agent's owner watch (guards.py)
+        admits = result.guard.admits if result.guard is not None else None
+        watchers = [sub for sub in result.plain if sub.owner is not mq9 and (admits is None or admits(sub))]
         for members in result.queues:
             for sub in members:
-                if sub.owner is not mq9:
+                if sub.owner is not mq9 and (admits is None or admits(sub)):
                     watchers.append(sub)
                     break
         if watchers:

@@ -11,14 +11,7 @@ from typing import Any
 
 from robustmq.agents.mq9.sender import stamp_sender
 from robustmq.agents.mq9.subjects import mailbox_of_subject, mailbox_subjects
-
-
-def client_user(sub: Any) -> tuple[bool, str | None]:
-    """``(held by a network client, its user)``: a client owner has a ``protocol`` (NATS, MQTT)."""
-    owner = sub.owner
-    if getattr(owner, "protocol", None) is None:
-        return False, None
-    return True, getattr(owner, "user", None)
+from robustmq.isolation import client_user
 
 
 class MailboxGuard:

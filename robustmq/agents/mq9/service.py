@@ -137,7 +137,7 @@ class Mq9Service:
         self.delayed.open(lambda rec: SendOptions(rec.headers).delay or 0)
         self._subscription = self.router.subscribe(SERVICE_SUBJECT, self._on_request, owner=self)
         if self.auth_enabled:
-            self.router.trie.guard_of = self.guards.guard_for
+            self.router.isolate().add_source(self.guards.guard_for)
         self.legacy.start()
         self._sweeper = asyncio.ensure_future(self._sweep_forever())
 
@@ -145,8 +145,8 @@ class Mq9Service:
         if self._subscription is not None:
             self.router.unsubscribe(self._subscription)
             self._subscription = None
-        if self.router.trie.guard_of == self.guards.guard_for:
-            self.router.trie.guard_of = None
+        if self.router.guards is not None:
+            self.router.guards.remove_source(self.guards.guard_for)
         self.legacy.stop()
         self.delayed.close()
         for task in (self._sweeper, self._refresher, *self._tasks):

@@ -81,6 +81,7 @@ class ToolService:
         if api is None:
             raise RuntimeError("the tool service needs the agent API")
         self.api = api
+        api.tool_owner = self._owner_of
         if self._embedder is None:
             mq9 = getattr(self.broker, "mq9", None)
             self._embedder = getattr(mq9, "embedder", None)
@@ -118,6 +119,11 @@ class ToolService:
         for fut in self._deferred:
             fut.cancel()
         self.invoker.close()
+
+    def _owner_of(self, name: str) -> str | None:
+        """The user a tool is bound to (None when unbound or authentication is off)."""
+        record = self.directory.get(name)
+        return record.owner if record is not None and self.api.auth_enabled else None
 
     def _schedule_sweep(self) -> None:
         loop = asyncio.get_running_loop()
