@@ -21,7 +21,10 @@ _INBOX_TOKEN_AT = len(INBOX_PREFIX)
 
 
 class Guard(Protocol):
-    """What the router asks for each subscription a guarded subject matched."""
+    """What the trie asks for each subscription a guarded subject matched, and whether (and how)
+    the router rewrites the headers of each delivery on it."""
+
+    stamps: bool
 
     def admits(self, sub: Any) -> bool: ...
 
@@ -43,6 +46,7 @@ class OnlyInProcess:
     """Requests to the broker's services and its own inboxes: no network client receives them."""
 
     __slots__ = ()
+    stamps = False
 
     @staticmethod
     def admits(sub: Any) -> bool:
@@ -63,6 +67,7 @@ class OnlyUsers:
     """
 
     __slots__ = ("users",)
+    stamps = False
 
     def __init__(self, users: frozenset[str | None]) -> None:
         self.users = users

@@ -122,6 +122,11 @@ class Router:
         return bool(self.trie.match(subject))
 
     # -- publishing ----------------------------------------------------------------------------
+    #
+    # Every publish goes through ``_deliver``, the one delivery loop: echo suppression
+    # (``skip_owner``), the subject's isolation guard, queue-group picks and the durable writes a
+    # delivery caused are its arguments. ``publish_many`` and ``publish_batch`` are the two bulk
+    # entries: they hand plain runs to subscribers at once and send every other case to ``_deliver``.
 
     def publish(
         self,
@@ -142,25 +147,7 @@ class Router:
             result = self.trie.match(subject)
         if result is NO_MATCH:
             return 0
-        if result.guard is not None:
-            return self._publish_guarded(result, subject, payload, reply, headers, skip_owner, origin)[0]
-        previous = self.current_origin
-        self.current_origin = origin
-        count = 0
-        try:
-            for sub in result.plain:
-                if skip_owner is not None and sub.owner is skip_owner:
-                    continue
-                sub.deliver(subject, reply, headers, payload)
-                count += 1
-            for members in result.queues:
-                member = self._pick(members, skip_owner)
-                if member is not None:
-                    member.deliver(subject, reply, headers, payload)
-                    count += 1
-        finally:
-            self.current_origin = previous
-        return count
+        return self._deliver(result, subject, payload, reply, headers, skip_owner, origin, None)
 
     def publish_durable(
         self,
@@ -175,29 +162,8 @@ class Router:
         result = self.trie.match(subject)
         if not result:
             return 0, []
-        if result.guard is not None:
-            return self._publish_guarded(result, subject, payload, reply, headers, skip_owner, origin)
         pending: list[Awaitable[Any]] = []
-        count = 0
-        previous = self.current_origin
-        self.current_origin = origin
-        try:
-            for sub in result.plain:
-                if skip_owner is not None and sub.owner is skip_owner:
-                    continue
-                done = sub.deliver(subject, reply, headers, payload)
-                if done is not None:
-                    pending.append(done)
-                count += 1
-            for members in result.queues:
-                member = self._pick(members, skip_owner)
-                if member is not None:
-                    done = member.deliver(subject, reply, headers, payload)
-                    if done is not None:
-                        pending.append(done)
-                    count += 1
-        finally:
-            self.current_origin = previous
+        count = self._deliver(result, subject, payload, reply, headers, skip_owner, origin, pending)
         return count, pending
 
     def publish_many(
@@ -205,8 +171,10 @@ class Router:
     ) -> int:
         """``publish`` for a run of plain messages (no reply, no headers) on one subject, in order.
 
-        Matches once and hands each subscriber the whole run; every queue group still gives
-        each message to one member. Returns how many subscriptions received the run.
+        Matches once and hands each plain subscriber the whole run (``deliver_many``); every queue
+        group still gives each message to one member. A guarded subject, or one connection holding
+        several of the matches (whose interleaving must be kept), goes message by message.
+        Returns how many subscriptions received the run.
         """
         result = self._cache.get(subject)
         if result is None:
@@ -216,17 +184,18 @@ class Router:
         if result.shared_owner or result.guard is not None:
             count = 0
             for payload in payloads:
-                count = max(count, self.publish(subject, payload, None, None, skip_owner, origin))
+                count = max(
+                    count, self._deliver(result, subject, payload, None, None, skip_owner, origin, None)
+                )
             return count
         previous = self.current_origin
         self.current_origin = origin
         count = 0
         try:
             for sub in result.plain:
-                if skip_owner is not None and sub.owner is skip_owner:
-                    continue
-                sub.deliver_many(subject, payloads)
-                count += 1
+                if skip_owner is None or sub.owner is not skip_owner:
+                    sub.deliver_many(subject, payloads)
+                    count += 1
             for members in result.queues:
                 delivered = False
                 for payload in payloads:
@@ -249,11 +218,13 @@ class Router:
         """``publish`` for plain messages (no reply, no headers) to varied subjects, in order.
 
         ``messages`` is flat: ``[subject, payload, subject, payload, ...]``. One loop, the match
-        cache read inline, ``deliver_plain`` per subscriber. A delivery that raises is reported to
-        ``on_error(subject)`` (or raised when there is none) and the rest of the batch goes on.
+        cache read inline, ``deliver_plain`` per plain subscriber; subjects with queue groups or a
+        guard go through ``_deliver``. A delivery that raises is reported to ``on_error(subject)``
+        (or raised when there is none) and the rest of the batch goes on.
         """
         cache_get = self._cache.get
         match = self.trie.match
+        deliver = self._deliver
         previous = self.current_origin
         self.current_origin = origin
         it = iter(messages)
@@ -264,15 +235,14 @@ class Router:
                     result = match(subject)
                 try:
                     if result.one_by_one:
-                        self.publish(subject, payload, None, None, skip_owner, origin)
-                        continue
-                    if skip_owner is None:
+                        deliver(result, subject, payload, None, None, skip_owner, origin, None)
+                    elif skip_owner is None:
                         for sub in result.plain:
                             sub.deliver_plain(subject, payload)
-                        continue
-                    for sub in result.plain:
-                        if sub.owner is not skip_owner:
-                            sub.deliver_plain(subject, payload)
+                    else:
+                        for sub in result.plain:
+                            if sub.owner is not skip_owner:
+                                sub.deliver_plain(subject, payload)
                 except Exception:
                     if on_error is None:
                         raise
@@ -280,7 +250,7 @@ class Router:
         finally:
             self.current_origin = previous
 
-    def _publish_guarded(
+    def _deliver(
         self,
         result: MatchResult,
         subject: str,
@@ -289,40 +259,40 @@ class Router:
         headers: bytes | None,
         skip_owner: Any,
         origin: Any,
-    ) -> tuple[int, list[Awaitable[Any]]]:
-        """``publish`` for a subject whose match carries a guard (a protected mailbox's subject).
+        pending: list[Awaitable[Any]] | None,
+    ) -> int:
+        """The delivery loop: one message to the subscriptions of ``result``; returns how many.
 
-        The headers are stamped once for every receiver (the block the store keeps), and only the
-        subscriptions the guard admits receive the message; a queue group picks among those.
+        ``result`` holds only the subscriptions entitled to the subject (the trie applied its
+        isolation guard when it cached the match); a stamping guard rewrites the headers once for
+        every receiver. When ``pending`` is a list, the awaitables of durable writes go into it.
         """
-        guard = result.guard
-        headers = guard.stamp(headers, origin)
-        admits = guard.admits
-        pending: list[Awaitable[Any]] = []
-        count = 0
+        if result.guard is not None:
+            headers = result.guard.stamp(headers, origin)
         previous = self.current_origin
         self.current_origin = origin
+        count = 0
         try:
             for sub in result.plain:
-                if (skip_owner is not None and sub.owner is skip_owner) or not admits(sub):
+                if skip_owner is not None and sub.owner is skip_owner:
                     continue
                 done = sub.deliver(subject, reply, headers, payload)
-                if done is not None:
+                if done is not None and pending is not None:
                     pending.append(done)
                 count += 1
             for members in result.queues:
-                eligible = [m for m in members if admits(m) and (skip_owner is None or m.owner is not skip_owner)]
-                if eligible:
-                    member = eligible[self._rng.randrange(len(eligible))] if len(eligible) > 1 else eligible[0]
+                member = self._pick(members, skip_owner)
+                if member is not None:
                     done = member.deliver(subject, reply, headers, payload)
-                    if done is not None:
+                    if done is not None and pending is not None:
                         pending.append(done)
                     count += 1
         finally:
             self.current_origin = previous
-        return count, pending
+        return count
 
     def _pick(self, members: tuple, skip_owner: Any) -> Any:
+        """One member of a queue group, at random, passing over ``skip_owner``'s; None if none is left."""
         if skip_owner is None or len(members) == 1:
             if skip_owner is not None and members[0].owner is skip_owner:
                 return None

@@ -71,9 +71,9 @@ class MatchResult:
     """What a literal subject matched: plain subscriptions, and one member list per queue group.
 
     The trie returns the ``NO_MATCH`` singleton for no match, so hot paths test identity.
-    ``guard`` is set when the subject carries a protected mailbox's messages (see
-    ``SubjectTrie.guard_of``); ``one_by_one`` says a batch must publish such a subject one message at
-    a time through ``Router.publish`` (queue groups or a guard).
+    ``guard`` is set when deliveries on the subject must have their headers stamped (a mailbox's
+    sender, see ``SubjectTrie.guard_of``); ``one_by_one`` says a batch must publish such a subject
+    one message at a time through ``Router.publish`` (queue groups or a stamping guard).
     """
 
     __slots__ = ("plain", "queues", "shared_owner", "guard", "one_by_one")
@@ -111,8 +111,10 @@ class SubjectTrie:
     the cached subjects its pattern can match, as nats-server's sublist does.
 
     ``guard_of(subject)``, when set, is asked once per cached subject that has subscribers: a guard
-    (``admits(sub)``, ``stamp(headers, origin)``) makes the router deliver it through a checked path.
-    Whoever changes what it answers for a subject calls ``forget`` with that subject.
+    (``admits(sub)``, ``stamps``, ``stamp(headers, origin)``; see robustmq/isolation.py) keeps only
+    the subscriptions it admits in the cached result, and one that ``stamps`` rides along so the
+    router stamps each delivery's headers. Whoever changes what it answers for a subject calls
+    ``forget`` with that subject.
     """
 
     def __init__(self, cache_max_entries: int = MATCH_CACHE_MAX_ENTRIES) -> None:
@@ -216,8 +218,18 @@ class SubjectTrie:
         plain: list[Any] = []
         queues: dict[str, list[Any]] = {}
         self._collect(self._root, subject.split("."), 0, plain, queues)
+        guard = None
+        if (plain or queues) and self.guard_of is not None:
+            guard = self.guard_of(subject)
+            if guard is not None:
+                # isolation is decided here, once per cached subject: the result holds only the
+                # subscriptions the guard admits, so delivering it checks nothing per message
+                admits = guard.admits
+                plain = [sub for sub in plain if admits(sub)]
+                queues = {name: kept for name, ms in queues.items() if (kept := [m for m in ms if admits(m)])}
+                if not guard.stamps:
+                    guard = None
         if plain or queues:
-            guard = self.guard_of(subject) if self.guard_of is not None else None
             result = MatchResult(tuple(plain), tuple(tuple(m) for m in queues.values()), guard)
         else:
             result = NO_MATCH

@@ -125,6 +125,8 @@ class _Client:
 class _OwnerOnly:
     """A guard admitting in-process subscribers and ``owner``'s clients, stamping ``x-by``."""
 
+    stamps = True
+
     def __init__(self, owner: str) -> None:
         self.owner = owner
 
@@ -153,6 +155,14 @@ def test_guard_of_is_asked_once_per_cached_subject_and_forget_asks_again():
     assert trie.match("other").guard is None and not trie.match("other").one_by_one
     trie.match("box.inbox")
     assert asked == ["box.inbox", "other"]
+    # a guard that does not stamp filters the cached match and leaves the fast path on
+    owners["other"] = "alice"
+    trie.forget(["other"])
+    plain_guard = _OwnerOnly("alice")
+    plain_guard.stamps = False
+    trie.guard_of = lambda s: plain_guard if s == "other" else guard_of(s)
+    assert trie.match("other").guard is None and not trie.match("other").one_by_one
+    trie.guard_of = guard_of
     assert trie.match("nobody") is NO_MATCH and "nobody" not in asked  # no subscriber, no question
     owners["box.inbox"] = "bob"
     trie.forget(["box.inbox"])

@@ -728,12 +728,11 @@ class AgentApiService:
         if not result:
             return
         mq9 = self._mq9
-        # with users configured, only the task's caller and its agent's owner watch (guards.py)
-        admits = result.guard.admits if result.guard is not None else None
-        watchers = [sub for sub in result.plain if sub.owner is not mq9 and (admits is None or admits(sub))]
+        # with users configured the match holds only the task's caller and its agent's owner (guards.py)
+        watchers = [sub for sub in result.plain if sub.owner is not mq9]
         for members in result.queues:
             for sub in members:
-                if sub.owner is not mq9 and (admits is None or admits(sub)):
+                if sub.owner is not mq9:
                     watchers.append(sub)
                     break
         if watchers:

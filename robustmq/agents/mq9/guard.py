@@ -18,6 +18,7 @@ class MailboxGuard:
     """The subjects of one mailbox: ``owner`` is the user of the agent that claims it, or None."""
 
     __slots__ = ("address", "owner")
+    stamps = True
 
     def __init__(self, address: str, owner: str | None) -> None:
         self.address = address
