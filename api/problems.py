@@ -154,6 +154,10 @@ def _store_status(exc: Exception) -> int:
         return 409
     if isinstance(exc, store.QueryTimeout):
         return 408
+    if isinstance(exc, store.QueryTooLarge):
+        return 413
+    if isinstance(exc, store.QueryBusy):
+        return 429
     if isinstance(exc, store.InvalidStreamConfig | store.QueryError | store.RecordTooLarge):
         return 400
     if isinstance(exc, store.StoreClosed | store.StoreWriteError | store.StoreOpenError):
@@ -164,7 +168,9 @@ def _store_status(exc: Exception) -> int:
 
 
 async def _on_store_error(request: Request, exc: Exception) -> Response:
-    return problem_response(_store_status(exc), str(exc), request.url.path)
+    retry_after = getattr(exc, "retry_after_s", None)  # store.QueryBusy
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return problem_response(_store_status(exc), str(exc), request.url.path, headers)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -49,12 +49,19 @@ class Broker:
         from robustmq.agents.pipelines import PipelineService
         from robustmq.agents.tools import ToolService
         from robustmq.store import Store
+        from robustmq.store.sql_runner import SqlLimits
 
         s = self.settings
         if s.auth.enabled:
             # replies are private per user; a shared token alone has no users to tell apart
             self.router.isolate(private_inboxes=bool(s.auth.users))
-        self.store = Store(s.store, router=self.router, streams=s.streams)
+        h = s.http
+        sql_limits = SqlLimits(
+            memory_limit_mb=h.query_memory_limit_mb, threads=h.query_threads,
+            max_result_bytes=h.query_max_result_bytes, concurrency=h.query_concurrency,
+            queue=h.query_queue,
+        )  # fmt: skip
+        self.store = Store(s.store, router=self.router, streams=s.streams, sql_limits=sql_limits)
         self.mq9 = Mq9Service(self)
         self.agent_api = AgentApiService(self)
         self.tools = ToolService(self)

@@ -82,6 +82,11 @@ class HttpSettings(_Section):
     tokens: list[ApiToken] = Field(default_factory=list)
     query_max_rows: int = Field(10_000, gt=0)
     query_timeout_ms: int = Field(5_000, gt=0)
+    query_max_result_bytes: int = Field(4 * 1024 * 1024, gt=0)  # then truncated: true
+    query_memory_limit_mb: int = Field(256, gt=0)  # per running query
+    query_threads: int = Field(1, gt=0)  # DuckDB worker threads (the index shares them)
+    query_concurrency: int = Field(2, gt=0)  # queries running at once
+    query_queue: int = Field(2, ge=0)  # queries waiting for one of them; more get 429
 
     _check_port = field_validator("port", mode="before")(lambda cls, v: _port(v))
 
@@ -97,6 +102,7 @@ class StoreSettings(_Section):
     max_record_bytes: int = Field(8 * 1024 * 1024, gt=0)
     index_batch_rows: int = Field(20000, gt=0)
     index_flush_ms: int = Field(250, gt=0)
+    index_spill_max_mb: int = Field(1024, gt=0)  # DuckDB's temp directory, beside the index file
 
 
 class PermissionList(_Section):

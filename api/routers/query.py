@@ -1,17 +1,15 @@
-"""``POST /api/v1/query``: read-only SQL over the message index, with a row cap and a time limit.
+"""``POST /api/v1/query``: read-only SQL over the message index, under the ``http.query_*`` limits.
 
-The store refuses all but one SELECT and runs it off the loop; the caps come from ``http.query_*``.
+The store checks the SQL (only its own views), runs it off the loop with memory, time and
+result-size caps and hands back the rows already encoded, so this router only frames bytes.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime
-import decimal
-import uuid
 from typing import Any
 
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from api.dependencies import BrokerDep, StoreDep
@@ -24,7 +22,7 @@ class QueryRequest(BaseModel):
     sql: str = Field(
         min_length=1,
         max_length=100_000,
-        description="one SELECT over messages, deletions, streams (and archive once segments are sealed)",
+        description="one SELECT over messages, deletions and archive (sealed segments, with payloads)",
         examples=["SELECT stream, count(*) AS n FROM messages GROUP BY stream ORDER BY n DESC"],
     )
     max_rows: int | None = Field(None, ge=1, description="at most this many rows (capped by the server)")
@@ -35,25 +33,7 @@ class QueryResult(BaseModel):
     columns: list[str]
     rows: list[list[Any]]
     row_count: int
-    truncated: bool = Field(description="more rows matched than were returned")
-
-
-def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, decimal.Decimal | uuid.UUID):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return [_json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _json_value(v) for k, v in value.items()}
-    return str(value)
+    truncated: bool = Field(description="more rows matched than were returned (row or byte cap)")
 
 
 @router.post(
@@ -61,16 +41,23 @@ def _json_value(value: Any) -> Any:
     response_model=QueryResult,
     summary="run a read-only SQL query over the message index",
     responses={
-        400: {"model": Problem, "description": "not a single SELECT, or the SQL failed"},
+        400: {"model": Problem, "description": "not a single SELECT over the index's views, or the SQL failed"},
         408: {"model": Problem, "description": "the query ran past its time limit"},
+        413: {"model": Problem, "description": "the query needed more than its memory limit"},
+        429: {"model": Problem, "description": "every query slot is taken; see Retry-After"},
     },
 )
-async def run_query(body: QueryRequest, store: StoreDep, broker: BrokerDep) -> QueryResult:
+async def run_query(body: QueryRequest, store: StoreDep, broker: BrokerDep) -> Response:
     http = broker.settings.http
     max_rows = min(body.max_rows or http.query_max_rows, http.query_max_rows)
     timeout_ms = min(body.timeout_ms or http.query_timeout_ms, http.query_timeout_ms)
-    result = await store.sql(body.sql, max_rows=max_rows, timeout_s=timeout_ms / 1000)
-    rows = [[_json_value(v) for v in row] for row in result["rows"]]
-    return QueryResult(
-        columns=result["columns"], rows=rows, row_count=len(rows), truncated=result["truncated"]
-    )
+    result = await store.sql(
+        body.sql, max_rows=max_rows, timeout_s=timeout_ms / 1000,
+        max_result_bytes=http.query_max_result_bytes, as_json=True,
+    )  # fmt: skip
+    content = b"".join((
+        b'{"columns":', orjson.dumps(result["columns"]), b',"rows":', result["rows_json"],
+        b',"row_count":', str(result["row_count"]).encode(),
+        b',"truncated":', b"true" if result["truncated"] else b"false", b"}",
+    ))  # fmt: skip
+    return Response(content, media_type="application/json")

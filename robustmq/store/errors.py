@@ -19,6 +19,10 @@ NOT_COMMITTED = "offset {offset} is not in stream {name} partition {partition}"
 SQL_NOT_READ_ONLY = "only a single SELECT statement is allowed"
 SQL_TIMEOUT = "query exceeded its time limit of {seconds} s"
 SQL_FAILED = "query failed: {reason}"
+SQL_RELATION_REFUSED = "query may read only messages, deletions and archive, not {name}"
+SQL_FUNCTION_REFUSED = "function {name} is not allowed in a query"
+SQL_MEMORY = "query exceeded its memory limit of {mib} MiB"
+SQL_BUSY = "too many queries are running; retry in {seconds} s"
 BAD_STREAM_CONFIG = "invalid stream definition: {reason}"
 
 
@@ -70,3 +74,15 @@ class QueryError(StoreError, ValueError):
 
 class QueryTimeout(QueryError, TimeoutError):
     pass
+
+
+class QueryTooLarge(QueryError):
+    """The query needed more memory than its limit."""
+
+
+class QueryBusy(QueryError):
+    """Every query slot and queue place is taken; ``retry_after_s`` says when to come back."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

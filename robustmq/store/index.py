@@ -17,15 +17,17 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from robustmq.config import StoreSettings
 from robustmq.store import records
-from robustmq.store.errors import SQL_FAILED, SQL_TIMEOUT, QueryError, QueryTimeout
-from robustmq.store.query import MessageQuery, build_message_query, check_read_only
+from robustmq.store.errors import SQL_FAILED, QueryError
+from robustmq.store.query import MessageQuery, build_message_query
+from robustmq.store.sql_guard import check_query
+from robustmq.store.sql_runner import SqlLimits, SqlRunner
 
 if TYPE_CHECKING:
     import duckdb
@@ -66,13 +68,39 @@ CREATE TEMP TABLE IF NOT EXISTS export_buf(
 """
 
 
+# What user SQL sees (sql_guard.ALLOWED_RELATIONS): temp views of the query cursor, each
+# restricted to the caller's streams when a set is given ({where}). Temp names shadow the
+# tables of the same name; the guard refuses qualified names, so the tables stay out of reach.
 MESSAGES_VIEW = """
 CREATE OR REPLACE TEMP VIEW messages AS
 SELECT stream, partition, off, ts, subject, key, priority,
        CASE WHEN tags = '' THEN []::VARCHAR[] ELSE string_split(trim(tags, chr(31)), chr(31)) END AS tags,
        nullif(expires_at, 0) AS expires_at, nullif(deliver_after, 0) AS deliver_after, size
-FROM msg_index
+FROM "{catalog}".main.msg_index {where}
 """
+DELETIONS_VIEW = "CREATE OR REPLACE TEMP VIEW deletions AS SELECT * FROM \"{catalog}\".main.deletions {where}"
+ARCHIVE_VIEW = (
+    "CREATE OR REPLACE TEMP VIEW archive AS SELECT * FROM read_parquet('{root}/**/*.parquet',"
+    " union_by_name = true) {where}"
+)
+EMPTY_ARCHIVE_VIEW = """
+CREATE OR REPLACE TEMP VIEW archive AS
+SELECT NULL::VARCHAR AS stream, NULL::INTEGER AS partition, NULL::BIGINT AS off, NULL::BIGINT AS ts,
+       NULL::VARCHAR AS subject, NULL::BLOB AS key, NULL::UTINYINT AS priority, NULL::VARCHAR[] AS tags,
+       NULL::BIGINT AS expires_at, NULL::BIGINT AS deliver_after, NULL::BLOB AS headers,
+       NULL::BLOB AS payload
+WHERE false
+"""
+
+
+def _stream_filter(streams: Collection[str] | None) -> str:
+    """A WHERE clause keeping only ``streams`` (None: every stream)."""
+    if streams is None:
+        return ""
+    if not streams:
+        return "WHERE false"
+    names = ", ".join("'" + s.replace("'", "''") + "'" for s in sorted(streams))
+    return f"WHERE stream IN ({names})"
 
 
 def _parquet_path(root: Path, stream: str, partition: int, base: int) -> Path:
@@ -82,7 +110,7 @@ def _parquet_path(root: Path, stream: str, partition: int, base: int) -> Path:
 class IndexWorker:
     """Owns the DuckDB database. One writer thread (its own cursor), one query thread (another)."""
 
-    def __init__(self, data_dir: Path, settings: StoreSettings) -> None:
+    def __init__(self, data_dir: Path, settings: StoreSettings, sql_limits: SqlLimits | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.path = self.data_dir / INDEX_FILE
         self.batch_rows = settings.index_batch_rows
@@ -96,6 +124,9 @@ class IndexWorker:
         self._lag_lock = threading.Lock()
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-query")
         self._read_cur: duckdb.DuckDBPyConnection | None = None
+        self.sql_limits = sql_limits or SqlLimits()
+        self.spill_max_mb = settings.index_spill_max_mb
+        self._sql = SqlRunner(self.sql_limits, self._sql_cursor)
         self.indexed_rows = 0
         self._exports: collections.deque = collections.deque()  # ((stream, partition, base), steps)
         self.failed = False
@@ -132,9 +163,27 @@ class IndexWorker:
             con.execute(SCHEMA)
             con.execute("INSERT INTO index_meta VALUES (?)", [SCHEMA_VERSION])
         con.execute(SCHEMA)
-        con.execute(f"SET allowed_directories = ['{self.data_dir}/']")
-        con.execute("SET enable_external_access = false")
+        self._lock_down(con)
         return con
+
+    def _lock_down(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Database-wide limits, then no more changes: memory for the running queries and the
+        index, a thread cap, a bounded spill directory, files only under parquet/ (the archive),
+        no extension loading, no Python replacement scans."""
+        limits = self.sql_limits
+        parquet = self.data_dir / PARQUET_DIR
+        for statement in (
+            f"SET memory_limit = '{limits.duckdb_memory_mb}MB'",
+            f"SET threads = {limits.threads}",
+            f"SET max_temp_directory_size = '{self.spill_max_mb}MB'",
+            "SET autoinstall_known_extensions = false",
+            "SET autoload_known_extensions = false",
+            "SET python_enable_replacements = false",
+            f"SET allowed_directories = ['{parquet}/']",
+            "SET enable_external_access = false",
+            "SET lock_configuration = true",
+        ):
+            con.execute(statement)
 
     def start(self, plan: list[tuple[str, int, int, list[tuple[int, int, str]]]]) -> None:
         """Start the worker; it opens the database and catches up once something needs it."""
@@ -150,6 +199,7 @@ class IndexWorker:
         if self._thread is not None:
             self._thread.join(60)
         self._reader.shutdown(wait=True)
+        self._sql.shutdown()
         if self.con is not None:
             try:
                 self.con.execute("CHECKPOINT")
@@ -478,40 +528,45 @@ class IndexWorker:
         self._need()
         return await asyncio.get_running_loop().run_in_executor(self._reader, run)
 
-    async def run_sql(self, text: str, max_rows: int, timeout_s: float) -> dict[str, Any]:
-        timed_out = threading.Event()
+    def _sql_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for one SQL thread (views are per cursor, so each thread has its own)."""
+        self._opened.wait(OPEN_WAIT_S)
+        if self.con is None:
+            raise QueryError(SQL_FAILED.format(reason="the index is not available"))
+        return self.con.cursor()
 
-        def run() -> dict[str, Any]:
-            import duckdb
+    async def run_sql(
+        self,
+        text: str,
+        max_rows: int,
+        timeout_s: float,
+        *,
+        max_result_bytes: int | None = None,
+        streams: Collection[str] | None = None,
+        as_json: bool = False,
+    ) -> dict[str, Any]:
+        """User SQL, checked by the guard and run under ``sql_limits`` (see sql_runner.py)."""
 
-            check_read_only(text)
-            cur = self._cursor()
-            try:
-                self._refresh_archive_view(cur)
-                timer = threading.Timer(timeout_s, lambda: (timed_out.set(), cur.interrupt()))
-                timer.start()
-                try:
-                    cur.execute(text)
-                    columns = [d[0] for d in cur.description or []]
-                    rows = cur.fetchmany(max_rows + 1)
-                finally:
-                    timer.cancel()
-            except duckdb.Error as exc:
-                if timed_out.is_set():
-                    raise QueryTimeout(SQL_TIMEOUT.format(seconds=timeout_s)) from None
-                raise QueryError(SQL_FAILED.format(reason=exc)) from None
-            return {"columns": columns, "rows": rows[:max_rows], "truncated": len(rows) > max_rows}
+        def prepare(cur: duckdb.DuckDBPyConnection) -> None:
+            check_query(cur, text)
+            self._refresh_views(cur, streams)
 
         self._need()
-        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+        return await self._sql.run(
+            prepare, text, max_rows=max_rows, timeout_s=timeout_s, as_json=as_json,
+            max_result_bytes=max_result_bytes or self.sql_limits.max_result_bytes,
+        )  # fmt: skip
 
-    def _refresh_archive_view(self, cur: duckdb.DuckDBPyConnection) -> None:
-        cur.execute(MESSAGES_VIEW)
+    def _refresh_views(self, cur: duckdb.DuckDBPyConnection, streams: Collection[str] | None) -> None:
+        where = _stream_filter(streams)
+        catalog = cur.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""')
+        cur.execute(MESSAGES_VIEW.format(where=where, catalog=catalog))
+        cur.execute(DELETIONS_VIEW.format(where=where, catalog=catalog))
         root = self.data_dir / PARQUET_DIR
         if any(root.rglob("*.parquet")):
-            cur.execute(
-                f"CREATE OR REPLACE TEMP VIEW archive AS SELECT * FROM read_parquet('{root}/**/*.parquet', union_by_name = true)"
-            )
+            cur.execute(ARCHIVE_VIEW.format(root=root, where=where))
+        else:
+            cur.execute(EMPTY_ARCHIVE_VIEW)
 
 
 def _resolve(fut: asyncio.Future) -> None:

@@ -1,6 +1,7 @@
-"""Queries over the DuckDB index: the structured message query and the read-only SQL guard.
+"""The structured message query over the DuckDB index (``Store.query``).
 
-Pure: builds SQL text and parameters, checks statements; the index worker runs them off the loop.
+Pure: builds SQL text and parameters; the index worker runs them off the loop. User SQL is
+checked by sql_guard.py instead.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from robustmq.store.errors import SQL_NOT_READ_ONLY, QueryError
+from robustmq.store.errors import QueryError
 from robustmq.store.records import PRIORITY_CODE, index_tags
 
 
@@ -88,16 +89,3 @@ def build_message_query(q: MessageQuery, now_ms: int, limit: int, skip: int) -> 
     params.extend([limit, skip])
     return sql, params
 
-
-def check_read_only(text: str) -> None:
-    """Accept exactly one SELECT statement (WITH ... SELECT included), refuse anything else.
-
-    DuckDB's parser decides; it is imported here, off the event loop (see index.py)."""
-    import duckdb
-
-    try:
-        statements = duckdb.extract_statements(text)
-    except duckdb.Error as exc:
-        raise QueryError(f"query failed: {exc}") from None
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-        raise QueryError(SQL_NOT_READ_ONLY)

@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -50,6 +50,7 @@ from robustmq.store.timers import Clock, TimerHeap
 if TYPE_CHECKING:
     from robustmq.router import Router, Subscription
     from robustmq.store.index import IndexWorker
+    from robustmq.store.sql_runner import SqlLimits
 
 log = logging.getLogger("robustmq.store")
 
@@ -92,6 +93,7 @@ class Store:
         clock: Clock | None = None,
         streams: Iterable[dict[str, Any] | StreamConfig] = (),
         index: bool = True,
+        sql_limits: SqlLimits | None = None,
     ) -> None:
         self.settings = settings or StoreSettings()
         self.router = router
@@ -102,6 +104,7 @@ class Store:
         self.timers = TimerHeap(self.clock)
         self.index: IndexWorker | None = None
         self._use_index = index
+        self._sql_limits = sql_limits
         self._initial_streams = list(streams)
         self._streams: dict[str, _Stream] = {}
         self._running = False
@@ -151,7 +154,7 @@ class Store:
         if self._use_index:
             from robustmq.store.index import IndexWorker
 
-            self.index = IndexWorker(self.data_dir, self.settings)  # opened by its thread, on demand
+            self.index = IndexWorker(self.data_dir, self.settings, self._sql_limits)  # opened by its thread, on demand
         self._running = True
         for cfg in definitions.values():
             self._open_stream(cfg)
@@ -857,13 +860,29 @@ class Store:
             skip += len(rows)
         return out
 
-    async def sql(self, text: str, *, max_rows: int = 1000, timeout_s: float = 5.0) -> dict[str, Any]:
-        """A read-only SQL query for the control plane over the index (``messages``, ``deletions``,
-        ``streams`` and, when segments were sealed, ``archive`` with payloads). Returns
-        ``{"columns", "rows", "truncated"}``; raises ``QueryError`` / ``QueryTimeout``."""
+    async def sql(
+        self,
+        text: str,
+        *,
+        max_rows: int = 1000,
+        timeout_s: float = 5.0,
+        max_result_bytes: int | None = None,
+        streams: Collection[str] | None = None,
+        as_json: bool = False,
+    ) -> dict[str, Any]:
+        """A read-only SQL query for the control plane over the index: ``messages``, ``deletions``
+        and ``archive`` (sealed segments, with payloads), nothing else (no files, no table
+        functions but ``range``/``generate_series``/``unnest``).
+
+        ``streams`` (None: all) restricts those views to the streams a caller may read. Returns
+        ``{"columns", "rows", "truncated"}``; with ``as_json``, ``rows_json`` (the rows as one
+        encoded JSON array) and ``row_count`` instead of ``rows``. Raises ``QueryError``,
+        ``QueryTimeout``, ``QueryTooLarge`` (memory) or ``QueryBusy`` (every slot taken)."""
         if self.index is None:
             raise StoreError("the index is disabled")
-        return await self.index.run_sql(text, max_rows, timeout_s)
+        return await self.index.run_sql(
+            text, max_rows, timeout_s, max_result_bytes=max_result_bytes, streams=streams, as_json=as_json
+        )
 
 
 def _rewrite_plan(plog: PartitionLog, seg: Any, now: int) -> tuple[Path, Any, list[int]] | None:

@@ -25,10 +25,10 @@ async def open_store(data_dir: Path, clock: ManualClock):
     """``await open_store(index=False, **settings)``; every store opened is stopped afterwards."""
     opened: list[Store] = []
 
-    async def make(index: bool = False, router=None, streams=(), **settings) -> Store:
+    async def make(index: bool = False, router=None, streams=(), sql_limits=None, **settings) -> Store:
         st = Store(
             StoreSettings(data_dir=settings.pop("data_dir", data_dir), **settings),
-            router=router, clock=clock, index=index, streams=streams,
+            router=router, clock=clock, index=index, streams=streams, sql_limits=sql_limits,
         )  # fmt: skip
         await st.start()
         opened.append(st)

@@ -56,7 +56,7 @@ async def test_sql_is_read_only_capped_and_time_limited(open_store, clock):
     for bad in ("DELETE FROM msg_index", "SELECT 1; SELECT 2", "COPY msg_index TO 'x.csv'", "ATTACH 'x.db'"):
         with pytest.raises(QueryError):
             await st.sql(bad)
-    with pytest.raises(QueryError, match="disabled by configuration|Permission"):
+    with pytest.raises(QueryError, match="not allowed"):
         await st.sql("SELECT * FROM read_csv('/etc/passwd')")
     with pytest.raises(QueryTimeout):
         await st.sql("SELECT count(*) FROM range(100000000000) a, range(1000) b", timeout_s=0.2)
