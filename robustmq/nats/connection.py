@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from robustmq.nats import encoder, errors
 from robustmq.nats.errors import ProtocolViolation
 from robustmq.nats.events import Connect, Ping, Pong, Pub, PubBatch, PubRun, Sub, Unsub
-from robustmq.nats.limits import READ_BUDGET_BYTES, STALL_HIGH_WATER_MAX_BYTES, SUB_SLICE_FRAMES
+from robustmq.nats.limits import STALL_HIGH_WATER_MAX_BYTES, SUB_SLICE_FRAMES, WORK_BUDGET_S
 from robustmq.nats.parser import ClientParser
 from robustmq.router import Subscription
 from robustmq.subjects import is_valid_publish_subject, is_valid_subject
@@ -209,7 +210,7 @@ class NatsConnection(asyncio.Protocol):
         self.backlogged = False
         self.stall_requested = False
         self.paused_by = 0  # _STALLED | _YIELDED | _SLICED
-        self.read_bytes = 0  # handed to the parser since the last yield
+        self.busy_s = 0.0  # loop time spent on this connection's input since it last yielded
         self.sub_frames = 0  # SUB/UNSUB handled in the current slice
         self.backlog: list[Any] | None = None  # events left for the next slice of a SUB flood
         self.pending_failure: tuple[str | None, str] | None = None  # a violation after the backlog
@@ -279,6 +280,7 @@ class NatsConnection(asyncio.Protocol):
             self.fail(errors.MAX_CONNECTIONS)
 
     def data_received(self, data: bytes) -> None:
+        started = perf_counter()
         try:
             events = self.parser.feed(data)
         except ProtocolViolation as exc:
@@ -297,9 +299,9 @@ class NatsConnection(asyncio.Protocol):
             self.handle(events)
         if self.stall_requested:
             self.stall()
-        self.read_bytes += len(data)
-        if self.read_bytes >= READ_BUDGET_BYTES:
-            self.read_bytes = 0
+        self.busy_s += perf_counter() - started
+        if self.busy_s >= WORK_BUDGET_S:
+            self.busy_s = 0.0
             if not self.closed:
                 self._pause(_YIELDED)
                 self.server.call_soon(self._resume, _YIELDED)

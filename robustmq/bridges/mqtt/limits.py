@@ -15,6 +15,6 @@ WRITE_BUFFER_HIGH_BYTES = 4 * 1024 * 1024  # above this a connection takes no Qo
 WRITE_BUFFER_LOW_BYTES = 1024 * 1024
 ASSIGNED_CLIENT_ID_PREFIX = "auto-"
 LISTEN_BACKLOG = 1024
-# Fairness: a connection that has handed this many bytes to the decoder yields one loop tick
+# Fairness: a connection that has used this much loop time on its input yields one loop tick
 # (reads paused, resumed by the next tick), so one flooding client cannot keep the loop to itself.
-READ_BUDGET_BYTES = 128 * 1024
+WORK_BUDGET_S = 0.01

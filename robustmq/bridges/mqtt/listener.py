@@ -14,6 +14,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from robustmq.admission import HandshakeGate, HandshakeTicket, peer_address
@@ -36,9 +37,9 @@ from robustmq.bridges.mqtt.limits import (
     CLOSE_LINGER_S,
     KEEPALIVE_GRACE_FACTOR,
     LISTEN_BACKLOG,
-    READ_BUDGET_BYTES,
     SESSION_EXPIRY_NEVER,
     V3_MAX_INFLIGHT_MESSAGES,
+    WORK_BUDGET_S,
     WRITE_BUFFER_HIGH_BYTES,
     WRITE_BUFFER_LOW_BYTES,
 )
@@ -104,7 +105,7 @@ class MqttConnection(asyncio.Protocol):
         "out_bytes",
         "out_msgs",
         "paused",
-        "read_bytes",
+        "busy_s",
         "permissions",
         "remote",
         "router",
@@ -125,7 +126,7 @@ class MqttConnection(asyncio.Protocol):
         # sockets still before CONNECT, per listener: this one's, or the WebSocket listener's
         self.gate = gate or server.handshakes
         self.handshake: HandshakeTicket | None = None
-        self.read_bytes = 0  # handed to the decoder since the last yield
+        self.busy_s = 0.0  # loop time spent on this connection's input since it last yielded
         self._yielded = False
         self.router = server.router
         self.loop = server.loop
@@ -257,6 +258,7 @@ class MqttConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        started = perf_counter()
         self.last_rx = self.loop.time()
         if not self.connected and not self.decoder.buffered_bytes and data[:1] != b"\x10":
             self.fail(rc.PROTOCOL_ERROR, E.FIRST_NOT_CONNECT)  # known from the first byte
@@ -291,9 +293,9 @@ class MqttConnection(asyncio.Protocol):
                     self.fail(exc.reason_code, str(exc))
             if self.closing:
                 return
-        self.read_bytes += len(data)
-        if self.read_bytes >= READ_BUDGET_BYTES and not self._yielded:
-            self.read_bytes = 0
+        self.busy_s += perf_counter() - started
+        if self.busy_s >= WORK_BUDGET_S and not self._yielded:
+            self.busy_s = 0.0
             self._yielded = True
             if not self._holds:
                 self.transport.pause_reading()
