@@ -1,4 +1,5 @@
-# The two commands: `make run` starts the broker, `make test` runs the whole suite.
+# The two commands: `make run` starts the broker (on 127.0.0.1; ARGS="--host ..." to expose it),
+# `make test` runs the whole suite.
 # Both create .venv and install the pinned dependencies when they are missing.
 PYTHON ?= python3
 VENV := .venv

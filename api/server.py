@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from api.app import create_app
+from api.handshake_guard import guarded_h11_protocol
 from api.limits import LISTEN_BACKLOG, SHUTDOWN_GRACE_S
+from robustmq.admission import HandshakeGate
 
 if TYPE_CHECKING:
     from robustmq.broker import Broker
@@ -47,6 +49,8 @@ class HttpServer:
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._ticker: asyncio.Task[None] | None = None
+        http = broker.settings.http
+        self.handshakes = HandshakeGate(http.max_unauthenticated_connections, http.max_unauthenticated_per_address)
 
     async def start(self) -> None:
         settings = self.broker.settings
@@ -55,8 +59,9 @@ class HttpServer:
         config = uvicorn.Config(
             self.app,
             lifespan="off",
-            http="h11",
+            http=guarded_h11_protocol(self.handshakes, settings.http.request_head_timeout_s),
             ws="none",
+            timeout_keep_alive=settings.http.keep_alive_timeout_s,  # type: ignore[arg-type]
             access_log=False,
             log_config=None,
             server_header=False,

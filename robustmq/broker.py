@@ -7,6 +7,7 @@ Stop order is the reverse.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Protocol
 
@@ -32,6 +33,29 @@ class Component(Protocol):
 
 class Listener(Component, Protocol):
     def addresses(self) -> list[tuple[str, int]]: ...
+
+
+def is_loopback_host(host: str) -> bool:
+    """Does binding ``host`` keep every listener on this machine? ("0.0.0.0" and "" do not.)"""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to a public address
+
+
+def warn_if_exposed(settings: Settings) -> bool:
+    """Log a loud warning when a non-loopback address is bound with no credentials at all."""
+    if is_loopback_host(settings.host) or settings.auth.enabled or settings.http.tokens:
+        return False
+    log.warning(
+        "SECURITY WARNING: listening on %s with no credentials configured: anyone who can reach this "
+        "host may publish, subscribe, read every mailbox and administer the broker over REST. "
+        "Configure [auth] users or a token and [http] tokens, or bind 127.0.0.1 (--host).",
+        settings.host or "every address",
+    )
+    return True
 
 
 class Broker:
@@ -85,6 +109,7 @@ class Broker:
             self.components.append(HttpServer(self))
 
     async def start(self) -> None:
+        warn_if_exposed(self.settings)
         self._build()
         for component in self.components:
             try:

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import resource
 import signal
 import sys
 from typing import Any
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the broker")
     serve.add_argument("--config", help="TOML config file")
-    serve.add_argument("--host", help="address every listener binds (default 0.0.0.0)")
+    serve.add_argument("--host", help="address every listener binds (default 127.0.0.1)")
     serve.add_argument("--data-dir", help="where the store keeps its files (default ./data)")
     serve.add_argument("--fsync", help="fsync policy: always | interval | never")
     serve.add_argument("--log-level", help="debug | info | warning | error")
@@ -93,6 +94,19 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
+def raise_open_files_limit() -> int:
+    """Raise the soft descriptor limit to the hard one: every client is a descriptor. Returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            log.warning("could not raise the open files limit from %d to %d", soft, target)
+    return soft
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -105,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    raise_open_files_limit()
     import uvloop
 
     return uvloop.run(_serve(settings))

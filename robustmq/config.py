@@ -50,7 +50,12 @@ class NatsSettings(_Section):
     max_subscriptions: int = Field(0, ge=0)  # per connection; 0 = unlimited
     ping_interval_s: float = Field(120.0, gt=0)
     max_pings_outstanding: int = Field(2, gt=0)
+    # a client must send CONNECT within this time, with or without auth (as nats-server does)
     auth_timeout_s: float = Field(2.0, gt=0)
+    # sockets that have not sent CONNECT yet, on this listener and from one remote address;
+    # past either cap a new socket is closed at once
+    max_unauthenticated_connections: int = Field(1024, gt=0)
+    max_unauthenticated_per_address: int = Field(256, gt=0)
     server_name: str = ""
 
     _check_port = field_validator("port", mode="before")(lambda cls, v: _port(v))
@@ -64,6 +69,11 @@ class MqttSettings(_Section):
     receive_maximum: int = Field(1024, gt=0, le=65535)
     topic_alias_maximum: int = Field(64, ge=0, le=65535)
     max_keepalive_s: int = Field(65535, ge=0, le=65535)
+    # a socket must finish the WebSocket upgrade (mqtt-ws) and send CONNECT within this time
+    connect_timeout_s: float = Field(10.0, gt=0)
+    # sockets still in their handshake, per listener (mqtt and mqtt-ws each) and per remote address
+    max_unauthenticated_connections: int = Field(1024, gt=0)
+    max_unauthenticated_per_address: int = Field(256, gt=0)
 
     _check_port = field_validator("port", "ws_port", mode="before")(lambda cls, v: _port(v))
 
@@ -84,9 +94,15 @@ class HttpSettings(_Section):
     query_timeout_ms: int = Field(5_000, gt=0)
     query_max_result_bytes: int = Field(4 * 1024 * 1024, gt=0)  # then truncated: true
     query_memory_limit_mb: int = Field(256, gt=0)  # per running query
-    query_threads: int = Field(1, gt=0)  # DuckDB worker threads (the index shares them)
+    query_threads: int = Field(1, gt=0)  # DuckDB worker threads for the whole index
     query_concurrency: int = Field(2, gt=0)  # queries running at once
     query_queue: int = Field(2, ge=0)  # queries waiting for one of them; more get 429
+    # a new connection must deliver a complete request head within this time
+    request_head_timeout_s: float = Field(10.0, gt=0)
+    keep_alive_timeout_s: float = Field(5.0, gt=0)  # an idle keep-alive connection is closed after it
+    # connections that have not delivered a complete request head, in total and per remote address
+    max_unauthenticated_connections: int = Field(1024, gt=0)
+    max_unauthenticated_per_address: int = Field(256, gt=0)
 
     _check_port = field_validator("port", mode="before")(lambda cls, v: _port(v))
 
@@ -138,7 +154,8 @@ class Mq9Settings(_Section):
 
 
 class Settings(_Section):
-    host: str = "0.0.0.0"
+    # loopback by default: binding anything else without credentials is logged as a warning
+    host: str = "127.0.0.1"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     nats: NatsSettings = Field(default_factory=NatsSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

@@ -8,17 +8,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from robustmq.nats import encoder, errors
 from robustmq.nats.errors import ProtocolViolation
 from robustmq.nats.events import Connect, Ping, Pong, Pub, PubBatch, PubRun, Sub, Unsub
-from robustmq.nats.limits import STALL_HIGH_WATER_MAX_BYTES
+from robustmq.nats.limits import STALL_HIGH_WATER_MAX_BYTES, SUB_SLICE_FRAMES, WORK_BUDGET_S
 from robustmq.nats.parser import ClientParser
 from robustmq.router import Subscription
 from robustmq.subjects import is_valid_publish_subject, is_valid_subject
 
 if TYPE_CHECKING:
+    from robustmq.admission import HandshakeTicket
     from robustmq.auth import Permissions, SubjectRule
     from robustmq.nats.server import NatsServer
 
@@ -52,6 +54,11 @@ def _b(text: str) -> bytes:
 
 _BOOL_OPTIONS = ("verbose", "pedantic", "echo", "headers", "no_responders", "tls_required")
 _STR_OPTIONS = ("name", "lang", "version", "user", "pass", "auth_token", "sig", "jwt", "nkey", "account")
+
+# why reading is paused (bits of NatsConnection.paused_by); it resumes when none is left
+_STALLED = 1  # a reader this connection feeds is behind (back-pressure)
+_YIELDED = 2  # the read budget is spent: other connections go first for one loop iteration
+_SLICED = 4  # a SUB flood is being handled slice by slice
 
 
 class _Gone:
@@ -202,7 +209,12 @@ class NatsConnection(asyncio.Protocol):
         self.blocked = False  # closed, or backlogged: the delivery hot path checks this one flag
         self.backlogged = False
         self.stall_requested = False
-        self.reading_paused = False
+        self.paused_by = 0  # _STALLED | _YIELDED | _SLICED
+        self.busy_s = 0.0  # loop time spent on this connection's input since it last yielded
+        self.sub_frames = 0  # SUB/UNSUB handled in the current slice
+        self.backlog: list[Any] | None = None  # events left for the next slice of a SUB flood
+        self.pending_failure: tuple[str | None, str] | None = None  # a violation after the backlog
+        self.handshake: HandshakeTicket | None = None  # held until CONNECT is accepted
         # CONNECT options, with nats-server's defaults until CONNECT arrives
         self.connect_received = False
         self.verbose = True
@@ -251,28 +263,48 @@ class NatsConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        high = min(STALL_HIGH_WATER_MAX_BYTES, max(self.max_pending_bytes // 4, 1))
-        transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if peer:
             self.ip, self.port = peer[0], peer[1]
         server = self.server
+        self.handshake = server.handshakes.admit(self.ip)
+        if self.handshake is None:  # too many sockets without CONNECT: refuse before any work
+            self.closed = self.blocked = True
+            transport.abort()
+            return
+        high = min(STALL_HIGH_WATER_MAX_BYTES, max(self.max_pending_bytes // 4, 1))
+        transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
         self.next_ping_at = time.monotonic() + server.settings.ping_interval_s
         self.send(server.info_frame(self))
         if not server.register(self):
             self.fail(errors.MAX_CONNECTIONS)
 
     def data_received(self, data: bytes) -> None:
+        started = perf_counter()
         try:
             events = self.parser.feed(data)
         except ProtocolViolation as exc:
-            self.handle(exc.events)
-            if not self.closed:
+            if self.backlog is not None:
+                self.backlog.extend(exc.events)
+            else:
+                self.handle(exc.events)
+            if self.backlog is not None:  # fail once the events before the violation are handled
+                self.pending_failure = (exc.text, exc.reason)
+            elif not self.closed:
                 self.fail(exc.text, exc.reason)
             return
-        self.handle(events)
+        if self.backlog is not None:  # still slicing an earlier SUB flood: keep the order
+            self.backlog.extend(events)
+        else:
+            self.handle(events)
         if self.stall_requested:
             self.stall()
+        self.busy_s += perf_counter() - started
+        if self.busy_s >= WORK_BUDGET_S:
+            self.busy_s = 0.0
+            if not self.closed:
+                self._pause(_YIELDED)
+                self.server.call_soon(self._resume, _YIELDED)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._teardown(self.close_reason or ("client closed" if exc is None else str(exc)))
@@ -292,23 +324,50 @@ class NatsConnection(asyncio.Protocol):
     def stall(self) -> None:
         """Stop reading from this publisher until a backlogged reader drains, or a short while."""
         self.stall_requested = False
-        if self.closed or self.reading_paused or self.transport is None:
+        if self.closed or self.paused_by & _STALLED or self.transport is None:
             return
-        self.transport.pause_reading()
-        self.reading_paused = True
+        self._pause(_STALLED)
         self.server.add_stalled(self)
 
     def unstall(self) -> None:
-        if self.reading_paused and not self.closed and self.transport is not None:
+        self._resume(_STALLED)
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused_by and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused_by |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self.paused_by & reason:
+            return
+        self.paused_by &= ~reason
+        if not self.paused_by and not self.closed and self.transport is not None:
             self.transport.resume_reading()
-        self.reading_paused = False
+
+    def _next_slice(self) -> None:
+        """Handle the next slice of a SUB flood, one loop tick after the last."""
+        self.sub_frames = 0
+        backlog, self.backlog = self.backlog, None
+        if self.closed or backlog is None:
+            return
+        self.handle(backlog)
+        if self.backlog is not None or self.closed:
+            return
+        failure, self.pending_failure = self.pending_failure, None
+        if failure is not None:
+            self.fail(*failure)
+            return
+        if self.stall_requested:
+            self.stall()
+        self._resume(_SLICED)
 
     # -- events --------------------------------------------------------------------------------
 
     def handle(self, events: list[Any]) -> None:
         router = self.router
         publish = router.publish
-        for ev in events:
+        pending = iter(events)  # an iterator, so a SUB flood can leave the rest for the next slice
+        for ev in pending:
             if self.closed:
                 return
             kind = type(ev)
@@ -352,10 +411,18 @@ class NatsConnection(asyncio.Protocol):
                     self.fail(errors.AUTHORIZATION_VIOLATION)
                     return
                 self.send(PONG)
-            elif kind is Sub:
-                self._on_sub(ev)
-            elif kind is Unsub:
-                self._on_unsub(ev)
+            elif kind is Sub or kind is Unsub:
+                if kind is Sub:
+                    self._on_sub(ev)
+                else:
+                    self._on_unsub(ev)
+                self.sub_frames += 1
+                if self.sub_frames >= SUB_SLICE_FRAMES and not self.closed:
+                    # each SUB is a trie insert: yield to the loop, carry on next tick
+                    self.backlog = list(pending)
+                    self._pause(_SLICED)
+                    self.server.call_soon(self._next_slice)
+                    return
             elif kind is Pong:
                 self.pings_outstanding = 0
                 if self.ping_sent_at:
@@ -422,6 +489,9 @@ class NatsConnection(asyncio.Protocol):
         self.lang = options.get("lang")
         self.version = options.get("version")
         self.connect_received = True
+        if self.handshake is not None:
+            self.handshake.release()
+            self.handshake = None
         self.skip_owner = None if self.echo else self
         self._update_checked()
         if self.verbose:
@@ -546,6 +616,10 @@ class NatsConnection(asyncio.Protocol):
         self.closed = True
         self.blocked = True
         self.close_reason = self.close_reason or reason
+        self.backlog = None
+        if self.handshake is not None:
+            self.handshake.release()
+            self.handshake = None
         for sub in self.subs.values():
             self.router.unsubscribe(sub)
         self.subs.clear()

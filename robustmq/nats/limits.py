@@ -28,3 +28,11 @@ STALL_MAX_S = 0.01
 
 # A failing in-process subscriber is logged at most this often (it is counted every time).
 DELIVERY_ERROR_LOG_INTERVAL_S = 10.0
+
+# Fairness: a connection that has used this much loop time on its input yields one loop iteration
+# (its reads are paused and resumed by the next tick), so one flooding client cannot keep the loop
+# to itself (libuv reads a readable socket up to 32 times in a row, uvloop up to 250 kB each).
+# Time rather than bytes: a fast publisher seldom yields, a costly one (+OK per frame, fan-out) soon.
+WORK_BUDGET_S = 0.01
+# SUB and UNSUB frames handled in one slice; the rest of a flood waits for the next loop tick.
+SUB_SLICE_FRAMES = 500

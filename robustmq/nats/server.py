@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from robustmq.admission import HandshakeGate
 from robustmq.auth import Authenticator
 from robustmq.clients import ClientCounters
 from robustmq.nats import encoder, errors
@@ -55,6 +56,9 @@ class NatsServer(ClientCounters):
         self.server_id = _server_id()
         self.log = log
         self.connections_by_id: dict[int, NatsConnection] = {}
+        self.handshakes = HandshakeGate(
+            self.settings.max_unauthenticated_connections, self.settings.max_unauthenticated_per_address
+        )
         self.slow_consumers = 0
         self.delivery_errors = 0
         self._last_delivery_error_log = -DELIVERY_ERROR_LOG_INTERVAL_S
@@ -162,6 +166,11 @@ class NatsServer(ClientCounters):
             self._last_delivery_error_log = now
             log.exception("delivery of a message on %s failed (%d so far)", subject, self.delivery_errors)
 
+    def call_soon(self, fn: Any, *args: Any) -> None:
+        """Run ``fn`` on the next loop tick (a connection yielding its turn to the others)."""
+        assert self._loop is not None
+        self._loop.call_soon(fn, *args)
+
     # -- output: one write per connection per loop tick ------------------------------------------
 
     def schedule_flush(self, conn: NatsConnection) -> None:
@@ -208,7 +217,7 @@ class NatsServer(ClientCounters):
             for conn in list(self.connections_by_id.values()):
                 if conn.closed:
                     continue
-                if self.auth_required and not conn.connect_received:
+                if not conn.connect_received:  # with or without auth, as nats-server does
                     if wall - conn.start_time > auth_timeout:
                         conn.fail(errors.AUTHENTICATION_TIMEOUT)
                     continue

@@ -44,6 +44,12 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return self.closed
 
+    def pause_reading(self) -> None:  # a connection that spent its work budget yields (no-op here)
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
 
 class _NoLoop:
     """Flushes are driven by the test (``server._flush_all``), not by an event loop."""

@@ -3,7 +3,6 @@
 User-facing limits (port, max packet size, receive maximum, ...) are ``MqttSettings`` in robustmq.config.
 """
 
-CONNECT_TIMEOUT_S = 10.0  # a connection must send CONNECT within this time
 CLOSE_LINGER_S = 1.0  # after a DISCONNECT or refusing CONNACK we keep draining input this long
 KEEPALIVE_GRACE_FACTOR = 1.5  # a client silent for 1.5 x keep alive is closed
 SESSION_EXPIRY_NEVER = 0xFFFFFFFF
@@ -16,3 +15,6 @@ WRITE_BUFFER_HIGH_BYTES = 4 * 1024 * 1024  # above this a connection takes no Qo
 WRITE_BUFFER_LOW_BYTES = 1024 * 1024
 ASSIGNED_CLIENT_ID_PREFIX = "auto-"
 LISTEN_BACKLOG = 1024
+# Fairness: a connection that has used this much loop time on its input yields one loop tick
+# (reads paused, resumed by the next tick), so one flooding client cannot keep the loop to itself.
+WORK_BUDGET_S = 0.01

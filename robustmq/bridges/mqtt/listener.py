@@ -14,8 +14,10 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from robustmq.admission import HandshakeGate, HandshakeTicket, peer_address
 from robustmq.bridges.mqtt import errors as E
 from robustmq.bridges.mqtt import packets as P
 from robustmq.bridges.mqtt import reason_codes as rc
@@ -33,11 +35,11 @@ from robustmq.bridges.mqtt.limits import (
     ASSIGNED_CLIENT_ID_PREFIX,
     BACKPRESSURE_MAX_HOLD_S,
     CLOSE_LINGER_S,
-    CONNECT_TIMEOUT_S,
     KEEPALIVE_GRACE_FACTOR,
     LISTEN_BACKLOG,
     SESSION_EXPIRY_NEVER,
     V3_MAX_INFLIGHT_MESSAGES,
+    WORK_BUDGET_S,
     WRITE_BUFFER_HIGH_BYTES,
     WRITE_BUFFER_LOW_BYTES,
 )
@@ -77,6 +79,7 @@ class MqttConnection(asyncio.Protocol):
         "_holds",
         "_out",
         "_timer",
+        "_yielded",
         "alias_in",
         "alias_out",
         "alias_out_max",
@@ -90,6 +93,8 @@ class MqttConnection(asyncio.Protocol):
         "cur_retain",
         "cur_topic",
         "decoder",
+        "gate",
+        "handshake",
         "in_bytes",
         "in_msgs",
         "keepalive_s",
@@ -100,6 +105,7 @@ class MqttConnection(asyncio.Protocol):
         "out_bytes",
         "out_msgs",
         "paused",
+        "busy_s",
         "permissions",
         "remote",
         "router",
@@ -115,8 +121,13 @@ class MqttConnection(asyncio.Protocol):
         "__weakref__",
     )
 
-    def __init__(self, server: MqttServer) -> None:
+    def __init__(self, server: MqttServer, gate: HandshakeGate | None = None) -> None:
         self.server = server
+        # sockets still before CONNECT, per listener: this one's, or the WebSocket listener's
+        self.gate = gate or server.handshakes
+        self.handshake: HandshakeTicket | None = None
+        self.busy_s = 0.0  # loop time spent on this connection's input since it last yielded
+        self._yielded = False
         self.router = server.router
         self.loop = server.loop
         self.transport: Any = None
@@ -217,7 +228,12 @@ class MqttConnection(asyncio.Protocol):
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
-        if not self.closing:
+        if not self.closing and not self._yielded:
+            self.transport.resume_reading()
+
+    def _end_yield(self) -> None:
+        self._yielded = False
+        if not self.closing and not self._holds:
             self.transport.resume_reading()
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------
@@ -228,18 +244,21 @@ class MqttConnection(asyncio.Protocol):
         if peer:
             self.remote = f"{peer[0]}:{peer[1]}"
         server = self.server
-        if len(server.open_connections) >= server.settings.max_connections:
-            transport.abort()
+        if self.handshake is None:  # over WebSocket the upgrade took the ticket already
+            self.handshake = self.gate.admit(peer_address(transport))
+        if self.handshake is None or len(server.open_connections) >= server.settings.max_connections:
+            transport.abort()  # too many sockets before CONNECT, or at max_connections
             self.closing = True
             return
         server.connection_opened(self)
         transport.set_write_buffer_limits(WRITE_BUFFER_HIGH_BYTES, WRITE_BUFFER_LOW_BYTES)
         self.last_rx = self.loop.time()
-        self._timer = self.loop.call_later(CONNECT_TIMEOUT_S, self._connect_timeout)
+        self._timer = self.loop.call_later(server.settings.connect_timeout_s, self._connect_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        started = perf_counter()
         self.last_rx = self.loop.time()
         if not self.connected and not self.decoder.buffered_bytes and data[:1] != b"\x10":
             self.fail(rc.PROTOCOL_ERROR, E.FIRST_NOT_CONNECT)  # known from the first byte
@@ -274,6 +293,13 @@ class MqttConnection(asyncio.Protocol):
                     self.fail(exc.reason_code, str(exc))
             if self.closing:
                 return
+        self.busy_s += perf_counter() - started
+        if self.busy_s >= WORK_BUDGET_S and not self._yielded:
+            self.busy_s = 0.0
+            self._yielded = True
+            if not self._holds:
+                self.transport.pause_reading()
+            self.loop.call_soon(self._end_yield)
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -285,6 +311,9 @@ class MqttConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self.handshake is not None:
+            self.handshake.release()
+            self.handshake = None
         self.server.connection_closed(self)
         for timer in (self._timer, self._hold_timer):
             if timer is not None:
@@ -470,6 +499,9 @@ class MqttConnection(asyncio.Protocol):
         session.expiry_interval_s = expiry
         self.session = session
         self.connected = True
+        if self.handshake is not None:
+            self.handshake.release()
+            self.handshake = None
         self.write(encode(P.Connack(present, 0, connack_props or None), self.version))
         session.attach(self)
         if session.persistent:
@@ -757,14 +789,21 @@ class _WebSocketListener:
     def __init__(self, server: MqttServer) -> None:
         self.server = server
         self._server: asyncio.AbstractServer | None = None
+        settings = server.settings
+        self.handshakes = HandshakeGate(
+            settings.max_unauthenticated_connections, settings.max_unauthenticated_per_address
+        )
 
     async def start(self) -> None:
         from robustmq.bridges.mqtt.websocket import WebSocketTransportProtocol
 
         s = self.server
         loop = asyncio.get_running_loop()
+        gate = self.handshakes
         self._server = await loop.create_server(
-            lambda: WebSocketTransportProtocol(MqttConnection(s), s.settings.max_packet_bytes + 16),
+            lambda: WebSocketTransportProtocol(
+                MqttConnection(s, gate), s.settings.max_packet_bytes + 16, gate, s.settings.connect_timeout_s
+            ),
             s.host, s.settings.ws_port, reuse_address=True, backlog=LISTEN_BACKLOG,
         )  # fmt: skip
 
@@ -791,6 +830,9 @@ class MqttServer(ClientCounters):
         self.router = broker.router
         self.authenticator = Authenticator(broker.settings.auth)
         self.open_connections: set[MqttConnection] = set()
+        self.handshakes = HandshakeGate(
+            self.settings.max_unauthenticated_connections, self.settings.max_unauthenticated_per_address
+        )
         self.sessions: dict[str, Session] = {}
         self.retained = RetainedMessages()
         self.persistence: Any = None

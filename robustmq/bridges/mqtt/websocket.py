@@ -11,6 +11,8 @@ import base64
 import hashlib
 from typing import Any
 
+from robustmq.admission import HandshakeGate, HandshakeTicket, peer_address
+
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HANDSHAKE_BYTES = 16 * 1024
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
@@ -150,17 +152,44 @@ class _FramedTransport:
 
 
 class WebSocketTransportProtocol(asyncio.Protocol):
-    """Carries one MQTT connection (``inner``) over a WebSocket."""
+    """Carries one MQTT connection (``inner``) over a WebSocket.
 
-    def __init__(self, inner: asyncio.Protocol, max_frame_bytes: int) -> None:
+    The upgrade must finish within ``upgrade_timeout_s``; until the MQTT CONNECT is accepted the
+    socket holds a ticket of ``gate``, which the inner connection takes over at the upgrade.
+    """
+
+    def __init__(
+        self,
+        inner: asyncio.Protocol,
+        max_frame_bytes: int,
+        gate: HandshakeGate | None = None,
+        upgrade_timeout_s: float | None = None,
+    ) -> None:
         self.inner = inner
         self.transport: Any = None
         self._buf = b""
         self._open = False
         self._max_frame_bytes = max_frame_bytes
+        self._gate = gate
+        self._upgrade_timeout_s = upgrade_timeout_s
+        self._ticket: HandshakeTicket | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        if self._gate is not None:
+            self._ticket = self._gate.admit(peer_address(transport))
+            if self._ticket is None:  # too many sockets still in their handshake: refuse at once
+                transport.abort()
+                return
+        if self._upgrade_timeout_s is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._upgrade_timeout_s, self._upgrade_timeout)
+
+    def _upgrade_timeout(self) -> None:
+        self._timer = None
+        if not self._open:
+            self.transport.abort()  # a half-open upgrade gets no more of our descriptors
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
@@ -173,7 +202,12 @@ class WebSocketTransportProtocol(asyncio.Protocol):
                 headers, _ = parsed
                 self.transport.write(handshake_response(headers))
                 self._open = True
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
                 buf = buf.partition(b"\r\n\r\n")[2]
+                if self._ticket is not None:  # the MQTT connection holds it until CONNECT
+                    self.inner.handshake, self._ticket = self._ticket, None  # type: ignore[attr-defined]
                 self.inner.connection_made(_FramedTransport(self))
             frames, used = parse_frames(buf, self._max_frame_bytes)
         except WebSocketError:
@@ -205,5 +239,11 @@ class WebSocketTransportProtocol(asyncio.Protocol):
             self.inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._ticket is not None:
+            self._ticket.release()
+            self._ticket = None
         if self._open:
             self.inner.connection_lost(exc)
