@@ -186,6 +186,14 @@ class PipelineService:
             raise ApiError(api_errors.FORBIDDEN, errors.NOT_AUTHORIZED.format(run_id=run_id))
         return run
 
+    def may_see_run(self, run_id: str, origin: Any) -> bool:
+        """Would STATUS of this run answer ``origin`` (not 403/404)? For the control plane's list."""
+        try:
+            self.run_or_404(run_id, origin)
+        except ApiError:
+            return False
+        return True
+
     def status(self, run_id: str) -> dict[str, Any]:
         """The run's view so far (``PIPELINE.STATUS``); 404 if unknown."""
         return self.run_or_404(run_id).view()
