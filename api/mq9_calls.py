@@ -62,7 +62,9 @@ async def command(
     principal_of(request).require_publish(full)
     router = request.app.state.broker.router
     try:
-        _, raw = await router.request(full, body, headers=headers, timeout=timeout_s, origin=origin_of(request))
+        _, raw = await router.request(
+            full, body, headers=headers, timeout=timeout_s, origin=origin_of(request)
+        )
     except NoResponders:
         raise ProblemError(503, NO_SERVICE.format(name="mq9")) from None
     except TimeoutError:

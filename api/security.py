@@ -113,13 +113,16 @@ class AccessTable:
                 role: Role = "reader" if entry.role == "reader" else user_role
                 principal = as_user(f"token{i}", entry.user, role)
             else:
-                principal = Principal(f"token{i}", "admin" if entry.role == "admin" else entry.role or "reader")
+                principal = Principal(
+                    f"token{i}", "admin" if entry.role == "admin" else entry.role or "reader"
+                )
             self._tokens.append((entry.token.encode(), principal))
         if settings.auth.token:
             # the shared NATS token: over REST what it is over NATS, a client with no user
             self._tokens.append((settings.auth.token.encode(), Principal("auth.token", "user")))
         self._users: list[tuple[bytes, bytes, Principal]] = [
-            (u.user.encode(), u.password.encode(), as_user(u.user, u.user, u.role)) for u in settings.auth.users
+            (u.user.encode(), u.password.encode(), as_user(u.user, u.user, u.role))
+            for u in settings.auth.users
         ]
 
     @property

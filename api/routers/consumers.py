@@ -99,7 +99,9 @@ async def get_consumer(
     return _state(_existing(store, name, consumer, partition).info())
 
 
-@router.delete("/{consumer}", status_code=204, dependencies=ADMIN, summary="delete a consumer", responses=NOT_FOUND)
+@router.delete(
+    "/{consumer}", status_code=204, dependencies=ADMIN, summary="delete a consumer", responses=NOT_FOUND
+)
 async def delete_consumer(
     name: StreamName, consumer: ConsumerName, store: StoreDep, partition: Partition = 0
 ) -> Response:

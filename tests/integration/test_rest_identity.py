@@ -77,7 +77,9 @@ def rest(broker, who: str) -> httpx.AsyncClient:
     else:
         auth = "Basic " + base64.b64encode(f"{who}:{PASSWORDS[who]}".encode()).decode()
     return httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{broker.ports['http']}/api/v1", headers={"Authorization": auth}, timeout=10
+        base_url=f"http://127.0.0.1:{broker.ports['http']}/api/v1",
+        headers={"Authorization": auth},
+        timeout=10,
     )
 
 
@@ -193,7 +195,9 @@ async def test_another_users_agent_tool_and_run_are_guarded_and_lists_filtered(s
     async with rest(secured, "alice") as alice:
         defined = await alice.post("/tools", json={"name": tool, "input_schema": {"type": "object"}})
         assert defined.status_code == 201, defined.text
-        created = await alice.post("/pipelines", json={"name": pipeline, "steps": [{"id": "v", "agent": name}]})
+        created = await alice.post(
+            "/pipelines", json={"name": pipeline, "steps": [{"id": "v", "agent": name}]}
+        )
         assert created.status_code == 201, created.text
         run = await alice.post(f"/pipelines/{pipeline}/run", json={"input": "alice's run"})
         assert run.status_code == 200 and run.json()["state"] == "completed", run.text

@@ -183,7 +183,8 @@ class PipelineService:
         if run is None:
             raise ApiError(api_errors.NOT_FOUND, errors.UNKNOWN_RUN.format(run_id=run_id))
         # in process (no origin: the broker, the control plane's admin) is trusted
-        if self.api.auth_enabled and origin is not None and run.sender is not None and self._user(origin) != run.sender:
+        guarded = self.api.auth_enabled and origin is not None and run.sender is not None
+        if guarded and self._user(origin) != run.sender:
             raise ApiError(api_errors.FORBIDDEN, errors.NOT_AUTHORIZED.format(run_id=run_id))
         return run
 
