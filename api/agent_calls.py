@@ -1,6 +1,7 @@
 """Calls into the agent, tool and pipeline services in process, with their validation and error codes.
 
-Answers that may come later go through ``router.request`` in process (no socket, no NATS protocol).
+Answers that may come later go through ``router.request`` in process (no socket, no NATS protocol),
+with the caller's origin, so the services apply that user's ownership rules as over NATS.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from api.problems import AGENT_API_SILENT, NO_SERVICE, UNREPRESENTABLE, FieldError, ProblemError
+from api.security import origin_of, principal_of
+from robustmq.agents.api.errors import ApiError
 from robustmq.router import NoResponders
 
 M = TypeVar("M", bound=BaseModel)
@@ -58,6 +61,15 @@ def problem_of_reply(reply: dict[str, Any]) -> ProblemError:
     return ProblemError(status, str(reply.get("error") or "error"), code=code or status, **extra)
 
 
+def task_of(request: Request, service: Any, task_id: str, verb: str = "GET") -> Any:
+    """The task if the caller may see it, as ``TASK.<verb>`` over NATS would answer (404, 403)."""
+    principal_of(request).require_publish(f"{API_PREFIX}TASK.{verb}.{task_id}")
+    try:
+        return service.task_for(task_id, origin_of(request))
+    except ApiError as exc:
+        raise problem_of_reply(exc.reply()) from None
+
+
 def json_bytes(value: Any) -> bytes:
     """``value`` as JSON; 400 when it holds what JSON cannot carry here (e.g. integers past 64 bits)."""
     try:
@@ -92,9 +104,11 @@ def parse_body(model: type[M], raw: bytes) -> M:
 
 async def call_raw(request: Request, verb: str, payload: bytes, timeout_s: float) -> dict[str, Any]:
     """Like ``call`` with a body already encoded (and validated) by the caller."""
+    subject = API_PREFIX + verb
+    principal_of(request).require_publish(subject)
     router = request.app.state.broker.router
     try:
-        _, raw = await router.request(API_PREFIX + verb, payload, timeout=timeout_s)
+        _, raw = await router.request(subject, payload, timeout=timeout_s, origin=origin_of(request))
     except NoResponders:
         raise ProblemError(503, NO_SERVICE.format(name="agent API")) from None
     except TimeoutError:

@@ -30,7 +30,7 @@ from api.routers import (
     tasks,
     tools,
 )
-from api.security import AccessTable, require_access
+from api.security import AccessTable, require_access, require_admin, require_operations
 from robustmq import __version__
 
 if TYPE_CHECKING:
@@ -62,23 +62,18 @@ def create_app(broker: Broker) -> FastAPI:
 
     # with no credentials configured the API is open: no auth dependency (and none in the OpenAPI document)
     protected = [Depends(require_access)] if app.state.access.enabled else []
+    # views of the whole server: admin, or reader; SQL over every stream: admin only
+    operations = [*protected, Depends(require_operations)] if protected else []
+    admin_only = [*protected, Depends(require_admin)] if protected else []
     app.include_router(health.router)
-    app.include_router(metrics.router, dependencies=protected)
-    # routes are matched in this order: the hot ones (invoke, listings) first
-    for module in (
-        agents,
-        tasks,
-        mailboxes,
-        tools,
-        pipelines,
-        streams,
-        consumers,
-        query,
-        server,
-        connections,
-        subscriptions,
-    ):
+    app.include_router(metrics.router, dependencies=operations)
+    # routes are matched in this order: the hot ones (invoke, listings) first; these act as the
+    # caller's user (the agent layer's rules, as over NATS)
+    for module in (agents, tasks, mailboxes, tools, pipelines, streams, consumers):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=protected)
+    app.include_router(query.router, prefix=API_PREFIX, dependencies=admin_only)
+    for module in (server, connections, subscriptions):
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=operations)
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     # the last added is the outermost: metrics see every answer, a 413 from the size limit too

@@ -124,7 +124,7 @@ class Principal:
 
     user: str | None
     permissions: Permissions | None = None
-    role: str = "admin"
+    role: str = "user"  # on the control plane; admin only when the config says so
 
 
 ANONYMOUS = Principal(None)

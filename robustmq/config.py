@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "ROBUSTMQ_"
 
@@ -78,11 +78,19 @@ class MqttSettings(_Section):
     _check_port = field_validator("port", "ws_port", mode="before")(lambda cls, v: _port(v))
 
 
+Role = Literal["admin", "user", "reader"]
+
+
 class ApiToken(_Section):
-    """A bearer token for the control plane (REST): admin may do everything, reader GET only."""
+    """A bearer token for the control plane (REST).
+
+    With ``user`` it acts as that ``[auth]`` user (with the user's role, or ``reader`` when it says
+    so); without one it is ``admin`` only when ``role = "admin"``, else a reader with no user.
+    """
 
     token: str = Field(min_length=1)
-    role: Literal["admin", "reader"] = "reader"
+    user: str | None = Field(None, min_length=1)
+    role: Role | None = None
 
 
 class HttpSettings(_Section):
@@ -135,8 +143,9 @@ class User(_Section):
     user: str
     password: str
     permissions: Permissions | None = None
-    # Role on the control plane (REST): admin may do everything, reader GET only.
-    role: Literal["admin", "reader"] = "admin"
+    # Role on the control plane (REST): user = what the user may do over NATS, reader = the same
+    # but GET only, admin = everything (never implied).
+    role: Role = "user"
 
 
 class AuthSettings(_Section):
@@ -165,6 +174,20 @@ class Settings(_Section):
     mq9: Mq9Settings = Field(default_factory=Mq9Settings)
     # Stream definitions from the file; the store validates them (see robustmq.store).
     streams: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tokens_name_users(self) -> Settings:
+        """A token bound to a user must name an ``[auth]`` user and cannot widen its role."""
+        users = {u.user: u for u in self.auth.users}
+        for i, entry in enumerate(self.http.tokens):
+            if entry.user is None:
+                continue
+            user = users.get(entry.user)
+            if user is None:
+                raise ValueError(f"http.tokens.{i}.user: no [auth] user named {entry.user!r}")
+            if entry.role == "admin" and user.role != "admin":
+                raise ValueError(f"http.tokens.{i}.role: admin, but user {entry.user!r} is not an admin")
+        return self
 
 
 _SECTIONS = ("nats", "mqtt", "http", "store", "auth", "mq9")

@@ -306,10 +306,17 @@ class Router:
         return f"{self._inbox_prefix}{next(self._inbox_seq)}"
 
     async def request(
-        self, subject: str, payload: bytes, headers: bytes | None = None, timeout: float = 5.0
+        self,
+        subject: str,
+        payload: bytes,
+        headers: bytes | None = None,
+        timeout: float = 5.0,
+        origin: Any = None,
     ) -> tuple[bytes | None, bytes]:
         """Publish with a fresh reply subject and wait for the first reply: ``(headers, payload)``.
 
+        ``origin``: the client the request is made for (None: the broker itself, trusted), so the
+        services apply that client's rules, e.g. the control plane's caller.
         Raises ``NoResponders`` at once when nobody is subscribed, ``TimeoutError`` after ``timeout``.
         """
         if self._inbox_sub is None:
@@ -318,7 +325,7 @@ class Router:
         fut = asyncio.get_running_loop().create_future()
         self._inbox_waiters[inbox] = fut
         try:
-            if self.publish(subject, payload, inbox, headers) == 0:
+            if self.publish(subject, payload, inbox, headers, origin=origin) == 0:
                 raise NoResponders(subject)
             return await asyncio.wait_for(fut, timeout)
         finally:

@@ -19,7 +19,8 @@ from api import agent_calls
 from api.limits import PAGE_LIMIT_DEFAULT
 from api.paging import CursorParam, Limit, Page, decode_cursor, encode_cursor
 from api.problems import BAD_CURSOR, Problem, ProblemError
-from robustmq.agents.api.errors import UNKNOWN_AGENT
+from api.security import origin_of, principal_of
+from robustmq.agents.api.errors import UNKNOWN_AGENT, ApiError
 from robustmq.agents.api.limits import MAX_AGENT_NAME_CHARS
 from robustmq.agents.api.registry import AgentRecord, card_text
 from robustmq.agents.api.schemas import (
@@ -43,6 +44,7 @@ AgentName = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_NAME_CHARS, p
 
 def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     texts = {
+        403: "the agent (or its mailbox) belongs to another user",
         404: "no such agent",
         408: "the deadline passed",
         409: "already finished or canceled",
@@ -128,12 +130,19 @@ async def list_agents(
     status_code=201,
     response_model=AgentInfo,
     summary="register (or update) an agent's card",
+    responses=_problems(403),
     description="Registers the card only; instances come online over NATS (AGENT.REGISTER) and "
     "take the invocations. Until one does, invocations fail fast or queue (on_offline).",
 )
-async def register_agent(body: RegisterRequest, service: Service) -> AgentInfo:
+async def register_agent(body: RegisterRequest, request: Request, service: Service) -> AgentInfo:
     agent_calls.json_bytes(body.model_dump())  # the card is journalled as JSON: refuse what cannot be
-    record = service.register_card(body)
+    principal_of(request).require_publish(f"{agent_calls.API_PREFIX}AGENT.REGISTER")
+    try:
+        # another user's agent name or mailbox is 403, as REGISTER over NATS; a new one is the caller's
+        owner = service.check_registration(body.name, body.mailbox, origin_of(request))
+    except ApiError as exc:
+        raise agent_calls.problem_of_reply(exc.reply()) from None
+    record = service.register_card(body, owner=owner)
     return AgentInfo.model_validate(service.agent_info(record, _now_ms()))
 
 
@@ -160,7 +169,7 @@ async def agent_status(name: AgentName, request: Request, service: Service) -> d
     "/agents/{name}",
     response_model=Deregistered,
     summary="deregister an agent and every instance",
-    responses=_problems(404, 503, 504),
+    responses=_problems(403, 404, 503, 504),
 )
 async def delete_agent(name: AgentName, request: Request, service: Service) -> dict[str, Any]:
     return await agent_calls.call(request, f"AGENT.DEREGISTER.{name}", {})

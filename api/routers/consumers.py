@@ -1,24 +1,31 @@
 """``/api/v1/streams/{name}/consumers``: the durable cursors on a stream (create, list, inspect, delete).
 
 A consumer's lag is ``num_waiting``: records after its ack floor not acked yet.
+Creating and deleting one is the admin's; others see the consumers of streams they may read.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from api.dependencies import StoreDep
 from api.limits import PAGE_LIMIT_DEFAULT
 from api.paging import CursorParam, Limit, Page, paginate
 from api.problems import CONSUMER_EXISTS, NO_CONSUMER, Problem, ProblemError
+from api.security import require_admin
+from api.stream_access import require_readable
 from robustmq.store import ConsumerConfig
 
 router = APIRouter(prefix="/streams/{name}/consumers", tags=["streams"])
 
-NOT_FOUND = {404: {"model": Problem, "description": "no such stream or consumer"}}
+NOT_FOUND = {
+    403: {"model": Problem, "description": "not an admin, or a stream the caller may not read"},
+    404: {"model": Problem, "description": "no such stream or consumer"},
+}
+ADMIN = [Depends(require_admin)]
 StreamName = Annotated[str, Path(min_length=1, max_length=255)]
 ConsumerName = Annotated[str, Path(min_length=1, max_length=255)]
 Partition = Annotated[int, Query(ge=0, le=1023)]
@@ -54,6 +61,7 @@ def _existing(store: Any, stream: str, consumer: str, partition: int) -> Any:
 
 @router.post(
     "",
+    dependencies=ADMIN,
     status_code=201,
     response_model=ConsumerState,
     summary="create a consumer",
@@ -69,11 +77,13 @@ async def create_consumer(name: StreamName, body: ConsumerCreate, store: StoreDe
 @router.get("", response_model=Page[ConsumerState], summary="list a stream's consumers", responses=NOT_FOUND)
 async def list_consumers(
     name: StreamName,
+    request: Request,
     store: StoreDep,
     partition: Partition = 0,
     limit: Limit = PAGE_LIMIT_DEFAULT,
     cursor: CursorParam = None,
 ) -> Page[ConsumerState]:
+    require_readable(request, store, name)
     names, next_cursor = paginate(store.consumers(name, partition), lambda n: n, limit, cursor)
     items = [_state(store.consumer(name, n, partition, create=False).info()) for n in names]
     return Page[ConsumerState](items=items, next_cursor=next_cursor)
@@ -82,11 +92,16 @@ async def list_consumers(
 @router.get(
     "/{consumer}", response_model=ConsumerState, summary="a consumer's position and lag", responses=NOT_FOUND
 )
-async def get_consumer(name: StreamName, consumer: ConsumerName, store: StoreDep, partition: Partition = 0):
+async def get_consumer(
+    name: StreamName, consumer: ConsumerName, request: Request, store: StoreDep, partition: Partition = 0
+):
+    require_readable(request, store, name)
     return _state(_existing(store, name, consumer, partition).info())
 
 
-@router.delete("/{consumer}", status_code=204, summary="delete a consumer", responses=NOT_FOUND)
+@router.delete(
+    "/{consumer}", status_code=204, dependencies=ADMIN, summary="delete a consumer", responses=NOT_FOUND
+)
 async def delete_consumer(
     name: StreamName, consumer: ConsumerName, store: StoreDep, partition: Partition = 0
 ) -> Response:

@@ -1,6 +1,7 @@
 """``/api/v1/mailboxes``: mq9 mailboxes and their messages (send, fetch, ack, query, delete).
 
-Inspection reads the mailbox store directly; commands run through the mq9 service in process.
+Inspection reads the mailbox store directly; commands run through the mq9 service in process, for
+the caller's user: another user's agent mailbox is 403 here as over NATS, and lists leave it out.
 """
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ FETCH_ANSWER_MARGIN_S = 2.0
 
 
 def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    texts = {404: "no such mailbox", 409: "the mailbox exists", 503: "mq9 is not running", 504: "no answer"}
+    texts = {
+        403: "another user's mailbox, or a subject the user may not use",
+        404: "no such mailbox",
+        409: "the mailbox exists",
+        503: "mq9 is not running",
+        504: "no answer",
+    }
     return {code: {"model": Problem, "description": texts[code]} for code in codes}
 
 
@@ -187,10 +194,14 @@ async def create_mailbox(body: MailboxCreate, request: Request, service: Service
 
 @router.get("", response_model=Page[MailboxInfo], summary="list mailboxes")
 async def list_mailboxes(
-    service: Service, limit: Limit = PAGE_LIMIT_DEFAULT, cursor: CursorParam = None
+    request: Request, service: Service, limit: Limit = PAGE_LIMIT_DEFAULT, cursor: CursorParam = None
 ) -> Page[MailboxInfo]:
     now = time.time()
-    boxes = [b for b in list(service.mailboxes.mailboxes.values()) if not b.is_expired(now)]
+    boxes = [
+        b
+        for b in list(service.mailboxes.mailboxes.values())
+        if not b.is_expired(now) and mq9_calls.may_read(request, service, b.address)
+    ]
     page, next_cursor = paginate(boxes, lambda b: b.address, limit, cursor)
     return Page[MailboxInfo](items=[_info(b) for b in page], next_cursor=next_cursor)
 
@@ -199,10 +210,10 @@ async def list_mailboxes(
     "/{address}",
     response_model=MailboxDetail,
     summary="a mailbox with its depth per priority and its groups' lag",
-    responses=_problems(404),
+    responses=_problems(403, 404),
 )
-async def get_mailbox(address: Address, service: Service) -> MailboxDetail:
-    box = _live(service, address)
+async def get_mailbox(address: Address, request: Request, service: Service) -> MailboxDetail:
+    box = mq9_calls.readable_mailbox(request, service, address)
     depth = {"critical": 0, "urgent": 0, "normal": 0}
     offsets: list[int] = []
     exact = True
@@ -235,10 +246,10 @@ async def get_mailbox(address: Address, service: Service) -> MailboxDetail:
 
 
 @router.delete(
-    "/{address}", status_code=204, summary="delete a mailbox with its messages", responses=_problems(404)
+    "/{address}", status_code=204, summary="delete a mailbox with its messages", responses=_problems(403, 404)
 )
-async def delete_mailbox(address: Address, service: Service) -> Response:
-    _live(service, address)
+async def delete_mailbox(address: Address, request: Request, service: Service) -> Response:
+    mq9_calls.readable_mailbox(request, service, address)  # who may delete its messages may drop it
     service.mailboxes.drop(address)
     return Response(status_code=204)
 
@@ -248,7 +259,7 @@ async def delete_mailbox(address: Address, service: Service) -> Response:
     status_code=201,
     response_model=SendResult,
     summary="send a message (stored durably before the answer)",
-    responses=_problems(404, 503, 504),
+    responses=_problems(403, 404, 503, 504),
 )
 async def send_message(address: Address, body: SendRequest, request: Request, service: Service) -> SendResult:
     if body.payload is not None:
@@ -276,11 +287,12 @@ async def send_message(address: Address, body: SendRequest, request: Request, se
     "/{address}/fetch",
     response_model=MessageList,
     summary="fetch messages in priority order (a group's position moves only on ack)",
-    responses=_problems(404, 503, 504),
+    responses=_problems(403, 404, 503, 504),
 )
 async def fetch_messages(
     address: Address, body: FetchRequest, request: Request, service: Service
 ) -> MessageList:
+    mq9_calls.check_reader(request, service, address)
     timeout_s = body.config.max_wait_ms / 1000 + FETCH_ANSWER_MARGIN_S
     reply = await mq9_calls.command(
         request, f"MSG.FETCH.{address}", orjson.dumps(body.model_dump(exclude_none=True)), timeout_s=timeout_s
@@ -292,7 +304,7 @@ async def fetch_messages(
     "/{address}/ack",
     response_model=Acked,
     summary="acknowledge up to a msg_id for a group",
-    responses=_problems(404, 503, 504),
+    responses=_problems(403, 404, 503, 504),
 )
 async def ack_messages(address: Address, body: AckRequest, request: Request, service: Service) -> Acked:
     command = {"group_name": body.group_name, "mail_address": address, "msg_id": body.msg_id}
@@ -304,7 +316,7 @@ async def ack_messages(address: Address, body: AckRequest, request: Request, ser
     "/{address}/messages",
     response_model=MessageList,
     summary="query messages by key, tags or time (never moves a group)",
-    responses=_problems(404, 503, 504),
+    responses=_problems(403, 404, 503, 504),
 )
 async def query_messages(
     address: Address,
@@ -315,7 +327,7 @@ async def query_messages(
     since: Annotated[int | None, Query(ge=0, le=U63_MAX, description="created at or after (seconds)")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
 ) -> MessageList:
-    _live(service, address)
+    mq9_calls.readable_mailbox(request, service, address)
     command: dict[str, Any] = {"limit": limit}
     if key is not None:
         command["key"] = key
@@ -331,7 +343,7 @@ async def query_messages(
     "/{address}/messages/{msg_id}",
     response_model=Deleted,
     summary="delete one message",
-    responses=_problems(404, 503, 504),
+    responses=_problems(403, 404, 503, 504),
 )
 async def delete_message(
     address: Address,
@@ -339,6 +351,6 @@ async def delete_message(
     request: Request,
     service: Service,
 ) -> Deleted:
-    _live(service, address)
+    mq9_calls.readable_mailbox(request, service, address)
     await mq9_calls.command(request, f"MSG.DELETE.{address}.{msg_id}")
     return Deleted(deleted=True)

@@ -16,6 +16,7 @@ from api import agent_calls
 from api.limits import PAGE_LIMIT_DEFAULT
 from api.paging import CursorParam, Limit, Page, paginate
 from api.problems import Problem
+from api.security import origin_of
 from robustmq.agents.pipelines.schemas import PipelineSummary, RunReply, RunRequest, RunState
 
 router = APIRouter(tags=["pipelines"])
@@ -114,12 +115,16 @@ async def run_pipeline(name: PipelineName, request: Request, service: Pipelines)
 
 @router.get("/runs", response_model=Page[RunSummary], summary="runs held by the broker, newest last")
 async def list_runs(
+    request: Request,
     service: Pipelines,
     pipeline: Annotated[str | None, Query(max_length=128, description="only runs of this pipeline")] = None,
     limit: Limit = PAGE_LIMIT_DEFAULT,
     cursor: CursorParam = None,
 ) -> Page[RunSummary]:
     runs = service.list_runs(pipeline)
+    origin = origin_of(request)
+    if origin is not None:  # only the runs STATUS would show this caller (its own, or unowned)
+        runs = [r for r in runs if service.may_see_run(r["run_id"], origin)]
     page, next_cursor = paginate(runs, lambda r: [r["created_ms"], r["run_id"]], limit, cursor)
     return Page[RunSummary](items=[RunSummary.model_validate(r) for r in page], next_cursor=next_cursor)
 

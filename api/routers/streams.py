@@ -1,6 +1,7 @@
 """``/api/v1/streams``: create, list, inspect, change and delete streams; read their messages.
 
 Definitions are the store's own ``StreamConfig``; reads go straight to the log (offset or time).
+Changes are the admin's; other callers see the streams and records their user could receive.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from api.dependencies import StoreDep
@@ -16,6 +17,8 @@ from api.limits import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, STREAM_MAX_DURATION_S
 from api.messages import Message, PayloadEncoding, message_of
 from api.paging import CursorParam, Limit, Page, paginate
 from api.problems import DURATION_TOO_LONG, INTERNAL_STREAM, STREAM_NAME_MISMATCH, Problem, ProblemError
+from api.security import require_admin
+from api.stream_access import may_read_stream, record_filter, require_readable
 from robustmq.store import StreamConfig, StreamInfo
 
 router = APIRouter(prefix="/streams", tags=["streams"])
@@ -23,7 +26,9 @@ router = APIRouter(prefix="/streams", tags=["streams"])
 RATE_WINDOW_S = 60
 INTERNAL_PREFIX = "$"  # the broker's own streams ($mq9...): readable, never changed from outside
 NOT_FOUND = {404: {"model": Problem, "description": "no such stream"}}
-FORBIDDEN = {403: {"model": Problem, "description": "an internal stream of the broker"}}
+FORBIDDEN = {403: {"model": Problem, "description": "an internal stream of the broker, or not an admin"}}
+HIDDEN = {403: {"model": Problem, "description": "the caller's user may not read this stream"}}
+ADMIN = [Depends(require_admin)]
 StreamName = Annotated[str, Path(min_length=1, max_length=255, description="the stream's name")]
 
 
@@ -64,6 +69,7 @@ def _state(store, name: str) -> StreamState:
 
 @router.post(
     "",
+    dependencies=ADMIN,
     status_code=201,
     response_model=StreamState,
     summary="create a stream",
@@ -78,25 +84,33 @@ async def create_stream(config: StreamConfig, store: StoreDep) -> StreamState:
 
 @router.get("", response_model=Page[StreamState], summary="list streams")
 async def list_streams(
+    request: Request,
     store: StoreDep,
     kind: Annotated[str | None, Query(max_length=64, description="only this kind (mailbox, ...)")] = None,
     limit: Limit = PAGE_LIMIT_DEFAULT,
     cursor: CursorParam = None,
 ) -> Page[StreamState]:
-    configs = [c for c in store.list_streams() if kind is None or c.kind == kind]
+    configs = [
+        c for c in store.list_streams() if (kind is None or c.kind == kind) and may_read_stream(request, c)
+    ]
     page, next_cursor = paginate(configs, lambda c: c.name, limit, cursor)
     return Page[StreamState](items=[_state(store, c.name) for c in page], next_cursor=next_cursor)
 
 
 @router.get(
-    "/{name}", response_model=StreamState, summary="a stream's offsets, size and rate", responses=NOT_FOUND
+    "/{name}",
+    response_model=StreamState,
+    summary="a stream's offsets, size and rate",
+    responses={**NOT_FOUND, **HIDDEN},
 )
-async def get_stream(name: StreamName, store: StoreDep) -> StreamState:
+async def get_stream(name: StreamName, request: Request, store: StoreDep) -> StreamState:
+    require_readable(request, store, name)
     return _state(store, name)
 
 
 @router.put(
     "/{name}",
+    dependencies=ADMIN,
     response_model=StreamState,
     summary="change a stream's definition",
     responses={**NOT_FOUND, **FORBIDDEN},
@@ -111,7 +125,11 @@ async def update_stream(name: StreamName, config: StreamConfig, store: StoreDep)
 
 
 @router.delete(
-    "/{name}", status_code=204, summary="delete a stream and its data", responses={**NOT_FOUND, **FORBIDDEN}
+    "/{name}",
+    dependencies=ADMIN,
+    status_code=204,
+    summary="delete a stream and its data",
+    responses={**NOT_FOUND, **FORBIDDEN},
 )
 async def delete_stream(name: StreamName, store: StoreDep) -> Response:
     _refuse_internal(name)
@@ -123,10 +141,11 @@ async def delete_stream(name: StreamName, store: StoreDep) -> Response:
     "/{name}/messages",
     response_model=MessagePage,
     summary="read messages by offset or by time",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **HIDDEN},
 )
 async def read_messages(
     name: StreamName,
+    request: Request,
     store: StoreDep,
     offset: Annotated[
         int | None, Query(ge=0, description="first offset to read (default: the first kept)")
@@ -138,6 +157,7 @@ async def read_messages(
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
     encoding: PayloadEncoding = "text",
 ) -> MessagePage:
+    require_readable(request, store, name)
     start = store.first_offset(name, partition) if offset is None else offset
     if since_ms is not None:
         found = store.first_offset_at_or_after(name, since_ms, partition)
@@ -147,4 +167,7 @@ async def read_messages(
     records = store.read(name, start, limit, partition)
     # nothing visible from start to the end: continue from the end
     next_offset = records[-1].offset + 1 if records else max(start, store.end_offset(name, partition))
+    readable = record_filter(request)
+    if readable is not None:  # skipped records still move next_offset: the page stays resumable
+        records = [r for r in records if readable(r.subject)]
     return MessagePage(items=[message_of(r, encoding) for r in records], next_offset=next_offset)

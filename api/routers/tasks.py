@@ -1,6 +1,7 @@
 """``/api/v1/tasks``: a task (get, cancel) and its events as resumable Server-Sent Events.
 
 Event ids are per-task sequence numbers, so a reconnect with Last-Event-ID loses and repeats none.
+A task is visible to its sender and its agent's owner only, as over NATS.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from fastapi.responses import StreamingResponse
 from api import agent_calls
 from api.limits import SSE_KEEPALIVE_S
 from api.problems import BAD_LAST_EVENT_ID, Problem, ProblemError
-from robustmq.agents.api.errors import UNKNOWN_TASK
 from robustmq.agents.api.schemas import TERMINAL_STATES, CancelReply, TaskRecord
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -24,19 +24,15 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 Service = Annotated[Any, Depends(agent_calls.agent_service)]
 TaskId = Annotated[str, Path(min_length=1, max_length=128)]
 UPDATES_PREFIX = "$mq9.AI.TASK.UPDATES."
-NOT_FOUND = {404: {"model": Problem, "description": "no such task"}}
-
-
-def _task(service: Any, task_id: str) -> Any:
-    task = service.tasks.get(task_id)
-    if task is None:
-        raise ProblemError(404, UNKNOWN_TASK.format(task_id=task_id))
-    return task
+NOT_FOUND = {
+    403: {"model": Problem, "description": "neither the caller's task nor its agent's"},
+    404: {"model": Problem, "description": "no such task"},
+}
 
 
 @router.get("/{task_id}", response_model=TaskRecord, summary="a task's state and output", responses=NOT_FOUND)
-async def get_task(task_id: TaskId, service: Service) -> dict[str, Any]:
-    return _task(service, task_id).record()
+async def get_task(task_id: TaskId, request: Request, service: Service) -> dict[str, Any]:
+    return agent_calls.task_of(request, service, task_id).record()
 
 
 @router.post(
@@ -140,7 +136,7 @@ async def task_events(
     last_event_id: Annotated[str | None, Header(max_length=32, description="resume after this event")] = None,
     after_seq: Annotated[int | None, Query(ge=0, description="resume after this sequence number")] = None,
 ) -> StreamingResponse:
-    task = _task(service, task_id)
+    task = agent_calls.task_of(request, service, task_id, "EVENTS")
     start = after_seq or 0
     if last_event_id:
         try:

@@ -16,6 +16,7 @@ from api import agent_calls
 from api.limits import PAGE_LIMIT_DEFAULT
 from api.paging import CursorParam, Limit, Page, paginate
 from api.problems import UNKNOWN_TOOL, Problem, ProblemError
+from api.security import origin_of, principal_of
 from robustmq.agents.api.errors import CONFLICT, ApiError
 from robustmq.agents.api.limits import MAX_AGENT_NAME_CHARS
 from robustmq.agents.api.schemas import AGENT_NAME_PATTERN, AgentStatus
@@ -34,6 +35,7 @@ Tools = Annotated[Any, Depends(agent_calls.tool_service)]
 ToolName = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_NAME_CHARS, pattern=AGENT_NAME_PATTERN)]
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "invalid request or JSON Schema"},
+    403: {"model": Problem, "description": "the tool belongs to another user"},
     409: {"model": Problem, "description": "the tool name belongs to a user of the NATS API"},
     404: {"model": Problem, "description": "no such tool"},
     408: {"model": Problem, "description": "the deadline passed"},
@@ -77,10 +79,13 @@ async def discover_tools(body: ToolDiscoverRequest, request: Request, tools: Too
     "registers the same name over NATS (TOOL.REGISTER), whose definition then wins.",
     responses={400: PROBLEMS[400], 409: PROBLEMS[409]},
 )
-async def define_tool(body: ToolDefineRequest, tools: Tools) -> dict[str, Any]:
+async def define_tool(body: ToolDefineRequest, request: Request, tools: Tools) -> dict[str, Any]:
     agent_calls.json_bytes(body.model_dump())  # the definition is journalled as JSON
+    principal = principal_of(request)
+    principal.require_publish(f"{agent_calls.API_PREFIX}TOOL.REGISTER")
+    owner = None if principal.is_admin else principal.user  # a new tool is the caller's, as over NATS
     try:
-        record = tools.define(body, None, taken_code=CONFLICT)
+        record = tools.define(body, owner, taken_code=CONFLICT)
     except ApiError as exc:
         raise agent_calls.problem_of_reply(exc.reply()) from None
     return tools.tool_info(record, int(time.time() * 1000))
@@ -93,14 +98,16 @@ async def define_tool(body: ToolDefineRequest, tools: Tools) -> dict[str, Any]:
     summary="delete a tool's definition and deregister every instance",
     description="Running calls fail over or fail; each removed instance's next heartbeat is "
     "answered 404 and it must register again (which defines the tool again).",
-    responses={404: PROBLEMS[404]},
+    responses={403: PROBLEMS[403], 404: PROBLEMS[404]},
 )
-async def delete_tool(name: ToolName, tools: Tools) -> dict[str, Any]:
+async def delete_tool(name: ToolName, request: Request, tools: Tools) -> dict[str, Any]:
+    principal_of(request).require_publish(f"{agent_calls.API_PREFIX}TOOL.DEREGISTER.{name}")
     try:
-        removed = tools.deregister(name)
+        # the NATS handler itself: another user's tool is 403
+        reply = tools.deregister_request(name, None, b"", origin_of(request))
     except ApiError as exc:
         raise agent_calls.problem_of_reply(exc.reply()) from None
-    return {"name": name, "removed_instances": removed}
+    return {"name": name, "removed_instances": reply["removed_instances"]}
 
 
 @router.get(

@@ -482,7 +482,8 @@ async def test_restored_mqtt_subscriptions_are_checked_against_agent_owners_agai
     import httpx
 
     config = tmp_path / "robustmq.toml"
-    config.write_text(USERS)
+    # the subscription list is a server-wide view: an admin's (users are no REST admins implicitly)
+    config.write_text(USERS + '\n[[auth.users]]\nuser = "ops"\npassword = "ops-pw"\nrole = "admin"\n')
     data = tmp_path / "restart-data"
     first = broker_factory("--config", str(config), data_dir=data)
     await asyncio.to_thread(
@@ -494,6 +495,6 @@ async def test_restored_mqtt_subscriptions_are_checked_against_agent_owners_agai
     await alice.close()
     first.stop()
     second = broker_factory("--config", str(config), data_dir=data)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{second.ports['http']}", auth=("alice", "alice-pw")) as http:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{second.ports['http']}", auth=("ops", "ops-pw")) as http:
         listed = (await http.get("/api/v1/subscriptions", params={"protocol": "mqtt"})).json()
     assert sorted(item["subject"] for item in listed["items"]) == ["free.topic"]

@@ -62,8 +62,11 @@ def test_no_credentials_configured_means_open():
     [
         ("Bearer admin-t", "admin"),
         ("bearer reader-t", "reader"),
-        ("Bearer nats-t", "admin"),
+        ("Bearer plain-t", "reader"),
+        ("Bearer nats-t", "user"),  # the shared NATS token: a client with no user, as over NATS
+        ("Bearer alice-t", "user"),
         (basic("ops", "pw"), "reader"),
+        (basic("alice", "alicepw"), "user"),  # no role: an ordinary user, never an admin implicitly
         (basic("root", "rootpw"), "admin"),
         ("Bearer wrong", None),
         (basic("ops", "wrong"), None),
@@ -75,15 +78,35 @@ def test_no_credentials_configured_means_open():
 )
 def test_credentials_resolve_to_their_role(header, role):
     table = access(
-        http={"tokens": [{"token": "admin-t", "role": "admin"}, {"token": "reader-t", "role": "reader"}]},
+        http={
+            "tokens": [
+                {"token": "admin-t", "role": "admin"},
+                {"token": "reader-t", "role": "reader"},
+                {"token": "plain-t"},
+                {"token": "alice-t", "user": "alice"},
+            ]
+        },
         auth={
             "token": "nats-t",
             "users": [
                 {"user": "ops", "password": "pw", "role": "reader"},
-                {"user": "root", "password": "rootpw"},
+                {"user": "alice", "password": "alicepw"},
+                {"user": "root", "password": "rootpw", "role": "admin"},
             ],
         },
     )
     assert table.enabled
     principal = table.principal_for(header)
     assert (principal.role if principal else None) == role
+
+
+def test_a_token_bound_to_a_user_carries_that_user_and_its_permissions():
+    perms = {"subscribe": {"deny": [">"]}}
+    table = access(
+        http={"tokens": [{"token": "s-t", "user": "sensor"}, {"token": "r-t", "user": "sensor", "role": "reader"}]},
+        auth={"users": [{"user": "sensor", "password": "pw", "permissions": perms}]},
+    )
+    for header, role in (("Bearer s-t", "user"), ("Bearer r-t", "reader")):
+        principal = table.principal_for(header)
+        assert principal is not None and (principal.user, principal.role) == ("sensor", role)
+        assert not principal.may_receive("anything") and principal.may_publish("anything")

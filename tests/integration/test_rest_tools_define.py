@@ -188,10 +188,10 @@ async def test_with_authentication_a_name_owned_over_nats_is_a_conflict_and_only
         async with http(secured, auth=("carol", "carol-pw")) as c:
             r = await c.post("/api/v1/tools", json={"name": "ledger", "input_schema": {"type": "object"}})
             assert r.status_code == 409 and r.json()["detail"] == "tool ledger belongs to another user"
-            # a definition made over REST is bound to nobody: the first user to register takes it
-            assert (await c.post("/api/v1/tools", json={**ADDER, "name": "free"})).status_code == 201
-        taken = await call(bob, API + "TOOL.REGISTER", {"name": "free", "input_schema": {"type": "object"}})
-        assert taken["error"] == ""
+            # a definition made over REST is bound to its user, as a NATS registration is
+            assert (await c.post("/api/v1/tools", json={**ADDER, "name": "carols"})).status_code == 201
+        taken = await call(bob, API + "TOOL.REGISTER", {"name": "carols", "input_schema": {"type": "object"}})
+        assert taken["code"] == 403
         assert (await call(bob, API + "TOOL.DEREGISTER.ledger", {}))["code"] == 403
         assert (await call(alice.nc, API + "TOOL.DEREGISTER.ledger", {}))["removed_instances"] == 1
     finally:

@@ -204,7 +204,9 @@ class AgentApiService:
         return getattr(origin, "user", None) if self.auth_enabled else None
 
     def _check_owner(self, record: AgentRecord | None, origin: Any, name: str) -> None:
-        if not self.auth_enabled or record is None or record.owner is None:
+        """Only the agent's owner may change it; in-process callers (no origin: the broker's
+        services, the control plane's admin) are trusted, as in mq9."""
+        if not self.auth_enabled or origin is None or record is None or record.owner is None:
             return
         if self._user(origin) != record.owner:
             raise ApiError(errors.FORBIDDEN, errors.NOT_AUTHORIZED.format(name=name))
@@ -269,12 +271,7 @@ class AgentApiService:
     def _register(self, _: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
         req = parse_request(RegisterRequest, payload, empty_ok=False)
         name = req.name
-        user = self._user(origin)
-        record = self.directory.get(name)
-        if self.auth_enabled and record is not None and record.owner is not None and record.owner != user:
-            raise ApiError(errors.FORBIDDEN, errors.AGENT_NAME_TAKEN.format(name=name))
-        if req.mailbox and self.mailbox_owner(req.mailbox) not in (None, user):
-            raise ApiError(errors.FORBIDDEN, errors.MAILBOX_TAKEN.format(address=req.mailbox))
+        user = self.check_registration(name, req.mailbox, origin)
         now = self._clock_ms()
         self.register_card(req, owner=user)
         inst = Instance(
@@ -663,12 +660,30 @@ class AgentApiService:
         task = self.tasks.get(task_id)
         if task is None:
             raise ApiError(errors.NOT_FOUND, errors.UNKNOWN_TASK.format(task_id=task_id))
-        if self.auth_enabled:
+        if self.auth_enabled and origin is not None:  # in process: trusted
             user = self._user(origin)
             record = self.directory.get(task.agent)
             if user != task.sender and (record is None or user != record.owner):
                 raise ApiError(errors.FORBIDDEN, errors.NOT_AUTHORIZED_TASK.format(task_id=task_id))
         return task
+
+    def task_for(self, task_id: str, origin: Any) -> Task:
+        """The task as ``origin`` may see it (its sender or its agent's owner), for the control
+        plane: raises the ``ApiError`` TASK.GET answers (404, 403)."""
+        return self._task_or_404(task_id, origin)
+
+    def check_registration(self, name: str, mailbox: str | None, origin: Any) -> str | None:
+        """May ``origin`` register (or update) agent ``name`` with ``mailbox``? Its user, or
+        ``ApiError`` 403 when the name or the mailbox is another user's (REGISTER's rule)."""
+        user = self._user(origin)
+        if origin is None:  # in process: trusted
+            return user
+        record = self.directory.get(name)
+        if self.auth_enabled and record is not None and record.owner is not None and record.owner != user:
+            raise ApiError(errors.FORBIDDEN, errors.AGENT_NAME_TAKEN.format(name=name))
+        if mailbox and self.mailbox_owner(mailbox) not in (None, user):
+            raise ApiError(errors.FORBIDDEN, errors.MAILBOX_TAKEN.format(address=mailbox))
+        return user
 
     def _task_get(self, task_id: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
         return {"error": "", "task": self._task_or_404(task_id, origin).record()}

@@ -182,9 +182,19 @@ class PipelineService:
         run = self.runs.get(run_id)
         if run is None:
             raise ApiError(api_errors.NOT_FOUND, errors.UNKNOWN_RUN.format(run_id=run_id))
-        if self.api.auth_enabled and run.sender is not None and self._user(origin) != run.sender:
+        # in process (no origin: the broker, the control plane's admin) is trusted
+        guarded = self.api.auth_enabled and origin is not None and run.sender is not None
+        if guarded and self._user(origin) != run.sender:
             raise ApiError(api_errors.FORBIDDEN, errors.NOT_AUTHORIZED.format(run_id=run_id))
         return run
+
+    def may_see_run(self, run_id: str, origin: Any) -> bool:
+        """Would STATUS of this run answer ``origin`` (not 403/404)? For the control plane's list."""
+        try:
+            self.run_or_404(run_id, origin)
+        except ApiError:
+            return False
+        return True
 
     def status(self, run_id: str) -> dict[str, Any]:
         """The run's view so far (``PIPELINE.STATUS``); 404 if unknown."""

@@ -207,8 +207,8 @@ class ToolService:
         record = self.directory.get(name)
         if record is None and not self.instances.of(name):
             raise ApiError(api_errors.NOT_FOUND, errors.UNKNOWN_TOOL.format(name=name))
-        if self.api.auth_enabled and record is not None and record.owner is not None:
-            if self._user(origin) != record.owner:
+        if self.api.auth_enabled and origin is not None and record is not None and record.owner is not None:
+            if self._user(origin) != record.owner:  # in process (no origin): trusted
                 raise ApiError(api_errors.FORBIDDEN, errors.NOT_AUTHORIZED.format(name=name))
         removed = self.deregister(name, req.instance_id)
         return {"error": "", "name": name, "removed_instances": removed}
