@@ -12,6 +12,7 @@ DEADLINE_EXCEEDED = 408
 CONFLICT = 409
 AGENT_FAILED = 502
 NO_LIVE_INSTANCE = 503
+INTERNAL_ERROR = 500
 
 
 class ApiError(Exception):
@@ -49,4 +50,11 @@ TASK_FINISHED = "task {task_id} is already {state}"
 TASK_CANCELED = "task canceled"
 AGENT_ERROR = "agent error: {detail}"
 BAD_AGENT_REPLY = "agent sent an invalid reply"
+# checked before parsing (robustmq.agents.inputs), for the tool and pipeline subjects too
+NESTED_TOO_DEEPLY = "request nested too deeply (max {max})"
+SUBJECT_NOT_UTF8 = "invalid subject: not valid UTF-8: {subject}"
+AGENT_REPLY_TOO_DEEP = "agent sent an invalid reply: nested too deeply (max {max})"
+NOT_STORABLE = "invalid request: it cannot be stored as JSON: {reason}"
+UNENCODABLE_REPLY = "internal error: the reply cannot be encoded as JSON: {reason}"
+INTERNAL = "internal error"
 BROKER_RESTARTED = "deadline passed while the broker was down"

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from robustmq.agents import inputs
 from robustmq.agents.api import errors, limits
 from robustmq.agents.api.guards import TASK_UPDATES_PREFIX
 from robustmq.agents.api.instances import Instance, InstanceTable
@@ -290,15 +291,20 @@ class Invoker:
         inst = task.instance
         self._release(task)
         latency_ns = time.perf_counter_ns() - task.dispatched_ns
-        try:
-            answer = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            answer = None
+        problem = errors.BAD_AGENT_REPLY
+        answer: Any = None
+        if inputs.too_deep(payload):  # an output the task journal and the replies could not encode
+            problem = errors.AGENT_REPLY_TOO_DEEP.format(max=inputs.MAX_NESTING_DEPTH)
+        else:
+            try:
+                answer = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                pass
         skill = task.skill or "default"
         if not isinstance(answer, dict):
-            self._count(task, inst, skill, False, latency_ns, errors.BAD_AGENT_REPLY)
+            self._count(task, inst, skill, False, latency_ns, problem)
             task.reply_code = errors.AGENT_FAILED
-            self._finish(task, "failed", error=errors.BAD_AGENT_REPLY)
+            self._finish(task, "failed", error=problem)
         elif answer.get("error"):
             text = (
                 answer["error"]

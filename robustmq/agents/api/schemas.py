@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from robustmq.agents import inputs
 from robustmq.agents.api import errors, limits
 
 AGENT_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -253,8 +254,10 @@ REQUEST_SCHEMAS: dict[str, dict[str, Any]] = {
 def parse_request(model: type[M], body: bytes, empty_ok: bool = True) -> M:
     """Validate a request body against ``model``; an empty body means ``{}`` when ``empty_ok``.
 
-    Raises ``ApiError(400)`` naming the first offending field.
+    Raises ``ApiError(400)`` naming the first offending field, or before parsing, when the body
+    nests deeper than ``inputs.MAX_NESTING_DEPTH``.
     """
+    check_nesting(body)
     if not body.strip():
         if empty_ok:
             body = b"{}"
@@ -276,6 +279,12 @@ def parse_request(model: type[M], body: bytes, empty_ok: bool = True) -> M:
         if where is not None:
             raise errors.ApiError(errors.BAD_REQUEST, errors.INT_TOO_LARGE.format(where=where or "body"))
     return parsed
+
+
+def check_nesting(body: bytes) -> None:
+    """``ApiError(400)`` when ``body`` nests too deeply to be parsed (every API family calls this)."""
+    if inputs.too_deep(body):
+        raise errors.ApiError(errors.BAD_REQUEST, errors.NESTED_TOO_DEEPLY.format(max=inputs.MAX_NESTING_DEPTH))
 
 
 def oversized_int_at(value: Any, path: str = "") -> str | None:

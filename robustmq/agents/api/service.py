@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from robustmq.agents import inputs
 from robustmq.agents.api import errors, limits, micro
 from robustmq.agents.api.errors import ApiError
 from robustmq.agents.api.guards import TASK_UPDATES_PREFIX, AgentSubjectGuards
@@ -55,6 +56,24 @@ Handler = Callable[[Any, str, str | None, bytes, Any], dict[str, Any] | None]
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
+
+
+def check_subject(subject: str) -> None:
+    """``ApiError(400)`` for a subject that was not UTF-8 on the wire: every error text quoting
+    it (or a name taken from it) would otherwise fail to encode, and the request go unanswered."""
+    if not subject.isascii() and not inputs.subject_is_text(subject):
+        raise ApiError(errors.BAD_REQUEST, errors.SUBJECT_NOT_UTF8.format(subject=inputs.shown(subject)))
+
+
+def encode_reply(body: dict[str, Any], subject: str) -> bytes:
+    """``body`` as JSON, or a 500 saying why it cannot be: a reply is never dropped silently."""
+    try:
+        return orjson.dumps(body)
+    except TypeError as exc:
+        log.warning("agent API reply on %s cannot be encoded: %s", inputs.shown(subject), exc)
+        return orjson.dumps(
+            {"error": errors.UNENCODABLE_REPLY.format(reason=exc), "code": errors.INTERNAL_ERROR}
+        )
 
 
 class AgentApiService:
@@ -176,12 +195,13 @@ class AgentApiService:
         except ApiError as exc:
             body = exc.reply()
         except Exception:
-            log.exception("agent API request on %s failed", subject)
-            body = {"error": "internal error", "code": 500}
+            log.exception("agent API request on %s failed", inputs.shown(subject))
+            body = {"error": errors.INTERNAL, "code": errors.INTERNAL_ERROR}
         if body is not None and reply:
-            self.router.publish(reply, orjson.dumps(body))
+            self.router.publish(reply, encode_reply(body, subject))
 
     def _handle(self, subject: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any] | None:
+        check_subject(subject)
         tokens = subject[len(API_PREFIX) :].split(".")
         family = tokens[0]
         verb = tokens[1] if len(tokens) > 1 else ""
@@ -708,11 +728,12 @@ class AgentApiService:
     def _on_task_event(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         origin = getattr(self.router, "current_origin", None)
         try:
+            check_subject(subject)
             body = self._record_agent_event(subject[len(TASK_EVENT_PREFIX) :], payload, origin)
         except ApiError as exc:
             body = exc.reply()
         if reply:
-            self.router.publish(reply, orjson.dumps(body))
+            self.router.publish(reply, encode_reply(body, subject))
 
     def _record_agent_event(self, task_id: str, payload: bytes, origin: Any) -> dict[str, Any]:
         event = parse_request(AgentTaskEvent, payload, empty_ok=False)

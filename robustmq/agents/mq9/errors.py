@@ -30,6 +30,9 @@ INVALID_QUERY = "invalid query request: {reason}"
 BODY_TOO_LARGE = "message body too large: {size} bytes (max {max} bytes)"
 TOO_MANY_MAILBOXES = "too many mailboxes (max {max})"
 INTERNAL = "internal error: {reason}"
+# checked before parsing (robustmq.agents.inputs); not RobustMQ texts: it has no such limits
+NESTED_TOO_DEEPLY = "request nested too deeply (max {max})"
+SUBJECT_NOT_UTF8 = "invalid subject: not valid UTF-8: {subject}"
 
 
 def invalid_payload(command: str, reason: str) -> Mq9Error:

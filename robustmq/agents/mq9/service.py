@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from robustmq.agents import inputs
 from robustmq.agents.discovery import Embedder, default_embedder
 from robustmq.agents.mq9 import errors, schemas
 from robustmq.agents.mq9.delayed import DelayedSends
@@ -52,7 +53,10 @@ _EMPTY_MESSAGES = b'{"error":"","messages":[]}'
 
 
 def _error_body(text: str) -> bytes:
-    return orjson.dumps({"error": text})
+    try:
+        return orjson.dumps({"error": text})
+    except TypeError:  # a text quoting what a client sent that JSON cannot carry: never silence
+        return orjson.dumps({"error": inputs.shown(text)})
 
 
 def _seconds(text: str) -> int | None:
@@ -158,6 +162,11 @@ class Mq9Service:
     def _on_request(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         command = parse(subject)
         if command is None:
+            return
+        if not subject.isascii() and not inputs.subject_is_text(subject):
+            if reply:
+                text = errors.SUBJECT_NOT_UTF8.format(subject=inputs.shown(subject))
+                self.router.publish(reply, _error_body(text))
             return
         kind = command.kind
         origin = self.router.current_origin
@@ -571,6 +580,8 @@ class Mq9Service:
                 raise Mq9Error(errors.AGENT_NAME_EMPTY)
             if not value["payload"]:
                 raise Mq9Error(errors.AGENT_INFO_EMPTY)
+            if inputs.too_deep(value["payload"]):  # a card inside a string: the same limit
+                raise Mq9Error(errors.NESTED_TOO_DEEPLY.format(max=inputs.MAX_NESTING_DEPTH))
             self._check_agent_owner(value["name"], origin)
             card = parse_card(value["payload"])
             mailbox = self._check_card_mailbox(card, origin)
