@@ -321,6 +321,9 @@ class AgentApiService:
         instance until one registers over NATS. A new agent is bound to ``owner`` (None: unbound).
         """
         card = req.card()
+        problem = inputs.unencodable((card, req.metadata, req.mailbox))  # refused before memory changes
+        if problem is not None:
+            raise ApiError(errors.BAD_REQUEST, errors.NOT_STORABLE.format(reason=problem))
         record = self.directory.get(req.name)
         if record is None:
             record = AgentRecord(req.name, card, created_ms=self._clock_ms(), owner=owner)

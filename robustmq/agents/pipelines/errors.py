@@ -6,6 +6,7 @@ Codes are the agent API's (``robustmq.agents.api.errors``); a 400 from CREATE ad
 from __future__ import annotations
 
 INVALID_PIPELINE = "invalid pipeline: {count} problem(s), see details"
+NOT_STORABLE = "invalid pipeline: it cannot be stored as JSON: {reason}"
 PIPELINE_EXISTS = 'pipeline {name} already exists (send "replace": true to redefine it)'
 UNKNOWN_PIPELINE = "pipeline {name} not found"
 UNKNOWN_RUN = "run {run_id} not found"

@@ -14,9 +14,10 @@ from typing import Any
 
 import orjson
 
+from robustmq.agents import inputs
 from robustmq.agents.api import errors as api_errors
 from robustmq.agents.api.errors import ApiError
-from robustmq.agents.api.schemas import parse_request
+from robustmq.agents.api.schemas import check_nesting, parse_request
 from robustmq.agents.pipelines import errors, limits
 from robustmq.agents.pipelines.journal import PipelineJournal
 from robustmq.agents.pipelines.runner import PipelineRunner
@@ -115,8 +116,12 @@ class PipelineService:
             "created_ms": old["created_ms"] if old else now,
             "updated_ms": now,
         }
-        self.definitions[name] = record
+        # encoded and written before memory changes: nothing is kept that the store refused
+        problem = inputs.unencodable(record)
+        if problem is not None:
+            raise ApiError(api_errors.BAD_REQUEST, errors.NOT_STORABLE.format(reason=problem))
         self.journal.put_definition(name, record)
+        self.definitions[name] = record
         return {"error": "", "name": name, "pipeline": spec, "replaced": old is not None}
 
     def _agent_known(self, name: str) -> bool:
@@ -218,6 +223,7 @@ class PipelineService:
     # -- subjects -----------------------------------------------------------------------------------
 
     def create_request(self, _: str, reply: str | None, payload: bytes, origin: Any) -> dict[str, Any]:
+        check_nesting(payload)
         try:
             body = orjson.loads(payload) if payload.strip() else None
         except orjson.JSONDecodeError as exc:

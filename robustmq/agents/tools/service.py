@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from robustmq.agents import inputs
 from robustmq.agents.api import errors as api_errors
 from robustmq.agents.api import limits as api_limits
 from robustmq.agents.api.errors import ApiError
@@ -199,6 +200,9 @@ class ToolService:
             owner=old.owner if old is not None and old.owner is not None else user,
             created_ms=old.created_ms if old is not None else self._clock_ms(),
         )
+        problem = inputs.unencodable(record.to_dict())  # refused before memory changes
+        if problem is not None:
+            raise ApiError(api_errors.BAD_REQUEST, errors.NOT_STORABLE.format(name=req.name, reason=problem))
         self.directory.put(record)
         return record
 
