@@ -29,7 +29,8 @@ class BodyNestedTooDeeply(HTTPException):
 
 
 def is_json_media_type(content_type: bytes | None) -> bool:
-    """Would FastAPI parse this body as JSON? (no content type, ``application/json``, ``*+json``)"""
+    """Might a route read this body as JSON? ``application/json``, ``*+json``, or no type at all
+    (the invoke routes read their raw body whatever its type)."""
     if content_type is None:
         return True
     media = content_type.split(b";", 1)[0].strip().lower()

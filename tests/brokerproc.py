@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 READY_TIMEOUT_S = 30.0
 _READY = re.compile(r"\bready\b(.*)$")
@@ -46,8 +47,13 @@ class BrokerProcess:
         self.stop(signal.SIGKILL)
 
 
-def start_broker(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> BrokerProcess:
-    """Start the broker with every listener on an ephemeral loopback port and wait for ``ready``."""
+def start_broker(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None, stderr: IO[str] | None = None
+) -> BrokerProcess:
+    """Start the broker with every listener on an ephemeral loopback port and wait for ``ready``.
+
+    ``stderr``: a file the broker's log goes to (None: this process's stderr).
+    """
     args = [
         sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--data-dir", str(data_dir),
         "--nats-port", "0", "--mqtt-port", "0", "--http-port", "0", *extra,
@@ -56,7 +62,7 @@ def start_broker(data_dir: Path, *extra: str, env: dict[str, str] | None = None)
     proc = subprocess.Popen(
         args,
         stdout=subprocess.PIPE,
-        stderr=None,
+        stderr=stderr,
         text=True,
         env={**os.environ, **(env or {})},
     )
