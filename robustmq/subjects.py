@@ -104,11 +104,36 @@ class MatchResult:
 NO_MATCH = MatchResult(_EMPTY, _EMPTY)
 
 
+def _without(old: MatchResult, sub: Any) -> MatchResult:
+    """``old`` less one occurrence of ``sub`` (``NO_MATCH`` once nothing is left), same guard."""
+    plain, queues = old.plain, old.queues
+    if sub.queue is None:
+        plain = _drop(plain, sub)
+    else:
+        kept = []
+        for group in queues:
+            if group[0].queue == sub.queue:
+                group = _drop(group, sub)
+            if group:
+                kept.append(group)
+        queues = tuple(kept)
+    if not (plain or queues):
+        return NO_MATCH
+    return MatchResult(plain, queues, old.guard)
+
+
+def _drop(subs: tuple, sub: Any) -> tuple:
+    for i, member in enumerate(subs):
+        if member is sub:
+            return subs[:i] + subs[i + 1 :]
+    return subs
+
+
 class SubjectTrie:
     """Subscriptions by pattern. Items are any objects with ``subject`` and ``queue`` attributes.
 
-    ``match`` results are cached per literal subject; adding or removing a subscription drops only
-    the cached subjects its pattern can match, as nats-server's sublist does.
+    ``match`` results are cached per literal subject; adding or removing a subscription patches
+    the cached results of the subjects its pattern matches, as nats-server's sublist does.
 
     ``guard_of(subject)``, when set, is asked once per cached subject that has subscribers: a guard
     (``admits(sub)``, ``stamp(headers, origin)``) makes the router deliver it through a checked path.
@@ -121,7 +146,17 @@ class SubjectTrie:
         self._cache_max = cache_max_entries
         self.match_cache = self._cache  # literal subject -> MatchResult; read-only for callers
         self.count = 0
-        self.guard_of: Callable[[str], Any] | None = None
+        self._guard_of: Callable[[str], Any] | None = None
+
+    @property
+    def guard_of(self) -> Callable[[str], Any] | None:
+        return self._guard_of
+
+    @guard_of.setter
+    def guard_of(self, fn: Callable[[str], Any] | None) -> None:
+        """A new guard function may answer differently for any subject: no cached guard holds."""
+        self._guard_of = fn
+        self._cache.clear()  # in place: the router reads this very dict
 
     def forget(self, subjects: Iterable[str]) -> None:
         """Drop the cached results of these literal subjects (their guard changed)."""
@@ -150,7 +185,7 @@ class SubjectTrie:
         else:
             node.queues.setdefault(sub.queue, []).append(sub)
         self.count += 1
-        self._invalidate(sub.subject)
+        self._patch(sub, added=True)
 
     def remove(self, sub: Any) -> bool:
         path: list[tuple[_Node, str]] = []
@@ -188,39 +223,52 @@ class SubjectTrie:
                 parent.full = None
             else:
                 del parent.children[token]
-        self._invalidate(sub.subject)
+        self._patch(sub, added=False)
         return True
 
-    def _invalidate(self, pattern: str) -> None:
-        if not self._cache:
+    def _patch(self, sub: Any, added: bool) -> None:
+        """Bring every cached result the subscription's pattern matches up to date in place.
+
+        As nats-server's sublist does: a hot subject keeps its entry through subscription churn
+        instead of being matched again on its next publish.
+        """
+        cache = self._cache
+        if not cache:
             return
-        if pattern in self._cache and len(self._cache) == 1:
-            self._cache.clear()
-            return
-        wild = has_wildcards(pattern)
-        if not wild:
-            self._cache.pop(pattern, None)
-            return
-        # only cached subjects that share the pattern's literal prefix can match it
-        star = pattern.find("*")
-        full = pattern.find(">")
-        cut = min(i for i in (star, full, len(pattern)) if i >= 0)
-        prefix = pattern[:cut]
-        for subject in [s for s in self._cache if s.startswith(prefix) and subject_matches(pattern, s)]:
-            del self._cache[subject]
+        pattern = sub.subject
+        if has_wildcards(pattern):
+            # only cached subjects that share the pattern's literal prefix can match it
+            star, full = pattern.find("*"), pattern.find(">")
+            prefix = pattern[: min(i for i in (star, full, len(pattern)) if i >= 0)]
+            hits = [s for s in cache if s.startswith(prefix) and subject_matches(pattern, s)]
+        else:
+            hits = [pattern] if pattern in cache else []
+        for subject in hits:
+            old = cache[subject]
+            cache[subject] = self._with(old, sub, subject) if added else _without(old, sub)
+
+    def _with(self, old: MatchResult, sub: Any, subject: str) -> MatchResult:
+        """``old`` plus ``sub``; the guard is the subject's, so an entry that had one keeps it."""
+        if old is NO_MATCH:
+            guard = self._guard_of(subject) if self._guard_of is not None else None
+        else:
+            guard = old.guard
+        if sub.queue is None:
+            return MatchResult((*old.plain, sub), old.queues, guard)
+        queues = list(old.queues)
+        for i, group in enumerate(queues):
+            if group[0].queue == sub.queue:
+                queues[i] = (*group, sub)
+                break
+        else:
+            queues.append((sub,))
+        return MatchResult(old.plain, tuple(queues), guard)
 
     def match(self, subject: str) -> MatchResult:
         result = self._cache.get(subject)
         if result is not None:
             return result
-        plain: list[Any] = []
-        queues: dict[str, list[Any]] = {}
-        self._collect(self._root, subject.split("."), 0, plain, queues)
-        if plain or queues:
-            guard = self.guard_of(subject) if self.guard_of is not None else None
-            result = MatchResult(tuple(plain), tuple(tuple(m) for m in queues.values()), guard)
-        else:
-            result = NO_MATCH
+        result = self.match_uncached(subject)
         if len(self._cache) >= self._cache_max:
             # a new generation: clearing is O(1) per entry added, where evicting the oldest key of a
             # dict slows down as deleted slots pile up at its front (every request has a new reply
@@ -228,6 +276,16 @@ class SubjectTrie:
             self._cache.clear()
         self._cache[subject] = result
         return result
+
+    def match_uncached(self, subject: str) -> MatchResult:
+        """What ``subject`` matches now, walking the trie (the cache neither read nor filled)."""
+        plain: list[Any] = []
+        queues: dict[str, list[Any]] = {}
+        self._collect(self._root, subject.split("."), 0, plain, queues)
+        if not (plain or queues):
+            return NO_MATCH
+        guard = self._guard_of(subject) if self._guard_of is not None else None
+        return MatchResult(tuple(plain), tuple(tuple(m) for m in queues.values()), guard)
 
     def _collect(self, node: _Node, tokens: list[str], i: int, plain: list, queues: dict) -> None:
         n = len(tokens)
