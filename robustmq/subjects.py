@@ -53,6 +53,40 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(ptoks) == len(stoks)
 
 
+def literal_filter(pattern: str) -> Callable[[str], bool]:
+    """``subject_matches(pattern, ·)`` with the pattern taken apart once, for scanning many subjects.
+
+    The common shapes (a literal prefix, then one ``*`` or ``>``) are a string test without a split.
+    """
+    ptoks = pattern.split(".")
+    cut = next((i for i, t in enumerate(ptoks) if t == "*" or t == ">"), len(ptoks))
+    prefix = "".join(t + "." for t in ptoks[:cut])
+    n = len(prefix)
+    rest = ptoks[cut:]
+    if rest == [">"]:
+        return lambda s: len(s) > n and s.startswith(prefix)
+    if rest == ["*"]:
+        return lambda s: len(s) > n and s.startswith(prefix) and s.find(".", n) < 0
+    if not rest:
+        return pattern.__eq__
+    count, full = len(ptoks), ptoks[-1] == ">"
+
+    def matches(subject: str) -> bool:
+        if not subject.startswith(prefix):
+            return False
+        stoks = subject.split(".")
+        if len(stoks) < count if full else len(stoks) != count:
+            return False
+        for p, t in zip(ptoks, stoks, strict=False):
+            if p == ">":
+                return True
+            if p != "*" and p != t:
+                return False
+        return True
+
+    return matches
+
+
 class _Node:
     __slots__ = ("children", "star", "full", "plain", "queues")
 
@@ -108,6 +142,8 @@ def _without(old: MatchResult, sub: Any) -> MatchResult:
     """``old`` less one occurrence of ``sub`` (``NO_MATCH`` once nothing is left), same guard."""
     plain, queues = old.plain, old.queues
     if sub.queue is None:
+        if not queues and len(plain) == 1 and plain[0] is sub:
+            return NO_MATCH  # its last subscriber: the common case of a reply subject
         plain = _drop(plain, sub)
     else:
         kept = []
@@ -237,10 +273,8 @@ class SubjectTrie:
             return
         pattern = sub.subject
         if has_wildcards(pattern):
-            # only cached subjects that share the pattern's literal prefix can match it
-            star, full = pattern.find("*"), pattern.find(">")
-            prefix = pattern[: min(i for i in (star, full, len(pattern)) if i >= 0)]
-            hits = [s for s in cache if s.startswith(prefix) and subject_matches(pattern, s)]
+            matches = literal_filter(pattern)
+            hits = [s for s in cache if matches(s)]
         else:
             hits = [pattern] if pattern in cache else []
         for subject in hits:

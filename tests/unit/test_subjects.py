@@ -11,6 +11,7 @@ from robustmq.subjects import (
     SubjectTrie,
     is_valid_publish_subject,
     is_valid_subject,
+    literal_filter,
     subject_matches,
 )
 
@@ -158,6 +159,18 @@ def test_trie_agrees_with_the_one_off_matcher(patterns, subjects):
         subject = ".".join(tokens)
         expected = {id(s) for s in subs[1::2] if subject_matches(s.subject, subject)}
         assert {id(s) for s in trie.match(subject).plain} == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a", "b", "b*", "*", ">"]), min_size=1, max_size=4),
+    st.lists(st.sampled_from(["a", "b", "b*", "ab"]), min_size=1, max_size=5),
+)
+def test_the_cache_scan_filter_agrees_with_the_one_off_matcher(ptokens, stokens):
+    if ">" in ptokens[:-1]:
+        ptokens = ptokens[: ptokens.index(">") + 1]
+    pattern, subject = ".".join(ptokens), ".".join(stokens)
+    assert literal_filter(pattern)(subject) == subject_matches(pattern, subject)
 
 
 class _Client:
