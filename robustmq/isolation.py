@@ -18,6 +18,9 @@ from typing import Any, Protocol
 
 INBOX_PREFIX = "_INBOX."
 _INBOX_TOKEN_AT = len(INBOX_PREFIX)
+# remembered tokens whose subjects were matched before anyone claimed them (a reply that came
+# first); past this many the oldest are forgotten at once, as the trie's cache does
+UNCLAIMED_TOKENS_MAX = 4096
 
 
 class Guard(Protocol):
@@ -105,10 +108,14 @@ class InboxClaims:
     there lives; another user's subscription under the same token claims nothing.
     """
 
-    def __init__(self, broker_inbox_prefix: str) -> None:
+    def __init__(self, broker_inbox_prefix: str, match_cache: dict[str, Any]) -> None:
         self.broker_inbox_prefix = broker_inbox_prefix
         self._claims: dict[str, list[Any]] = {}  # token -> [user, live subscription count]
         self._guards: dict[str | None, Guard] = {}
+        # the trie's cache: subjects under a token guarded while nobody claimed it are dropped
+        # from it when someone does (the trie patches cached results, keeping their guard)
+        self._cache = match_cache
+        self._guarded_unclaimed: set[str] = set()
 
     def added(self, sub: Any) -> None:
         token = self._claimable(sub)
@@ -120,6 +127,12 @@ class InboxClaims:
         claim = self._claims.get(token)
         if claim is None:
             self._claims[token] = [user, 1]
+            if token in self._guarded_unclaimed:
+                self._guarded_unclaimed.discard(token)
+                prefix = INBOX_PREFIX + token
+                for subject in [s for s in self._cache if s.startswith(prefix)]:
+                    if inbox_token(subject) == token:
+                        del self._cache[subject]
         elif claim[0] == user:
             claim[1] += 1
 
@@ -146,6 +159,9 @@ class InboxClaims:
             return ONLY_IN_PROCESS
         claim = self._claims.get(token)
         if claim is None:
+            if len(self._guarded_unclaimed) >= UNCLAIMED_TOKENS_MAX:
+                self._guarded_unclaimed.clear()
+            self._guarded_unclaimed.add(token)
             return ONLY_IN_PROCESS
         user = claim[0]
         guard = self._guards.get(user)

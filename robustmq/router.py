@@ -87,7 +87,9 @@ class Router:
         """Turn on per-user delivery isolation: replies (unless ``private_inboxes`` is False, as with
         a shared token only), and whatever services guard, by subject. Idempotent."""
         if self.guards is None:
-            self.guards = DeliveryGuards(InboxClaims(self._inbox_prefix) if private_inboxes else None)
+            self.guards = DeliveryGuards(
+                InboxClaims(self._inbox_prefix, self._cache) if private_inboxes else None
+            )
             self.trie.guard_of = self.guards.guard_for
             self.trie.forget(list(self._cache))
         return self.guards
@@ -181,7 +183,7 @@ class Router:
             result = self.trie.match(subject)
         if result is NO_MATCH:
             return 0
-        if result.shared_owner or result.guard is not None:
+        if result.shared_owner or result.stamper is not None:
             count = 0
             for payload in payloads:
                 count = max(
@@ -267,8 +269,8 @@ class Router:
         isolation guard when it cached the match); a stamping guard rewrites the headers once for
         every receiver. When ``pending`` is a list, the awaitables of durable writes go into it.
         """
-        if result.guard is not None:
-            headers = result.guard.stamp(headers, origin)
+        if result.stamper is not None:
+            headers = result.stamper.stamp(headers, origin)
         previous = self.current_origin
         self.current_origin = origin
         count = 0

@@ -53,6 +53,40 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(ptoks) == len(stoks)
 
 
+def literal_filter(pattern: str) -> Callable[[str], bool]:
+    """``subject_matches(pattern, ·)`` with the pattern taken apart once, for scanning many subjects.
+
+    The common shapes (a literal prefix, then one ``*`` or ``>``) are a string test without a split.
+    """
+    ptoks = pattern.split(".")
+    cut = next((i for i, t in enumerate(ptoks) if t == "*" or t == ">"), len(ptoks))
+    prefix = "".join(t + "." for t in ptoks[:cut])
+    n = len(prefix)
+    rest = ptoks[cut:]
+    if rest == [">"]:
+        return lambda s: len(s) > n and s.startswith(prefix)
+    if rest == ["*"]:
+        return lambda s: len(s) > n and s.startswith(prefix) and s.find(".", n) < 0
+    if not rest:
+        return pattern.__eq__
+    count, full = len(ptoks), ptoks[-1] == ">"
+
+    def matches(subject: str) -> bool:
+        if not subject.startswith(prefix):
+            return False
+        stoks = subject.split(".")
+        if len(stoks) < count if full else len(stoks) != count:
+            return False
+        for p, t in zip(ptoks, stoks, strict=False):
+            if p == ">":
+                return True
+            if p != "*" and p != t:
+                return False
+        return True
+
+    return matches
+
+
 class _Node:
     __slots__ = ("children", "star", "full", "plain", "queues")
 
@@ -71,18 +105,20 @@ class MatchResult:
     """What a literal subject matched: plain subscriptions, and one member list per queue group.
 
     The trie returns the ``NO_MATCH`` singleton for no match, so hot paths test identity.
-    ``guard`` is set when deliveries on the subject must have their headers stamped (a mailbox's
-    sender, see ``SubjectTrie.guard_of``); ``one_by_one`` says a batch must publish such a subject
-    one message at a time through ``Router.publish`` (queue groups or a stamping guard).
+    ``guard`` is the subject's isolation guard (see ``SubjectTrie.guard_of``): the subscriptions
+    here are those it admits. ``stamper`` is the guard when deliveries must have their headers
+    stamped (a mailbox's sender); ``one_by_one`` says a batch must publish such a subject one
+    message at a time through ``Router.publish`` (queue groups or a stamper).
     """
 
-    __slots__ = ("plain", "queues", "shared_owner", "guard", "one_by_one")
+    __slots__ = ("plain", "queues", "shared_owner", "guard", "stamper", "one_by_one")
 
     def __init__(self, plain: tuple, queues: tuple, guard: Any = None) -> None:
         self.plain = plain
         self.queues = queues  # tuple of member tuples, one per queue group name
         self.guard = guard
-        self.one_by_one = bool(queues) or guard is not None
+        self.stamper = guard if guard is not None and guard.stamps else None
+        self.one_by_one = bool(queues) or self.stamper is not None
         # Does one owner (a connection) hold more than one of these? Then a run of messages must
         # be delivered message by message to keep the interleaving on that connection's stream.
         seen: set[int] = set()
@@ -104,17 +140,44 @@ class MatchResult:
 NO_MATCH = MatchResult(_EMPTY, _EMPTY)
 
 
+def _without(old: MatchResult, sub: Any) -> MatchResult:
+    """``old`` less one occurrence of ``sub`` (``NO_MATCH`` once nothing is left), same guard."""
+    plain, queues = old.plain, old.queues
+    if sub.queue is None:
+        if not queues and len(plain) == 1 and plain[0] is sub:
+            return NO_MATCH  # its last subscriber: the common case of a reply subject
+        plain = _drop(plain, sub)
+    else:
+        kept = []
+        for group in queues:
+            if group[0].queue == sub.queue:
+                group = _drop(group, sub)
+            if group:
+                kept.append(group)
+        queues = tuple(kept)
+    if not (plain or queues):
+        return NO_MATCH
+    return MatchResult(plain, queues, old.guard)
+
+
+def _drop(subs: tuple, sub: Any) -> tuple:
+    for i, member in enumerate(subs):
+        if member is sub:
+            return subs[:i] + subs[i + 1 :]
+    return subs
+
+
 class SubjectTrie:
     """Subscriptions by pattern. Items are any objects with ``subject`` and ``queue`` attributes.
 
-    ``match`` results are cached per literal subject; adding or removing a subscription drops only
-    the cached subjects its pattern can match, as nats-server's sublist does.
+    ``match`` results are cached per literal subject; adding or removing a subscription patches
+    the cached results of the subjects its pattern matches, as nats-server's sublist does.
 
     ``guard_of(subject)``, when set, is asked once per cached subject that has subscribers: a guard
     (``admits(sub)``, ``stamps``, ``stamp(headers, origin)``; see robustmq/isolation.py) keeps only
-    the subscriptions it admits in the cached result, and one that ``stamps`` rides along so the
-    router stamps each delivery's headers. Whoever changes what it answers for a subject calls
-    ``forget`` with that subject.
+    the subscriptions it admits in the cached result, patches included, and one that ``stamps``
+    makes the router stamp each delivery's headers. Whoever changes what it answers for a subject
+    calls ``forget`` with that subject.
     """
 
     def __init__(self, cache_max_entries: int = MATCH_CACHE_MAX_ENTRIES) -> None:
@@ -123,7 +186,17 @@ class SubjectTrie:
         self._cache_max = cache_max_entries
         self.match_cache = self._cache  # literal subject -> MatchResult; read-only for callers
         self.count = 0
-        self.guard_of: Callable[[str], Any] | None = None
+        self._guard_of: Callable[[str], Any] | None = None
+
+    @property
+    def guard_of(self) -> Callable[[str], Any] | None:
+        return self._guard_of
+
+    @guard_of.setter
+    def guard_of(self, fn: Callable[[str], Any] | None) -> None:
+        """A new guard function may answer differently for any subject: no cached guard holds."""
+        self._guard_of = fn
+        self._cache.clear()  # in place: the router reads this very dict
 
     def forget(self, subjects: Iterable[str]) -> None:
         """Drop the cached results of these literal subjects (their guard changed)."""
@@ -152,7 +225,7 @@ class SubjectTrie:
         else:
             node.queues.setdefault(sub.queue, []).append(sub)
         self.count += 1
-        self._invalidate(sub.subject)
+        self._patch(sub, added=True)
 
     def remove(self, sub: Any) -> bool:
         path: list[tuple[_Node, str]] = []
@@ -190,49 +263,52 @@ class SubjectTrie:
                 parent.full = None
             else:
                 del parent.children[token]
-        self._invalidate(sub.subject)
+        self._patch(sub, added=False)
         return True
 
-    def _invalidate(self, pattern: str) -> None:
-        if not self._cache:
+    def _patch(self, sub: Any, added: bool) -> None:
+        """Bring every cached result the subscription's pattern matches up to date in place.
+
+        As nats-server's sublist does: a hot subject keeps its entry through subscription churn
+        instead of being matched again on its next publish.
+        """
+        cache = self._cache
+        if not cache:
             return
-        if pattern in self._cache and len(self._cache) == 1:
-            self._cache.clear()
-            return
-        wild = has_wildcards(pattern)
-        if not wild:
-            self._cache.pop(pattern, None)
-            return
-        # only cached subjects that share the pattern's literal prefix can match it
-        star = pattern.find("*")
-        full = pattern.find(">")
-        cut = min(i for i in (star, full, len(pattern)) if i >= 0)
-        prefix = pattern[:cut]
-        for subject in [s for s in self._cache if s.startswith(prefix) and subject_matches(pattern, s)]:
-            del self._cache[subject]
+        pattern = sub.subject
+        if has_wildcards(pattern):
+            matches = literal_filter(pattern)
+            hits = [s for s in cache if matches(s)]
+        else:
+            hits = [pattern] if pattern in cache else []
+        for subject in hits:
+            old = cache[subject]
+            cache[subject] = self._with(old, sub, subject) if added else _without(old, sub)
+
+    def _with(self, old: MatchResult, sub: Any, subject: str) -> MatchResult:
+        """``old`` plus ``sub``; the guard is the subject's, so an entry that had one keeps it."""
+        if old is NO_MATCH:
+            guard = self._guard_of(subject) if self._guard_of is not None else None
+        else:
+            guard = old.guard
+        if guard is not None and not guard.admits(sub):
+            return old  # not entitled to this subject's deliveries (robustmq/isolation.py)
+        if sub.queue is None:
+            return MatchResult((*old.plain, sub), old.queues, guard)
+        queues = list(old.queues)
+        for i, group in enumerate(queues):
+            if group[0].queue == sub.queue:
+                queues[i] = (*group, sub)
+                break
+        else:
+            queues.append((sub,))
+        return MatchResult(old.plain, tuple(queues), guard)
 
     def match(self, subject: str) -> MatchResult:
         result = self._cache.get(subject)
         if result is not None:
             return result
-        plain: list[Any] = []
-        queues: dict[str, list[Any]] = {}
-        self._collect(self._root, subject.split("."), 0, plain, queues)
-        guard = None
-        if (plain or queues) and self.guard_of is not None:
-            guard = self.guard_of(subject)
-            if guard is not None:
-                # isolation is decided here, once per cached subject: the result holds only the
-                # subscriptions the guard admits, so delivering it checks nothing per message
-                admits = guard.admits
-                plain = [sub for sub in plain if admits(sub)]
-                queues = {name: kept for name, ms in queues.items() if (kept := [m for m in ms if admits(m)])}
-                if not guard.stamps:
-                    guard = None
-        if plain or queues:
-            result = MatchResult(tuple(plain), tuple(tuple(m) for m in queues.values()), guard)
-        else:
-            result = NO_MATCH
+        result = self.match_uncached(subject)
         if len(self._cache) >= self._cache_max:
             # a new generation: clearing is O(1) per entry added, where evicting the oldest key of a
             # dict slows down as deleted slots pile up at its front (every request has a new reply
@@ -240,6 +316,24 @@ class SubjectTrie:
             self._cache.clear()
         self._cache[subject] = result
         return result
+
+    def match_uncached(self, subject: str) -> MatchResult:
+        """What ``subject`` matches now, walking the trie (the cache neither read nor filled)."""
+        plain: list[Any] = []
+        queues: dict[str, list[Any]] = {}
+        self._collect(self._root, subject.split("."), 0, plain, queues)
+        if not (plain or queues):
+            return NO_MATCH
+        guard = self._guard_of(subject) if self._guard_of is not None else None
+        if guard is not None:
+            # isolation is decided here, once per cached subject: the result holds only the
+            # subscriptions the guard admits, so delivering it checks nothing per message
+            admits = guard.admits
+            plain = [sub for sub in plain if admits(sub)]
+            queues = {name: kept for name, ms in queues.items() if (kept := [m for m in ms if admits(m)])}
+            if not (plain or queues):
+                return NO_MATCH
+        return MatchResult(tuple(plain), tuple(tuple(m) for m in queues.values()), guard)
 
     def _collect(self, node: _Node, tokens: list[str], i: int, plain: list, queues: dict) -> None:
         n = len(tokens)

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 
 from robustmq.agents.api import AgentApiService
-from robustmq.agents.api.tasks import MemoryJournal
+from robustmq.agents.api.journal import task_journal
+from robustmq.agents.journal import StoreJournal
 from robustmq.config import Settings
 from robustmq.router import Router
 
@@ -128,8 +129,8 @@ def card(name: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def start_service(broker: FakeBroker | None = None, journal: MemoryJournal | None = None):
+async def start_service(broker: FakeBroker | None = None, journal: StoreJournal | None = None):
     broker = broker or FakeBroker()
-    service = AgentApiService(broker, journal=journal or MemoryJournal())
+    service = AgentApiService(broker, journal=journal or task_journal(None))
     await service.start()
     return broker, service

@@ -84,9 +84,10 @@ def test_srv_subjects(subject, expected):
 
 
 def test_task_table_forgets_the_oldest_finished_tasks_and_keeps_running_ones():
-    from robustmq.agents.api.tasks import MemoryJournal, Task, TaskTable
+    from robustmq.agents.api.journal import task_journal
+    from robustmq.agents.api.tasks import Task, TaskTable
 
-    table = TaskTable(MemoryJournal(), lambda: 1000, max_tasks=3)
+    table = TaskTable(task_journal(None), lambda: 1000, max_tasks=3)
     running = Task("running", "a", None, created_ms=1000, deadline_ms=5000)
     table.add(running)
     for i in range(5):

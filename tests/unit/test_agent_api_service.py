@@ -17,7 +17,7 @@ from test_agent_api_fakes import (
 )
 
 from robustmq.agents.api import AgentApiService
-from robustmq.agents.api.tasks import MemoryJournal
+from robustmq.agents.api.journal import task_journal
 from robustmq.config import Settings
 
 API = "$mq9.AI.API."
@@ -340,7 +340,7 @@ async def test_isolation_other_user_cannot_register_or_heartbeat_and_sender_is_s
 
 
 async def test_tasks_and_agents_are_recovered_from_the_journal():
-    journal = MemoryJournal()
+    journal = task_journal(None)
     broker, service = await start_service(journal=journal)
     r = broker.router
     reg = await register(r, FakeConnection(), "p")
@@ -410,7 +410,7 @@ async def test_bad_input_gets_a_json_error_with_its_code(subject, body, code):
 async def test_idempotency_keys_expire_after_the_window():
     now = [1_000_000]
     broker = FakeBroker()
-    service = AgentApiService(broker, journal=MemoryJournal(), clock_ms=lambda: now[0])
+    service = AgentApiService(broker, journal=task_journal(None), clock_ms=lambda: now[0])
     await service.start()
     r = broker.router
     reg = await register(r, FakeConnection(), "i")

@@ -8,7 +8,7 @@ import orjson
 from test_agent_api_fakes import EchoInstance, FakeBroker, FakeConnection, card, request_as
 
 from robustmq.agents.api import AgentApiService
-from robustmq.agents.api.tasks import MemoryJournal
+from robustmq.agents.api.journal import task_journal
 from robustmq.agents.pipelines import PipelineService
 from robustmq.agents.tools import ToolService
 
@@ -17,7 +17,7 @@ API = "$mq9.AI.API."
 
 async def start():
     broker = FakeBroker()
-    api = AgentApiService(broker, journal=MemoryJournal())
+    api = AgentApiService(broker, journal=task_journal(None))
     broker.agent_api = api
     tools = ToolService(broker, agent_api=api)
     broker.tools = tools
@@ -53,7 +53,7 @@ async def test_checkpoints_record_each_step_before_its_dependents_start():
     assert reply["output"] == {"y": {"n": 1}, "z": {"n": 1}}
     assert [len(i.received) for i in (a, b, c)] == [1, 1, 1]
     kinds = [
-        (r["k"], r.get("step")) for s, r in pipelines.journal.memory if r.get("run_id") == reply["run_id"]
+        (r["k"], r.get("step")) for r in pipelines.journal.run_records() if r.get("run_id") == reply["run_id"]
     ]
     assert kinds[0] == ("run", None) and kinds[-1] == ("end", None)
     assert kinds.index(("done", "x")) < kinds.index(("step", "y"))

@@ -11,6 +11,7 @@ from robustmq.subjects import (
     SubjectTrie,
     is_valid_publish_subject,
     is_valid_subject,
+    literal_filter,
     subject_matches,
 )
 
@@ -74,6 +75,75 @@ def test_match_cache_is_patched_when_subscriptions_change():
     assert trie.count == 0
 
 
+def test_a_cached_result_is_patched_in_place_not_matched_again():
+    trie = SubjectTrie()
+    walked: list[str] = []
+    fresh = trie.match_uncached
+    trie.match_uncached = lambda subject: walked.append(subject) or fresh(subject)  # type: ignore[method-assign]
+    trie.insert(_sub("a.b"))
+    assert trie.match("a.b") and walked == ["a.b"]
+    q, s, t = _sub("a.*", "g"), _sub("a.>"), _sub("a.b", "g")
+    for sub in (q, s, t):
+        trie.insert(sub)
+    result = trie.match("a.b")
+    assert walked == ["a.b"]  # still the first walk: every insert patched the entry
+    assert s in result.plain and sorted(map(id, result.queues[0])) == sorted([id(q), id(t)])
+    assert result.one_by_one  # a queue group joined
+    for sub in (q, t):
+        trie.remove(sub)
+    assert not trie.match("a.b").queues and not trie.match("a.b").one_by_one
+    assert walked == ["a.b"]
+
+
+class _AdmitsAll:
+    stamps = False
+
+    @staticmethod
+    def admits(sub) -> bool:
+        return True
+
+
+def test_a_patch_adds_only_subscriptions_the_guard_admits():
+    trie = SubjectTrie()
+    trie.guard_of = lambda subject: _OwnerOnly("alice") if subject.startswith("box.") else None
+    mine = Subscription("box.*", lambda *a: None, owner=_Client("alice"))
+    trie.insert(mine)
+    assert trie.match("box.x").plain == (mine,)
+    # cached now: a snooper's wildcard and an exact subscription are patched in only if admitted
+    trie.insert(Subscription(">", lambda *a: None, owner=_Client("bob")))
+    trie.insert(Subscription("box.x", lambda *a: None, "q", owner=_Client("bob")))
+    assert trie.match("box.x").plain == (mine,) and trie.match("box.x").queues == ()
+    assert trie.match("box.x") is trie.match_cache["box.x"]
+    service = Subscription("box.>", lambda *a: None)  # in process
+    trie.insert(service)
+    assert trie.match("box.x").plain == (mine, service)
+
+
+def test_a_patched_entry_keeps_its_guard_and_a_new_one_is_asked_for():
+    trie = SubjectTrie()
+    asked: list[str] = []
+    guard = _AdmitsAll()
+    trie.guard_of = lambda subject: asked.append(subject) or guard
+    assert trie.match("box.x") is NO_MATCH and asked == []
+    trie.insert(_sub("box.*"))  # the NO_MATCH entry becomes a result: its guard is asked for
+    assert trie.match("box.x").guard is guard and asked == ["box.x"]
+    trie.insert(_sub("box.x"))
+    assert trie.match("box.x").guard is guard and asked == ["box.x"]  # kept, not asked again
+
+
+def test_shared_owner_follows_the_patches():
+    trie = SubjectTrie()
+    conn = object()
+    first = Subscription("a.b", lambda *a: None, None, conn)
+    trie.insert(first)
+    assert not trie.match("a.b").shared_owner
+    second = Subscription("a.*", lambda *a: None, "g", conn)
+    trie.insert(second)
+    assert trie.match("a.b").shared_owner
+    trie.remove(first)
+    assert not trie.match("a.b").shared_owner
+
+
 def test_removing_prunes_empty_nodes():
     trie = SubjectTrie()
     subs = [_sub(f"x.{i}.>") for i in range(50)]
@@ -113,6 +183,18 @@ def test_trie_agrees_with_the_one_off_matcher(patterns, subjects):
         subject = ".".join(tokens)
         expected = {id(s) for s in subs[1::2] if subject_matches(s.subject, subject)}
         assert {id(s) for s in trie.match(subject).plain} == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a", "b", "b*", "*", ">"]), min_size=1, max_size=4),
+    st.lists(st.sampled_from(["a", "b", "b*", "ab"]), min_size=1, max_size=5),
+)
+def test_the_cache_scan_filter_agrees_with_the_one_off_matcher(ptokens, stokens):
+    if ">" in ptokens[:-1]:
+        ptokens = ptokens[: ptokens.index(">") + 1]
+    pattern, subject = ".".join(ptokens), ".".join(stokens)
+    assert literal_filter(pattern)(subject) == subject_matches(pattern, subject)
 
 
 class _Client:
@@ -161,7 +243,8 @@ def test_guard_of_is_asked_once_per_cached_subject_and_forget_asks_again():
     plain_guard = _OwnerOnly("alice")
     plain_guard.stamps = False
     trie.guard_of = lambda s: plain_guard if s == "other" else guard_of(s)
-    assert trie.match("other").guard is None and not trie.match("other").one_by_one
+    assert trie.match("other").guard is plain_guard and trie.match("other").stamper is None
+    assert not trie.match("other").one_by_one
     trie.guard_of = guard_of
     assert trie.match("nobody") is NO_MATCH and "nobody" not in asked  # no subscriber, no question
     owners["box.inbox"] = "bob"
@@ -188,3 +271,65 @@ def test_a_guarded_subject_reaches_admitted_subscribers_only_with_stamped_header
     router.publish_batch(["box.inbox", b"y", "free.topic", b"z"], origin=_Client("carol"))
     router.publish_many("box.inbox", [b"1", b"2"], origin=_Client("carol"))
     assert sorted({name for name, _ in got}) == ["alice", "q-alice", "service"]
+
+
+def _same_result(cached, fresh) -> bool:
+    """Equal as sets of deliveries: the order of subscribers within a result is not promised."""
+    if fresh is NO_MATCH:
+        return cached is NO_MATCH
+
+    def groups(result):
+        return sorted((group[0].queue, sorted(map(id, group))) for group in result.queues)
+
+    return (
+        sorted(map(id, cached.plain)) == sorted(map(id, fresh.plain))
+        and groups(cached) == groups(fresh)
+        and cached.guard is fresh.guard
+        and cached.shared_owner == fresh.shared_owner
+        and cached.one_by_one == fresh.one_by_one
+    )
+
+
+_OWNERS = (None, "conn-1", "conn-2")
+
+
+class _NotConn2:
+    """A guard that keeps one of the owners out, so patches must apply it too."""
+
+    stamps = False
+
+    @staticmethod
+    def admits(sub) -> bool:
+        return sub.owner != "conn-2"
+_op = st.one_of(
+    st.tuples(
+        st.just("insert"),
+        st.lists(_pattern_token, min_size=1, max_size=3),
+        st.booleans(),
+        st.sampled_from([None, "g", "h"]),
+        st.sampled_from(_OWNERS),
+    ),
+    st.tuples(st.just("remove"), st.integers(0, 20)),
+    st.tuples(st.just("match"), st.lists(_token, min_size=1, max_size=4)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_op, max_size=40), st.sampled_from([3, 64]))
+def test_every_cached_result_equals_a_fresh_match_after_any_changes(ops, cache_max):
+    trie = SubjectTrie(cache_max_entries=cache_max)
+    guards: dict[str, _NotConn2] = {}
+    trie.guard_of = lambda subject: guards.setdefault(subject, _NotConn2()) if subject.startswith("a") else None
+    subs: list[Subscription] = []
+    for op in ops:
+        if op[0] == "insert":
+            _, tokens, full, queue, owner = op
+            sub = Subscription(".".join(tokens + ([">"] if full else [])), lambda *a: None, queue, owner)
+            subs.append(sub)
+            trie.insert(sub)
+        elif op[0] == "remove" and subs:
+            assert trie.remove(subs.pop(op[1] % len(subs)))
+        elif op[0] == "match":
+            trie.match(".".join(op[1]))
+        for subject, cached in trie.match_cache.items():
+            assert _same_result(cached, trie.match_uncached(subject)), subject

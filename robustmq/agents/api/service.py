@@ -36,7 +36,8 @@ from robustmq.agents.api.schemas import (
     TaskEventsRequest,
     parse_request,
 )
-from robustmq.agents.api.tasks import Task, TaskJournal, TaskTable, new_task_id
+from robustmq.agents.api.tasks import Task, TaskTable, new_task_id
+from robustmq.agents.journal import StoreJournal
 from robustmq.agents.mq9.guard import MailboxGuards
 from robustmq.agents.mq9.legacy import parse_watch
 from robustmq.agents.mq9.subjects import mailbox_of_subject
@@ -82,7 +83,7 @@ class AgentApiService:
     name = "agent-api"
 
     def __init__(
-        self, broker: Any, journal: TaskJournal | None = None, clock_ms: Callable[[], int] = wall_clock_ms
+        self, broker: Any, journal: StoreJournal | None = None, clock_ms: Callable[[], int] = wall_clock_ms
     ):
         self.broker = broker
         self.router = broker.router
@@ -124,9 +125,9 @@ class AgentApiService:
     # -- life cycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        journal = self._journal or await journal_for(self.broker)
+        journal = self._journal or journal_for(self.broker)
         self._journal = journal
-        records = list(await journal.replay())
+        records = journal.replay()
         self.directory = AgentDirectory(
             journal.write, on_mailbox_change=self._mailbox_changed if self.auth_enabled else None
         )
@@ -169,9 +170,8 @@ class AgentApiService:
         self.invoker.close()
         for fut in self._deferred:
             fut.cancel()
-        close = getattr(self._journal, "close", None)
-        if close is not None:
-            await close()
+        if self._journal is not None:
+            await self._journal.close()
 
     def _schedule_sweep(self) -> None:
         loop = asyncio.get_running_loop()

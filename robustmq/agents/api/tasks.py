@@ -10,39 +10,19 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from robustmq.agents.api import limits
 from robustmq.agents.api.schemas import TERMINAL_STATES
+from robustmq.agents.journal import StoreJournal
 
 EVICT_MAX_SKIPS = 64  # unfinished tasks looked past per eviction round
 
 
 def new_task_id() -> str:
     return os.urandom(12).hex()
-
-
-class TaskJournal(Protocol):
-    """Where task records go: ``write`` is fire-and-forget; ``replay`` returns them in order."""
-
-    def write(self, record: dict[str, Any]) -> None: ...
-
-    async def replay(self) -> Iterable[dict[str, Any]]: ...
-
-
-class MemoryJournal:
-    """Keeps records in a list: for tests and for a broker without a store."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-
-    async def replay(self) -> Iterable[dict[str, Any]]:
-        return list(self.records)
 
 
 class Task:
@@ -176,7 +156,7 @@ class TaskTable:
 
     def __init__(
         self,
-        journal: TaskJournal,
+        journal: StoreJournal,
         clock_ms: Callable[[], int],
         on_event: Callable[[Task, dict[str, Any]], None] | None = None,
         max_tasks: int = limits.MAX_TASKS_IN_MEMORY,

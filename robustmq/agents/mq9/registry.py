@@ -1,7 +1,7 @@
 """The mq9 agent registry: registered AgentCards by name, their search index and last reports.
 
 Agents are kept in memory and indexed for discovery; every change is handed to a journal so
-the registry comes back after a restart (``StoreJournal``).
+the registry comes back after a restart (``RegistryJournal``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import orjson
 
 from robustmq.agents.discovery import DocumentIndex, Embedder, Hit, agent_card_document
+from robustmq.agents.journal import StoreJournal
 
 DEFAULT_TENANT = "default"
 DISCOVER_DEFAULT_LIMIT = 20
@@ -53,38 +54,34 @@ class NullJournal:
         return None
 
 
-class StoreJournal:
-    """The registry on two streams of the store: cards compacted by agent name, reports by name.
+class RegistryJournal:
+    """The registry on two journals of the store: cards compacted by agent name, reports by name.
 
-    Unregistering appends an empty record under the name, which hides the card on reload.
+    Unregistering appends a deletion marker under the name, which hides the card on reload.
     """
 
     AGENTS_STREAM = "$mq9.agents"
     REPORTS_STREAM = "$mq9.agent_reports"
 
     def __init__(self, store: Any) -> None:
-        self.store = store
-        for name, compact in ((self.AGENTS_STREAM, True), (self.REPORTS_STREAM, True)):
-            store.create_stream({"name": name, "kind": "mq9_registry", "compact": compact}, exist_ok=True)
+        self.agents = StoreJournal(store, _stream_config(self.AGENTS_STREAM))
+        self.reports = StoreJournal(store, _stream_config(self.REPORTS_STREAM))
+        self.agents.open()
+        self.reports.open()
 
     def load(self) -> list[dict[str, Any]]:
         """The newest entry of every name (both streams are compacted: reads skip older ones)."""
-        out: list[dict[str, Any]] = []
-        store = self.store
-        for stream in (self.AGENTS_STREAM, self.REPORTS_STREAM):
-            offset, end = store.first_offset(stream), store.end_offset(stream)
-            while offset < end:
-                chunk = store.read(stream, offset, 1024)
-                if not chunk:
-                    break
-                out.extend(orjson.loads(rec.payload) for rec in chunk if rec.payload)
-                offset = chunk[-1].offset + 1
-        return out
+        return self.agents.replay() + self.reports.replay()
 
     def append(self, entry: dict[str, Any]) -> Any:
-        stream = self.REPORTS_STREAM if entry["op"] == "report" else self.AGENTS_STREAM
-        payload = b"" if entry["op"] == "unregister" else orjson.dumps(entry)
-        return self.store.append(stream, payload, key=entry["name"])
+        """Returns the store's ack: the reply waits for the commit that holds the change."""
+        if entry["op"] == "report":
+            return self.reports.append(entry, key=entry["name"])
+        return self.agents.append(None if entry["op"] == "unregister" else entry, key=entry["name"])
+
+
+def _stream_config(name: str) -> dict[str, Any]:
+    return {"name": name, "kind": "mq9_registry", "compact": True}
 
 
 class AgentRegistry:
@@ -101,6 +98,8 @@ class AgentRegistry:
 
     def load(self) -> None:
         for op in self.journal.load():
+            if not isinstance(op.get("name"), str):
+                continue  # decodes, but is no registry change
             kind = op.get("op")
             if kind == "register":
                 self._put(op["name"], op["agent_info"], op.get("create_time", 0))

@@ -30,7 +30,7 @@ from robustmq.agents.mq9.mailboxes import (
     MailboxStore,
     record_json,
 )
-from robustmq.agents.mq9.registry import DISCOVER_DEFAULT_LIMIT, AgentRegistry, StoreJournal, parse_card
+from robustmq.agents.mq9.registry import DISCOVER_DEFAULT_LIMIT, AgentRegistry, RegistryJournal, parse_card
 from robustmq.agents.mq9.sender import stamp_sender
 from robustmq.agents.mq9.subjects import SERVICE_SUBJECT, Command, Kind, parse
 from robustmq.headers import decode_headers
@@ -132,7 +132,7 @@ class Mq9Service:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.registry = AgentRegistry(StoreJournal(self.store), self.embedder)
+        self.registry = AgentRegistry(RegistryJournal(self.store), self.embedder)
         self.registry.load()
         if self.registry.index.vectors.pending_count():
             self._refresh_vectors_soon()
