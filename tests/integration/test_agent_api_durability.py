@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import nats
-from test_agent_api_e2e import API, Agent, call, wait_until
+from helpers.agents import API, Agent, call
+from helpers.waits import wait_until
 
 
 async def test_tasks_survive_a_sigkill_and_in_flight_work_is_dispatched_again(broker_factory, tmp_path):

@@ -7,21 +7,9 @@ import json
 
 import nats
 import pytest
-from test_agent_api_e2e import API, Agent, call, card, wait_until
-
-USERS = """
-[[auth.users]]
-user = "alice"
-password = "alice-pw"
-
-[[auth.users]]
-user = "bob"
-password = "bob-pw"
-
-[[auth.users]]
-user = "carol"
-password = "carol-pw"
-"""
+from helpers.agents import API, Agent, call, card
+from helpers.users import USERS
+from helpers.waits import wait_until
 
 
 @pytest.fixture

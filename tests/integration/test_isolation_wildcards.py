@@ -15,7 +15,8 @@ from typing import Any
 import nats
 import paho.mqtt.client as mqtt
 import pytest
-from test_agent_api_e2e import API, Agent, call, card, wait_until
+from helpers.agents import API, Agent, call, card
+from helpers.waits import wait_until
 
 MQ9 = "$mq9.AI."
 USERS = """

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from brokerproc import start_broker
-from test_mqtt_support import PahoClient, RawClient, unique
+from helpers.mqtt_clients import PahoClient, RawClient, unique
 
 from robustmq.bridges.mqtt import packets as P
 

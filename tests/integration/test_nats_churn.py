@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import nats
-from test_nats_inprocess import start_broker
+from helpers.inprocess import start_inprocess_broker
 
 CONNECTIONS = 1000
 AT_ONCE = 100
@@ -24,7 +24,7 @@ async def _raw_client(host: str, port: int, i: int, abrupt: bool) -> None:
 
 
 async def test_a_thousand_connections_leave_nothing_behind(tmp_path):
-    broker, server, url = await start_broker(tmp_path)
+    broker, server, url = await start_inprocess_broker(tmp_path)
     try:
         host, port = server.addresses()[0]
         await asyncio.sleep(0.05)

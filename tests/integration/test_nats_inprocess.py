@@ -9,37 +9,17 @@ import asyncio
 
 import nats
 import pytest
+from helpers.inprocess import start_inprocess_broker
 
-from robustmq.broker import Broker
-from robustmq.config import load_settings
 from robustmq.headers import encode_headers, get_header
 from robustmq.router import NoResponders
 
 WAIT_S = 5.0
 
 
-async def start_broker(tmp_path, **auth):
-    settings = load_settings(
-        environ={},
-        overrides={
-            "host": "127.0.0.1",
-            "nats": {"port": 0},
-            "mqtt": {"port": "off"},
-            "http": {"port": "off"},
-            "store": {"data_dir": str(tmp_path / "data")},
-            **({"auth": auth} if auth else {}),
-        },
-    )
-    broker = Broker(settings)
-    await broker.start()
-    nats_server = next(c for c in broker.components if c.name == "nats")
-    host, port = nats_server.addresses()[0]
-    return broker, nats_server, f"nats://{host}:{port}"
-
-
 @pytest.fixture
 async def running(tmp_path):
-    broker, server, url = await start_broker(tmp_path)
+    broker, server, url = await start_inprocess_broker(tmp_path)
     yield broker, server, url
     await broker.stop()
 
@@ -165,7 +145,7 @@ async def test_connection_and_subscription_introspection(running):
 
 
 async def test_authenticated_user_is_stamped_on_the_origin(tmp_path):
-    broker, _, url = await start_broker(tmp_path, users=[{"user": "alice", "password": "pw"}])
+    broker, _, url = await start_inprocess_broker(tmp_path, users=[{"user": "alice", "password": "pw"}])
     try:
         origins: list = []
         arrived = asyncio.Event()

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import nats
-from test_nats_support import RawClient
+from helpers.nats_raw import RawClient
 
 from robustmq.nats import errors
 

@@ -9,7 +9,7 @@ import time
 
 import httpx
 import nats
-from test_mqtt_support import PahoClient, unique
+from helpers.mqtt_clients import PahoClient, unique
 
 from robustmq.bridges.mqtt import packets as P
 

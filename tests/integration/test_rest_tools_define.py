@@ -8,9 +8,9 @@ import asyncio
 import httpx
 import nats
 import pytest
-from test_agent_api_e2e import API, call
-from test_agent_api_isolation import USERS
-from test_tools_e2e import Tool
+from helpers.agents import API, call
+from helpers.tools import Tool
+from helpers.users import USERS
 
 ADDER = {
     "name": "adder",

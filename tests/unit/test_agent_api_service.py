@@ -6,7 +6,7 @@ import asyncio
 
 import orjson
 import pytest
-from test_agent_api_fakes import (
+from helpers.agent_fakes import (
     EchoInstance,
     FakeBroker,
     FakeConnection,

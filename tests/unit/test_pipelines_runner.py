@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from test_agent_api_fakes import EchoInstance, FakeBroker, FakeConnection, card, request_as
+from helpers.agent_fakes import EchoInstance, FakeBroker, FakeConnection, card, request_as
 
 from robustmq.agents.api import AgentApiService
 from robustmq.agents.api.tasks import MemoryJournal

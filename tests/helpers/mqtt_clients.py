@@ -1,6 +1,6 @@
-"""Helpers for the MQTT tests: a raw-socket client on the project codec, and a paho wrapper.
+"""MQTT test clients: a raw-socket client on the project codec, and a paho wrapper with queues.
 
-Holds no tests itself; the MQTT test modules import it.
+The raw client checks packets exactly; the paho client checks behaviour with a real library.
 """
 
 from __future__ import annotations
