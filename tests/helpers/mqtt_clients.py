@@ -13,10 +13,10 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from helpers.waits import QUIET_S, WAIT_S
 from robustmq.bridges.mqtt import packets as P
 from robustmq.bridges.mqtt.codec import MqttDecoder, encode
 
-WAIT_S = 5.0
 _ids = itertools.count(1)
 
 
@@ -72,7 +72,7 @@ class RawClient:
         assert isinstance(packet, cls), packet
         return packet
 
-    def nothing(self, timeout: float = 0.3) -> bool:
+    def nothing(self, timeout: float = QUIET_S) -> bool:
         try:
             packet = self.recv(timeout)
         except TimeoutError:
@@ -144,6 +144,13 @@ class PahoClient:
         self.client.subscribe(topic, qos, **kw)
         self.granted = done.get(timeout=WAIT_S)
 
+    def unsubscribe(self, topic: Any, **kw: Any) -> Any:
+        """Unsubscribe and wait for the UNSUBACK; returns its reason codes (empty before MQTT 5)."""
+        done: queue.Queue = queue.Queue()
+        self.client.on_unsubscribe = lambda c, u, mid, codes, props: done.put(codes)
+        self.client.unsubscribe(topic, **kw)
+        return done.get(timeout=WAIT_S)
+
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, **kw: Any) -> None:
         info = self.client.publish(topic, payload, qos, retain, **kw)
         info.wait_for_publish(WAIT_S)
@@ -155,7 +162,7 @@ class PahoClient:
     def get_n(self, n: int, timeout: float = WAIT_S) -> list[Any]:
         return [self.get(timeout) for _ in range(n)]
 
-    def none(self, timeout: float = 0.3) -> bool:
+    def none(self, timeout: float = QUIET_S) -> bool:
         try:
             m = self.messages.get(timeout=timeout)
         except queue.Empty:

@@ -10,6 +10,7 @@ import asyncio
 import nats
 import pytest
 from helpers.inprocess import start_inprocess_broker
+from helpers.waits import wait_until
 
 from robustmq.headers import encode_headers, get_header
 from robustmq.router import NoResponders
@@ -111,10 +112,7 @@ async def test_close_callback_runs_once_when_the_client_goes(running):
     calls: list = []
     origins[0].add_close_callback(lambda: calls.append(1))
     await nc.close()
-    for _ in range(100):
-        if calls:
-            break
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: calls)
     assert calls == [1]
     origins[0].add_close_callback(lambda: calls.append(2))  # already closed: called at once
     assert calls == [1, 2]
@@ -130,7 +128,7 @@ async def test_connection_and_subscription_introspection(running):
     await nc.subscribe("look.here", queue="q", cb=cb)
     await nc.publish("look.here", b"12345")
     await nc.flush()
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: any(s["subject"] == "look.here" and s["msgs"] == 1 for s in server.subscriptions()))
     (info,) = [c for c in server.connections() if c["name"] == "inspect-me"]
     assert info["cid"] == nc.client_id
     assert info["lang"] == "python3" and info["version"]
