@@ -9,7 +9,7 @@ import time
 import nats
 import pytest
 from helpers.agents import API, Agent, call, card, wait_down
-from helpers.waits import wait_until
+from helpers.waits import QUIET_S, wait_for, wait_until
 
 
 @pytest.fixture
@@ -39,7 +39,9 @@ async def test_max_concurrency_one_serialises_work_on_one_instance(broker, nc):
     a = await Agent(broker.nats_url, "single", hold=True).start()
     calls = [asyncio.ensure_future(call(nc, API + "AGENT.INVOKE.single", {"input": i})) for i in range(3)]
     await wait_until(lambda: len(a.received) == 1)
-    await asyncio.sleep(0.05)
+    await nc.flush()  # the broker has all three invocations
+    await a.nc.flush()  # and whatever it sent the instance has arrived
+    await asyncio.sleep(QUIET_S)  # a second dispatch, if one was made, would have been handled by now
     assert len(a.received) == 1  # the others wait within their deadline
     for _ in range(3):
         await wait_until(lambda: len(a.pending) == 1)
@@ -103,8 +105,8 @@ async def test_queued_invocation_is_dispatched_when_an_instance_appears(broker, 
             timeout=12,
         )
     )
-    await asyncio.sleep(0.1)
-    assert not pending.done()
+    await wait_for(lambda: call(nc, API + "AGENT.STATUS.q"), lambda s: s["active_tasks"] == 1)
+    assert not pending.done()  # the broker holds it for an instance
     second = await Agent(broker.nats_url, "q").start()
     reply = await pending
     assert reply.get("output") == "later", reply
@@ -183,9 +185,9 @@ async def test_input_required_event_sets_the_task_state(broker, nc):
     await wait_until(lambda: len(worker.received) == 1)
     await worker.event(sub["task_id"], "input-required", {"question": "which language?"})
     await worker.nc.flush()
-    await asyncio.sleep(0.05)
-    task = await call(nc, API + f"TASK.GET.{sub['task_id']}")
-    assert task["task"]["state"] == "input-required"
+    await wait_for(
+        lambda: call(nc, API + f"TASK.GET.{sub['task_id']}"), lambda t: t["task"]["state"] == "input-required"
+    )
     await worker.release()
     await worker.close()
 
@@ -210,20 +212,23 @@ async def test_missed_heartbeats_take_an_instance_down(broker, nc):
         nc, API + "AGENT.HEARTBEAT.hb", {"instance_id": worker.instance_id, "in_flight": 0, "processed": 0}
     )
     assert ok["error"] == ""
-    await asyncio.sleep(0.6)
-    status = await call(nc, API + "AGENT.STATUS.hb")
-    assert status["status"] == "down"
+    # the connection stays open: only the missing heartbeats can take the instance down
+    await wait_for(lambda: call(nc, API + "AGENT.STATUS.hb"), lambda s: s["status"] == "down")
     reply = await call(nc, API + "AGENT.INVOKE.hb", {"input": 1})
     assert reply["code"] == 503
     assert worker.received == []
     await worker.close()
 
 
+BEAT_EVERY_S = 0.08
+
+
 async def test_heartbeats_keep_an_instance_live(broker, nc):
     worker = await Agent(broker.nats_url, "beat").start(heartbeat_interval_ms=100)
     for _ in range(6):
         await call(worker.nc, API + "AGENT.HEARTBEAT.beat", {"instance_id": worker.instance_id})
-        await asyncio.sleep(0.08)
+        # wall clock on purpose: 6 beats span several 100 ms intervals, longer than liveness lasts alone
+        await asyncio.sleep(BEAT_EVERY_S)
     reply = await call(nc, API + "AGENT.INVOKE.beat", {"input": 5})
     assert reply["output"] == 5
     await worker.close()

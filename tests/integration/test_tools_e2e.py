@@ -9,7 +9,7 @@ import nats
 import pytest
 from helpers.agents import API, call
 from helpers.tools import Tool
-from helpers.waits import wait_until
+from helpers.waits import wait_for, wait_until
 
 KEYWORDS_SCHEMA = {
     "type": "object",
@@ -108,11 +108,7 @@ async def test_list_shows_status_and_a_closed_connection_takes_the_tool_down(bro
         tools = (await call(nc, API + "TOOL.LIST"))["tools"]
         return [t["status"] for t in tools if t["name"] == "clock"] == ["down"]
 
-    for _ in range(300):
-        if await down():
-            break
-        await asyncio.sleep(0.01)
-    assert await down()
+    await wait_until(down)
     reply = await call(nc, API + "TOOL.INVOKE.clock", {"arguments": {}})
     assert reply["code"] == 503 and reply["state"] == "rejected"
 
@@ -124,11 +120,10 @@ async def test_heartbeats_keep_an_instance_and_unknown_instances_get_404(broker,
     unknown = await call(nc, API + "TOOL.HEARTBEAT.beat", {"instance_id": "nope"})
     assert unknown["code"] == 404
     # no more heartbeats: after three missed intervals the instance is down
-    for _ in range(300):
-        listing = await call(nc, API + "TOOL.LIST")
-        if [t["status"] for t in listing["tools"] if t["name"] == "beat"] == ["down"]:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(
+        lambda: call(nc, API + "TOOL.LIST"),
+        lambda listing: [t["status"] for t in listing["tools"] if t["name"] == "beat"] == ["down"],
+    )
     late = await call(nc, API + "TOOL.HEARTBEAT.beat", {"instance_id": tool.reg["instance_id"]})
     assert late["code"] == 404
     await tool.close()
