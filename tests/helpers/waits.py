@@ -69,3 +69,16 @@ def wait_until_sync(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(interval)
+
+
+async def request_started(nc: Any, request: Awaitable[T]) -> asyncio.Future[T]:
+    """Start a request on nats-py connection ``nc``; return once the broker has it.
+
+    The request is running when the client has published it, and the broker has read it when the
+    PING sent after it comes back: what ``nc`` publishes next is handled after it.
+    """
+    before = nc.stats["out_msgs"]
+    pending = asyncio.ensure_future(request)
+    await wait_until(lambda: nc.stats["out_msgs"] > before or pending.done(), what="the request going out")
+    await nc.flush()
+    return pending
