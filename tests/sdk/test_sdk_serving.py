@@ -11,6 +11,7 @@ import asyncio
 import json
 
 import pytest
+from helpers.waits import wait_until
 from mq9 import Agent, TaskContext
 
 
@@ -44,8 +45,7 @@ def replies(agent: Agent) -> list[dict]:
 
 
 async def settle(agent: Agent) -> None:
-    while agent._running:
-        await asyncio.sleep(0.001)
+    await wait_until(lambda: not agent._running, interval=0.001, what="the agent's tasks finished")
 
 
 async def test_skill_output_and_default_skill(agent):
