@@ -37,7 +37,9 @@ class RawClient:
                 properties: P.Properties | None = None, username: str | None = None,
                 password: bytes | None = None) -> P.Connack:  # fmt: skip
         name = "MQIsdp" if self.version == P.MQTT_3_1 else "MQTT"
-        self.send(P.Connect(client_id, self.version, clean, keepalive, will, username, password, properties, name))
+        self.send(
+            P.Connect(client_id, self.version, clean, keepalive, will, username, password, properties, name)
+        )
         connack = self.recv()
         assert isinstance(connack, P.Connack), connack
         return connack
@@ -91,7 +93,9 @@ class RawClient:
             except TimeoutError:
                 raise AssertionError(f"connection still open; got {seen}") from None
 
-    def subscribe(self, *filters: str, qos: int = 0, pid: int = 1, properties: P.Properties | None = None) -> P.Suback:
+    def subscribe(
+        self, *filters: str, qos: int = 0, pid: int = 1, properties: P.Properties | None = None
+    ) -> P.Suback:
         self.send(P.Subscribe(pid, [P.SubscriptionRequest(f, qos) for f in filters], properties))
         return self.recv_type(P.Suback)
 

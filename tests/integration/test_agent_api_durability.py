@@ -64,7 +64,8 @@ async def test_tasks_survive_a_sigkill_and_in_flight_work_is_dispatched_again(br
     await wait_until(lambda: len(revived.received) == 1)
     assert revived.received[0]["task_id"] == in_flight["task_id"]
     task = await wait_for(
-        lambda: call(nc, API + f"TASK.GET.{in_flight['task_id']}"), lambda t: t["task"]["state"] == "completed"
+        lambda: call(nc, API + f"TASK.GET.{in_flight['task_id']}"),
+        lambda t: t["task"]["state"] == "completed",
     )
     assert task["task"]["output"] == "again"
     events = await call(nc, API + f"TASK.EVENTS.{in_flight['task_id']}", {"after_seq": 0})

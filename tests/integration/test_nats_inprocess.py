@@ -128,7 +128,9 @@ async def test_connection_and_subscription_introspection(running):
     await nc.subscribe("look.here", queue="q", cb=cb)
     await nc.publish("look.here", b"12345")
     await nc.flush()
-    await wait_until(lambda: any(s["subject"] == "look.here" and s["msgs"] == 1 for s in server.subscriptions()))
+    await wait_until(
+        lambda: any(s["subject"] == "look.here" and s["msgs"] == 1 for s in server.subscriptions())
+    )
     (info,) = [c for c in server.connections() if c["name"] == "inspect-me"]
     assert info["cid"] == nc.client_id
     assert info["lang"] == "python3" and info["version"]

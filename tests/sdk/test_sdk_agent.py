@@ -57,7 +57,9 @@ async def test_agent_is_discovered_by_meaning_and_invoked(sdk_broker):
         weather(sdk_broker.nats_url),
         Client(sdk_broker.nats_url) as c,
     ):
-        found = await wait_until(lambda: c.discover(semantic="turn English into German", limit=5), timeout=10, interval=0.05)
+        found = await wait_until(
+            lambda: c.discover(semantic="turn English into German", limit=5), timeout=10, interval=0.05
+        )
         assert found[0].name == "translator"
         assert found[0].status == "healthy"
         assert found[0].card["skills"][0]["id"] == "translate"

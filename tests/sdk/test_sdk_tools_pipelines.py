@@ -78,7 +78,9 @@ async def test_pipeline_of_skills_and_a_tool(sdk_broker):
         out = await c.run_pipeline("shout-and-count", {"text": "hello big world"}, timeout=20)
         assert out == {"first": "HELLO", "words": 3}
         run_id = await c.run_pipeline("shout-and-count", {"text": "a b"}, wait=False)
-        status = await wait_for(lambda: c.pipeline_status(run_id), lambda s: s["state"] != "running", 20, 0.05)
+        status = await wait_for(
+            lambda: c.pipeline_status(run_id), lambda s: s["state"] != "running", 20, 0.05
+        )
         assert status["state"] == "completed"
         assert status["output"] == {"first": "A", "words": 2}
 

@@ -44,7 +44,9 @@ def test_every_test_module_defines_a_test():
         )
 
     empty = [
-        str(p.relative_to(TESTS)) for p in TEST_MODULES if not any(map(is_test, ast.parse(p.read_text()).body))
+        str(p.relative_to(TESTS))
+        for p in TEST_MODULES
+        if not any(map(is_test, ast.parse(p.read_text()).body))
     ]
     assert empty == [], "helpers belong in tests/helpers, not in a test_*.py: " + ", ".join(empty)
 

@@ -197,5 +197,7 @@ async def test_a_background_job_reclaims_superseded_and_deleted_records(open_sto
         await st.flush()
     before = sum(p.stat().st_size for p in _files(data_dir))
     clock.advance(61_000)  # maintenance starts the job on the clock
-    await wait_until(lambda: sum(p.stat().st_size for p in _files(data_dir)) < before / 2, what="reclaimed space")
+    await wait_until(
+        lambda: sum(p.stat().st_size for p in _files(data_dir)) < before / 2, what="reclaimed space"
+    )
     assert [r.payload[:3] for r in st.read("s", 0, 100)] == [b"v38", b"v39"]
