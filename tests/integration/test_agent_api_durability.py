@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 
+import httpx
 import nats
-from test_agent_api_e2e import API, Agent, call, wait_until
+from helpers.agents import API, Agent, call
+from helpers.waits import wait_for, wait_until
+
+from robustmq.agents.api.limits import TASK_STREAM
+
+
+async def journalled(broker, task_id: str, event_type: str) -> bool:
+    """Whether the task stream holds, committed, an event of ``event_type`` for ``task_id``."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{broker.ports['http']}") as http:
+        r = await http.get(f"/api/v1/streams/{TASK_STREAM}/messages", params={"limit": 1000})
+    assert r.status_code == 200, r.text
+    for message in r.json()["items"]:
+        batch = json.loads(message["payload"])
+        for record in batch if isinstance(batch, list) else [batch]:
+            if record.get("k") == "ev" and record.get("t") == task_id and record.get("type") == event_type:
+                return True
+    return False
 
 
 async def test_tasks_survive_a_sigkill_and_in_flight_work_is_dispatched_again(broker_factory, tmp_path):
@@ -25,7 +42,8 @@ async def test_tasks_survive_a_sigkill_and_in_flight_work_is_dispatched_again(br
     await wait_until(lambda: len(slow.received) == 1)
     await slow.event(in_flight["task_id"], "progress", {"pct": 10})
     await slow.nc.flush()
-    await asyncio.sleep(0.3)  # the store commits within milliseconds; leave it time to write
+    # records become readable once committed: kill the broker only after the last one is
+    await wait_until(lambda: journalled(first, in_flight["task_id"], "progress"))
     first.kill()
     for client in (nc, quick.nc, slow.nc):
         await client.close()
@@ -45,12 +63,10 @@ async def test_tasks_survive_a_sigkill_and_in_flight_work_is_dispatched_again(br
     revived = await Agent(second.nats_url, "slow").start()
     await wait_until(lambda: len(revived.received) == 1)
     assert revived.received[0]["task_id"] == in_flight["task_id"]
-    for _ in range(200):
-        task = await call(nc, API + f"TASK.GET.{in_flight['task_id']}")
-        if task["task"]["state"] == "completed":
-            break
-        await asyncio.sleep(0.02)
-    assert task["task"]["state"] == "completed"
+    task = await wait_for(
+        lambda: call(nc, API + f"TASK.GET.{in_flight['task_id']}"),
+        lambda t: t["task"]["state"] == "completed",
+    )
     assert task["task"]["output"] == "again"
     events = await call(nc, API + f"TASK.EVENTS.{in_flight['task_id']}", {"after_seq": 0})
     seqs = [e["seq"] for e in events["events"]]

@@ -5,108 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
 
 import nats
 import pytest
-
-API = "$mq9.AI.API."
-
-
-def card(name: str, description: str = "", skills: list[dict] | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "description": description or f"the {name} agent",
-        "version": "1.0.0",
-        "skills": skills
-        or [{"id": "echo", "name": "echo", "description": "repeat the input", "tags": ["test"]}],
-        "capabilities": {},
-        "defaultInputModes": ["application/json"],
-    }
-
-
-async def call(nc, subject: str, body: Any = None, timeout: float = 5.0) -> dict[str, Any]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
-    msg = await nc.request(subject, data, timeout=timeout)
-    return json.loads(msg.data)
-
-
-class Agent:
-    """One agent instance on its own nats-py connection: echoes ``input`` unless told otherwise."""
-
-    def __init__(self, url: str, name: str, *, hold: bool = False, fail: str | None = None, **connect: Any):
-        self.url = url
-        self.name = name
-        self.hold = hold
-        self.fail = fail
-        self.connect = connect
-        self.received: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str] | None] = []
-        self.cancels: list[str] = []
-        self.pending: list[Any] = []
-        self.nc: Any = None
-        self.reg: dict[str, Any] = {}
-
-    async def start(self, card_body: dict | None = None, **register: Any) -> Agent:
-        self.nc = await nats.connect(self.url, **self.connect)
-        self.reg = await call(self.nc, API + "AGENT.REGISTER", {**(card_body or card(self.name)), **register})
-        assert self.reg["error"] == "", self.reg
-        await self.nc.subscribe(self.reg["serve_subject"], cb=self._on_msg)
-        await self.nc.flush()
-        return self
-
-    @property
-    def instance_id(self) -> str:
-        return self.reg["instance_id"]
-
-    async def _on_msg(self, msg) -> None:
-        data = json.loads(msg.data)
-        if data.get("cancel"):
-            self.cancels.append(data["task_id"])
-            return
-        self.received.append(data)
-        self.headers.append(msg.headers)
-        if self.hold:
-            self.pending.append(msg)
-            return
-        await self._answer(msg)
-
-    async def _answer(self, msg) -> None:
-        data = json.loads(msg.data)
-        body = {"error": self.fail} if self.fail else {"output": data["input"]}
-        await msg.respond(json.dumps(body).encode())
-
-    async def release(self) -> None:
-        pending, self.pending = self.pending, []
-        for msg in pending:
-            await self._answer(msg)
-
-    async def event(self, task_id: str, type_: str, data: Any) -> None:
-        await self.nc.publish(
-            f"$mq9.AI.TASK.EVENT.{task_id}", json.dumps({"type": type_, "data": data}).encode()
-        )
-
-    async def close(self) -> None:
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.close()
-
-
-async def wait_down(nc, name: str) -> None:
-    """Until the broker has seen the agent's connection close."""
-    for _ in range(500):
-        status = await call(nc, API + f"AGENT.STATUS.{name}")
-        if status["status"] == "down":
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{name} is still live")
-
-
-async def wait_until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
+from helpers.agents import API, Agent, call, card, wait_down
+from helpers.waits import QUIET_S, wait_for, wait_until
 
 
 @pytest.fixture
@@ -136,7 +39,9 @@ async def test_max_concurrency_one_serialises_work_on_one_instance(broker, nc):
     a = await Agent(broker.nats_url, "single", hold=True).start()
     calls = [asyncio.ensure_future(call(nc, API + "AGENT.INVOKE.single", {"input": i})) for i in range(3)]
     await wait_until(lambda: len(a.received) == 1)
-    await asyncio.sleep(0.05)
+    await nc.flush()  # the broker has all three invocations
+    await a.nc.flush()  # and whatever it sent the instance has arrived
+    await asyncio.sleep(QUIET_S)  # a second dispatch, if one was made, would have been handled by now
     assert len(a.received) == 1  # the others wait within their deadline
     for _ in range(3):
         await wait_until(lambda: len(a.pending) == 1)
@@ -200,8 +105,8 @@ async def test_queued_invocation_is_dispatched_when_an_instance_appears(broker, 
             timeout=12,
         )
     )
-    await asyncio.sleep(0.1)
-    assert not pending.done()
+    await wait_for(lambda: call(nc, API + "AGENT.STATUS.q"), lambda s: s["active_tasks"] == 1)
+    assert not pending.done()  # the broker holds it for an instance
     second = await Agent(broker.nats_url, "q").start()
     reply = await pending
     assert reply.get("output") == "later", reply
@@ -280,9 +185,9 @@ async def test_input_required_event_sets_the_task_state(broker, nc):
     await wait_until(lambda: len(worker.received) == 1)
     await worker.event(sub["task_id"], "input-required", {"question": "which language?"})
     await worker.nc.flush()
-    await asyncio.sleep(0.05)
-    task = await call(nc, API + f"TASK.GET.{sub['task_id']}")
-    assert task["task"]["state"] == "input-required"
+    await wait_for(
+        lambda: call(nc, API + f"TASK.GET.{sub['task_id']}"), lambda t: t["task"]["state"] == "input-required"
+    )
     await worker.release()
     await worker.close()
 
@@ -307,20 +212,23 @@ async def test_missed_heartbeats_take_an_instance_down(broker, nc):
         nc, API + "AGENT.HEARTBEAT.hb", {"instance_id": worker.instance_id, "in_flight": 0, "processed": 0}
     )
     assert ok["error"] == ""
-    await asyncio.sleep(0.6)
-    status = await call(nc, API + "AGENT.STATUS.hb")
-    assert status["status"] == "down"
+    # the connection stays open: only the missing heartbeats can take the instance down
+    await wait_for(lambda: call(nc, API + "AGENT.STATUS.hb"), lambda s: s["status"] == "down")
     reply = await call(nc, API + "AGENT.INVOKE.hb", {"input": 1})
     assert reply["code"] == 503
     assert worker.received == []
     await worker.close()
 
 
+BEAT_EVERY_S = 0.08
+
+
 async def test_heartbeats_keep_an_instance_live(broker, nc):
     worker = await Agent(broker.nats_url, "beat").start(heartbeat_interval_ms=100)
     for _ in range(6):
         await call(worker.nc, API + "AGENT.HEARTBEAT.beat", {"instance_id": worker.instance_id})
-        await asyncio.sleep(0.08)
+        # wall clock on purpose: 6 beats span several 100 ms intervals, longer than liveness lasts alone
+        await asyncio.sleep(BEAT_EVERY_S)
     reply = await call(nc, API + "AGENT.INVOKE.beat", {"input": 5})
     assert reply["output"] == 5
     await worker.close()

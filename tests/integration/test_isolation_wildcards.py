@@ -15,7 +15,8 @@ from typing import Any
 import nats
 import paho.mqtt.client as mqtt
 import pytest
-from test_agent_api_e2e import API, Agent, call, card, wait_until
+from helpers.agents import API, Agent, call, card
+from helpers.waits import QUIET_S, wait_for, wait_until
 
 MQ9 = "$mq9.AI."
 USERS = """
@@ -83,10 +84,8 @@ async def test_wildcards_receive_none_of_another_users_private_traffic(secured):
         {**card("vault"), "mailbox": "vault.inbox"}
     )
     alice = await nats.connect(secured.nats_url, user="alice", password="alice-pw")
-    for _ in range(100):  # the agent API creates the mailbox through mq9 without waiting
-        if (await call(alice, MQ9 + "MSG.QUERY.vault.inbox"))["error"] == "":
-            break
-        await asyncio.sleep(0.02)
+    # the agent API creates the mailbox through mq9 without waiting
+    await wait_for(lambda: call(alice, MQ9 + "MSG.QUERY.vault.inbox"), lambda r: r["error"] == "")
 
     # the mailbox: a send (its subject is guarded) and a FETCH whose reply carries the message
     assert (await call(alice, MQ9 + "MSG.SEND.vault.inbox", b"mailbox-secret"))["error"] == ""
@@ -126,7 +125,7 @@ async def test_wildcards_receive_none_of_another_users_private_traffic(secured):
     await wait_until(lambda: len(bob.saw("public-news")) >= 2)  # NATS ">" and MQTT "#"
     await wait_until(lambda: len(bob.saw("question")) >= 1)
     await bob.nc.flush()
-    await asyncio.sleep(0.2)  # deliveries that should not happen have no event to wait for
+    await asyncio.sleep(QUIET_S)  # deliveries that should not happen have no event to wait for
     for secret in SECRETS:
         assert bob.saw(secret) == [], secret
     await bob.close()
@@ -157,7 +156,7 @@ async def test_a_snooper_who_learns_an_inbox_cannot_claim_it(secured):
     await alice.flush()
     await wait_until(lambda: mine == [b"for alice only"])
     await bob.flush()
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(QUIET_S)  # a stolen copy, had the broker sent one, would be here by now
     assert stolen == []
     await alice.close()
     await bob.close()

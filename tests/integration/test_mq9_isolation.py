@@ -11,6 +11,7 @@ from typing import Any
 import nats
 import paho.mqtt.client as mqtt
 import pytest
+from helpers.waits import wait_for, wait_until
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -83,10 +84,8 @@ async def owned_mailbox(url: str) -> tuple[Any, Any, str]:
     address = f"vault{n}.inbox"
     reg = await call(alice, API + "AGENT.REGISTER", card(f"vault{n}", address))
     assert reg["error"] == "", reg
-    for _ in range(100):  # the agent API creates the mailbox through mq9 without waiting
-        if (await call(alice, MQ9 + f"MSG.QUERY.{address}"))["error"] == "":
-            break
-        await asyncio.sleep(0.02)
+    # the agent API creates the mailbox through mq9 without waiting
+    await wait_for(lambda: call(alice, MQ9 + f"MSG.QUERY.{address}"), lambda r: r["error"] == "")
     return alice, bob, address
 
 
@@ -138,8 +137,9 @@ async def test_send_stamps_the_authenticated_user_and_drops_forged_senders(secur
     forged = {"mq9-sender": "alice", "Mq9-Sender": "root", "mq9-priority": "urgent", "x-trace": "t1"}
     await call(bob, MQ9 + f"MSG.SEND.{address}", b"forged", forged)
     await call(bob, MQ9 + f"MSG.SEND.{address}", b"later", {"mq9-sender": "alice", "mq9-delay": "1"})
-    await asyncio.sleep(1.5)  # the delayed send is released into the mailbox
-    messages = (await call(alice, MQ9 + f"MSG.QUERY.{address}"))["messages"]
+    # the delayed send is released into the mailbox after its second
+    reply = await wait_for(lambda: call(alice, MQ9 + f"MSG.QUERY.{address}"), lambda r: len(r["messages"]) == 3)
+    messages = reply["messages"]
     by_payload = {m["payload"]: m for m in messages}
     assert sorted(by_payload) == ["forged", "later", "plain"]
     for m in messages:
@@ -155,11 +155,8 @@ async def test_a_plain_nats_publish_on_the_address_is_stamped_too(secured):
     await bob.publish(address, b"raw", headers={"mq9-sender": "alice"})
     await bob.publish(address, b"bare")
     await bob.flush()
-    for _ in range(100):
-        messages = (await call(alice, MQ9 + f"MSG.QUERY.{address}"))["messages"]
-        if len(messages) == 2:
-            break
-        await asyncio.sleep(0.02)
+    reply = await wait_for(lambda: call(alice, MQ9 + f"MSG.QUERY.{address}"), lambda r: len(r["messages"]) >= 2)
+    messages = reply["messages"]
     assert [(m["payload"], sender_of(m)) for m in messages] == [("raw", ["bob"]), ("bare", ["bob"])]
     await alice.close()
     await bob.close()
@@ -233,10 +230,7 @@ async def test_a_legacy_push_subscription_to_an_owned_mailbox_is_refused_to_othe
     snoop = await nats.connect(secured.nats_url, user="bob", password="bob-pw", error_cb=on_error)
     await snoop.subscribe(f"$mq9.AI.MAILBOX.MSG.{address}.*", cb=snooped)
     await snoop.flush()
-    for _ in range(100):
-        if errors:
-            break
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: errors)
     assert "permissions violation for subscription" in str(errors[0]).lower()
     own: list = []
 
@@ -244,10 +238,7 @@ async def test_a_legacy_push_subscription_to_an_owned_mailbox_is_refused_to_othe
         own.append(msg)
 
     await alice.subscribe(f"$mq9.AI.MAILBOX.MSG.{address}.*", cb=keep)
-    for _ in range(100):
-        if own:
-            break
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: own)
     assert len(own) == 1 and got == []
     await snoop.close()
     await alice.close()
@@ -271,14 +262,6 @@ class Watcher:
         return await nats.connect(url, user=user, password=f"{user}-pw", error_cb=self.on_error)
 
 
-async def until(predicate, tries: int = 250) -> None:
-    for _ in range(tries):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
-
-
 def mailbox_subjects(address: str) -> set[str]:
     return {address, MQ9 + f"MSG.SEND.{address}", *(MQ9 + f"MAILBOX.MSG.{address}.{p}" for p in ("high", "normal", "low"))}
 
@@ -289,11 +272,11 @@ async def test_live_deliveries_on_an_owned_address_reach_only_the_owner_with_the
     spy = await snoop.connect(secured.nats_url, "bob")
     await spy.subscribe(address, cb=snoop.on_msg)  # the address itself: refused
     await spy.flush()
-    await until(lambda: snoop.errors)
+    await wait_until(lambda: snoop.errors)
     assert snoop.errors == [f'nats: permissions violation for subscription to "{address}"']
     await spy.subscribe(MQ9 + f"MSG.SEND.{address}", cb=snoop.on_msg)  # the SEND subject: refused too
     await spy.flush()
-    await until(lambda: len(snoop.errors) == 2)
+    await wait_until(lambda: len(snoop.errors) == 2)
     # wildcards that match the address are allowed, and see nothing of it
     for pattern in (address.split(".")[0] + ".*", ">", "$mq9.AI.MSG.SEND.>", "$mq9.AI.MAILBOX.MSG.>"):
         await spy.subscribe(pattern, cb=snoop.on_msg)
@@ -306,7 +289,7 @@ async def test_live_deliveries_on_an_owned_address_reach_only_the_owner_with_the
     await call(bob, MQ9 + f"MSG.SEND.{address}", b"sent", {"mq9-sender": "alice"})
     await bob.publish(MQ9 + f"MAILBOX.MSG.{address}.high", b"legacy")
     await bob.flush()
-    await until(lambda: len(own.got) == 2)
+    await wait_until(lambda: len(own.got) == 2)
     await spy.flush()  # anything routed to the spy before its PONG has arrived by now
     assert [(m.subject, m.data, m.headers["mq9-sender"]) for m in own.got] == [
         (address, b"raw", "bob"),
@@ -334,7 +317,7 @@ async def test_a_subscription_made_before_the_agent_claimed_the_address_stops_re
     await bob.flush()
     await alice.publish(address, b"before")
     await alice.flush()
-    await until(lambda: len(early.got) == 1)
+    await wait_until(lambda: len(early.got) == 1)
     reg = await call(alice, API + "AGENT.REGISTER", card(f"early{n}", address))
     assert reg["error"] == ""
     own = Watcher()
@@ -342,7 +325,7 @@ async def test_a_subscription_made_before_the_agent_claimed_the_address_stops_re
     await alice.flush()
     await alice.publish(address, b"after")
     await alice.flush()
-    await until(lambda: len(own.got) == 1)
+    await wait_until(lambda: len(own.got) == 1)
     await bob.flush()
     assert [m.data for m in early.got] == [b"before"]
     await alice.close()
@@ -392,10 +375,10 @@ async def test_mqtt_subscriptions_to_an_owned_address_follow_the_same_rule(secur
     assert await asyncio.to_thread(owner.subscribe, topic) == 1
     await bob.publish(address, b"to alice", headers={"mq9-sender": "alice"})
     await bob.flush()
-    await until(lambda: owner.messages)
+    await wait_until(lambda: owner.messages)
     await bob.publish("unrelated.topic", b"marker")  # the spy gets this one after anything earlier
     await bob.flush()
-    await until(lambda: spy.messages)
+    await wait_until(lambda: spy.messages)
     assert [m.topic for m in spy.messages] == ["unrelated/topic"]
     assert owner.messages[0].payload == b"to alice"
     assert user_properties(owner.messages[0])["mq9-sender"] == "bob"
@@ -415,14 +398,14 @@ async def test_a_legacy_mqtt_subscription_to_an_owned_mailbox_is_refused_to_othe
     assert await asyncio.to_thread(spy.subscribe, "$mq9/AI/MAILBOX/MSG/#") == 1
     owner = await asyncio.to_thread(MqttWatcher, port, "alice")
     assert await asyncio.to_thread(owner.subscribe, legacy) == 1
-    await until(lambda: owner.messages)  # the stored message is pushed to the owner
+    await wait_until(lambda: owner.messages)  # the stored message is pushed to the owner
     assert json.loads(owner.messages[0].payload)["msg_id"] == 0
     await bob.publish(MQ9 + f"MAILBOX.MSG.{address}.normal", b"legacy send")
     await bob.flush()
-    await until(lambda: len(owner.messages) == 2)
+    await wait_until(lambda: len(owner.messages) == 2)
     await bob.publish(MQ9 + "MAILBOX.MSG.nobody.normal", b"marker")
     await bob.flush()
-    await until(lambda: spy.messages)
+    await wait_until(lambda: spy.messages)
     assert [m.topic for m in spy.messages] == ["$mq9/AI/MAILBOX/MSG/nobody/normal"]
     await asyncio.to_thread(spy.close)
     await asyncio.to_thread(owner.close)

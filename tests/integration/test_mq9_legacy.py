@@ -11,6 +11,7 @@ import nats
 import orjson
 import pytest
 from brokerproc import start_broker
+from helpers.waits import QUIET_S, wait_until
 
 LEGACY_NAME = "robustmq-mq9-python"
 
@@ -135,11 +136,10 @@ async def test_queue_group_members_share_the_stored_messages(legacy, mq9_broker)
         for i in range(4, 8):
             await legacy.publish(f"$mq9.AI.MAILBOX.MSG.{mail_id}.normal", f"m{i}".encode())
         await legacy.flush()
-        for _ in range(100):
-            if len(got) >= 8:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: len(got) >= 8)
+        await legacy.flush()
+        await other.flush()
+        await asyncio.sleep(QUIET_S)  # a second copy of any message, had one been pushed, would be here now
         assert sorted(got) == [f"m{i}".encode() for i in range(8)]
     finally:
         await other.close()

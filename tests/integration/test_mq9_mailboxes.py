@@ -10,6 +10,7 @@ import nats
 import orjson
 import pytest
 from brokerproc import start_broker
+from helpers.waits import request_started, wait_for
 
 MAX_BODY_BYTES = 4096
 _names = itertools.count()
@@ -106,9 +107,10 @@ async def test_create_name_rules(nc, name, error):
 async def test_expired_mailbox_disappears_with_its_messages(nc):
     name = await create(nc, name=unique(), ttl=1)
     await send(nc, name, b"short-lived")
-    await asyncio.sleep(1.2)
-    assert await call(nc, f"$mq9.AI.MSG.SEND.{name}", b"x") == {"error": f"mailbox {name} does not exist"}
-    assert (await call(nc, f"$mq9.AI.MSG.QUERY.{name}"))["error"] == f"mailbox {name} does not exist"
+    gone = f"mailbox {name} does not exist"
+    # the TTL counts whole seconds from the create time: it ends within a second; a query changes nothing
+    await wait_for(lambda: call(nc, f"$mq9.AI.MSG.QUERY.{name}"), lambda r: r["error"] == gone, interval=0.05)
+    assert await call(nc, f"$mq9.AI.MSG.SEND.{name}", b"x") == {"error": gone}
     # the address is free again, and the new mailbox starts empty
     await create(nc, name=name)
     assert await fetch(nc, name, deliver="earliest") == []
@@ -170,8 +172,7 @@ async def test_latest_is_the_last_message_inclusive(nc):
 
 async def test_latest_on_an_empty_mailbox_returns_the_next_message(nc):
     box = await create(nc, name=unique())
-    waiting = asyncio.ensure_future(fetch(nc, box, group_name="g", config={"max_wait_ms": 30000}))
-    await asyncio.sleep(0.2)
+    waiting = await request_started(nc, fetch(nc, box, group_name="g", config={"max_wait_ms": 30000}))
     await send(nc, box, b"first")
     assert payloads(await waiting) == ["first"]
 
@@ -190,10 +191,9 @@ async def test_fetch_waits_for_a_message_and_returns_as_soon_as_one_arrives(nc):
     box = await create(nc, name=unique())
     await send(nc, box, b"old")
     # a 30 s wait that must end well before the 10 s request timeout, because a message arrives
-    waiting = asyncio.ensure_future(
-        fetch(nc, box, deliver="from_id", from_id=1, config={"max_wait_ms": 30000})
+    waiting = await request_started(
+        nc, fetch(nc, box, deliver="from_id", from_id=1, config={"max_wait_ms": 30000})
     )
-    await asyncio.sleep(0.2)
     assert not waiting.done()
     await send(nc, box, b"new")
     assert payloads(await waiting) == ["new"]
@@ -277,8 +277,11 @@ async def test_message_ttl_hides_expired_messages(nc):
     await send(nc, box, b"lasting", ttl="3600")
     await send(nc, box, b"bad-ttl-ignored", ttl="soon")
     assert payloads(await fetch(nc, box, deliver="earliest")) == ["brief", "lasting", "bad-ttl-ignored"]
-    await asyncio.sleep(1.2)
-    assert payloads(await fetch(nc, box, deliver="earliest")) == ["lasting", "bad-ttl-ignored"]
+    await wait_for(
+        lambda: fetch(nc, box, deliver="earliest"),
+        lambda got: payloads(got) == ["lasting", "bad-ttl-ignored"],
+        interval=0.05,
+    )
     assert payloads((await call(nc, f"$mq9.AI.MSG.QUERY.{box}"))["messages"]) == ["lasting", "bad-ttl-ignored"]
 
 

@@ -45,15 +45,17 @@ SCRIPT = textwrap.dedent(
         out["listed"] = [[m.msg_id, m.priority.value, m.ts > 0] for m in listed]
 
         received = []
-        got_four = asyncio.Event()
+        got_stored, got_four = asyncio.Event(), asyncio.Event()
 
         async def handler(msg):
             received.append([msg.msg_id, msg.priority.value, msg.payload.decode()])
+            if len(received) >= 3:
+                got_stored.set()
             if len(received) >= 4:
                 got_four.set()
 
         await client.subscribe(box.mail_id, handler)
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(got_stored.wait(), 20)  # the three stored ones: the subscription is live
         await client.send(box.mail_id, b"live", priority="high")
         await asyncio.wait_for(got_four.wait(), 20)
         out["received"] = received

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from brokerproc import start_broker
-from test_mqtt_support import RawClient, unique
+from helpers.mqtt_clients import RawClient, unique
 
 from robustmq.bridges.mqtt import packets as P
 

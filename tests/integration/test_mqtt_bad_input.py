@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from brokerproc import start_broker
-from test_mqtt_support import PahoClient, RawClient, unique
+from helpers.mqtt_clients import PahoClient, RawClient, unique
 
 from robustmq.bridges.mqtt import packets as P
 from robustmq.bridges.mqtt.codec import encode

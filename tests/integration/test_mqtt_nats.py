@@ -8,9 +8,9 @@ import json
 import nats
 import pytest
 from brokerproc import start_broker
+from helpers.mqtt_clients import PahoClient, RawClient, unique
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from test_mqtt_support import PahoClient, RawClient, unique
 
 from robustmq.bridges.mqtt import packets as P
 

@@ -6,7 +6,8 @@ import time
 
 import pytest
 from brokerproc import start_broker
-from test_mqtt_support import PahoClient, RawClient, unique
+from helpers.mqtt_clients import PahoClient, RawClient, unique
+from helpers.waits import wait_until_sync
 
 from robustmq.bridges.mqtt import packets as P
 
@@ -135,9 +136,8 @@ def test_unsubscribe_stops_delivery(port: int, version: int) -> None:
     pub = PahoClient(port, unique("pub"), version)
     pub.publish(topic, b"1", 1)
     assert sub.get().payload == b"1"
-    sub.client.unsubscribe(topic)
-    time.sleep(0.3)
-    pub.publish(topic, b"2", 1)
+    sub.unsubscribe(topic)  # returns on the UNSUBACK: the subscription is gone
+    pub.publish(topic, b"2", 1)  # returns on the PUBACK: the broker has routed it
     assert sub.none()
     sub.stop()
     pub.stop()
@@ -208,11 +208,15 @@ def test_keepalive_expiry_closes_the_client_and_publishes_its_will(port: int, ve
     watcher.stop()
 
 
+PING_EVERY_S = 0.5
+
+
 def test_pingreq_keeps_the_connection_alive(port: int) -> None:
     c = RawClient(port)
     c.connect(unique("p"), keepalive=1)
     for _ in range(4):
-        time.sleep(0.5)
+        # wall clock on purpose: 4 x 0.5 s outlasts 1.5 x the 1 s keepalive only if the pings count
+        time.sleep(PING_EVERY_S)
         c.send(P.Pingreq())
         c.recv_type(P.Pingresp)
     c.disconnect()
@@ -289,10 +293,14 @@ def test_shared_subscription_is_accepted_from_a_3_1_1_client(port: int) -> None:
 
 def test_retained_will_is_kept_for_later_subscribers(port: int) -> None:
     topic = unique("rwill")
+    watcher = RawClient(port)
+    watcher.connect(unique("w"))
+    watcher.subscribe(topic, qos=0)
     dying = RawClient(port)
     dying.connect(unique("d"), will=P.Will(topic, b"offline", 1, retain=True))
     dying.close()
-    time.sleep(0.3)
+    assert watcher.recv_type(P.Publish).payload == b"offline"  # the broker retains a will before sending it
+    watcher.disconnect()
     late = RawClient(port)
     late.connect(unique("l"))
     late.subscribe(topic, qos=1)
@@ -302,13 +310,28 @@ def test_retained_will_is_kept_for_later_subscribers(port: int) -> None:
     late.disconnect()
 
 
+def retained_payloads(port: int, topic_filter: str) -> list[bytes]:
+    """What a new subscription gets retained: the broker sends it right after the SUBACK, so all of it
+    comes before the answer to a PINGREQ sent next."""
+    c = RawClient(port, P.MQTT_5)
+    c.connect(unique("peek"))
+    c.subscribe(topic_filter, qos=0)
+    c.send(P.Pingreq())
+    payloads = []
+    while not isinstance(packet := c.recv(), P.Pingresp):
+        payloads.append(packet.payload)
+    c.disconnect()
+    return payloads
+
+
 def test_expired_retained_message_is_not_delivered(port: int) -> None:
     topic = unique("rexp")
     c = RawClient(port, P.MQTT_5)
     c.connect(unique("p"))
     c.publish(topic, b"brief", 1, retain=True, properties={P.MESSAGE_EXPIRY_INTERVAL: 1})
     c.publish(topic + "/long", b"lasting", 1, pid=2, retain=True, properties={P.MESSAGE_EXPIRY_INTERVAL: 60})
-    time.sleep(1.3)
+    assert retained_payloads(port, topic) == [b"brief"]
+    wait_until_sync(lambda: retained_payloads(port, topic) == [], timeout=5, what="the 1 s retained expiry")
     c.subscribe(topic + "/#", qos=1)
     m = c.recv_type(P.Publish)
     assert m.payload == b"lasting" and m.retain and m.properties[P.MESSAGE_EXPIRY_INTERVAL] <= 60

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 from brokerproc import start_broker
-from test_mqtt_support import PahoClient, RawClient, unique
+from helpers.mqtt_clients import PahoClient, RawClient, unique
+from helpers.waits import wait_until_sync
 
 from robustmq.bridges.mqtt import packets as P
 from robustmq.bridges.mqtt.codec import encode
@@ -152,7 +154,8 @@ def test_qos_2_publish_resent_with_dup_is_delivered_once(port: int) -> None:
     c.disconnect()
 
 
-def test_session_expiry_keeps_then_ends_a_v5_session(port: int) -> None:
+def test_session_expiry_keeps_then_ends_a_v5_session(broker) -> None:
+    port = broker.ports["mqtt"]
     cid = unique("exp")
     topic = unique("t")
     c = RawClient(port, P.MQTT_5)
@@ -162,7 +165,17 @@ def test_session_expiry_keeps_then_ends_a_v5_session(port: int) -> None:
     c = RawClient(port, P.MQTT_5)
     assert c.connect(cid, clean=False, properties={P.SESSION_EXPIRY_INTERVAL: 1}).session_present
     c.disconnect()
-    time.sleep(1.6)
+    started = time.monotonic()
+    # the session's subscription leaves the router when the session ends, 1 s after the disconnect
+    with httpx.Client(base_url=f"http://127.0.0.1:{broker.ports['http']}") as http:
+
+        def subscribed() -> bool:
+            r = http.get("/api/v1/subscriptions", params={"protocol": "mqtt", "test": topic})
+            return bool(r.json()["items"])
+
+        assert subscribed()
+        wait_until_sync(lambda: not subscribed(), timeout=5, interval=0.05, what="the session's expiry")
+    assert time.monotonic() - started >= 0.9
     c = RawClient(port, P.MQTT_5)
     assert not c.connect(cid, clean=False).session_present
     c.disconnect()

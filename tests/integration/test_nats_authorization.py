@@ -6,8 +6,8 @@ import asyncio
 
 import nats
 import pytest
+from helpers.nats_raw import RawClient
 from nats.errors import NoServersError
-from test_nats_support import RawClient
 
 from robustmq.nats import errors
 

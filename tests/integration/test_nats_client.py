@@ -8,6 +8,7 @@ from collections import Counter
 import nats
 import pytest
 from brokerproc import start_broker
+from helpers.waits import QUIET_S, wait_until
 from nats.errors import MaxPayloadError, NoRespondersError
 
 WAIT_S = 5.0
@@ -81,7 +82,9 @@ async def test_queue_group_gives_each_message_to_one_member_and_every_plain_subs
         await pub.publish("work.items", str(i).encode())
     await pub.flush()
     await asyncio.wait_for(all_done.wait(), WAIT_S)
-    await asyncio.sleep(0.2)
+    for c in (plain, *members):
+        await c.flush()
+    await asyncio.sleep(QUIET_S)  # a second copy, if the broker sent one, would have come by now
     assert received["plain"] == total
     assert sum(received[i] for i in range(3)) == total  # exactly once across the group
     assert sum(1 for i in range(3) if received[i]) >= 2  # spread over members
@@ -168,7 +171,8 @@ async def test_unsubscribe_after_max_messages(url):
     for _ in range(10):
         await nc.publish("limited", b"x")
     await nc.flush()
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: len(got) >= 3)
+    await asyncio.sleep(QUIET_S)  # a fourth message, if the broker sent one, would have come by now
     assert len(got) == 3
     await nc.close()
 

@@ -9,37 +9,18 @@ import asyncio
 
 import nats
 import pytest
+from helpers.inprocess import start_inprocess_broker
+from helpers.waits import wait_until
 
-from robustmq.broker import Broker
-from robustmq.config import load_settings
 from robustmq.headers import encode_headers, get_header
 from robustmq.router import NoResponders
 
 WAIT_S = 5.0
 
 
-async def start_broker(tmp_path, **auth):
-    settings = load_settings(
-        environ={},
-        overrides={
-            "host": "127.0.0.1",
-            "nats": {"port": 0},
-            "mqtt": {"port": "off"},
-            "http": {"port": "off"},
-            "store": {"data_dir": str(tmp_path / "data")},
-            **({"auth": auth} if auth else {}),
-        },
-    )
-    broker = Broker(settings)
-    await broker.start()
-    nats_server = next(c for c in broker.components if c.name == "nats")
-    host, port = nats_server.addresses()[0]
-    return broker, nats_server, f"nats://{host}:{port}"
-
-
 @pytest.fixture
 async def running(tmp_path):
-    broker, server, url = await start_broker(tmp_path)
+    broker, server, url = await start_inprocess_broker(tmp_path)
     yield broker, server, url
     await broker.stop()
 
@@ -131,10 +112,7 @@ async def test_close_callback_runs_once_when_the_client_goes(running):
     calls: list = []
     origins[0].add_close_callback(lambda: calls.append(1))
     await nc.close()
-    for _ in range(100):
-        if calls:
-            break
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: calls)
     assert calls == [1]
     origins[0].add_close_callback(lambda: calls.append(2))  # already closed: called at once
     assert calls == [1, 2]
@@ -150,7 +128,9 @@ async def test_connection_and_subscription_introspection(running):
     await nc.subscribe("look.here", queue="q", cb=cb)
     await nc.publish("look.here", b"12345")
     await nc.flush()
-    await asyncio.sleep(0.05)
+    await wait_until(
+        lambda: any(s["subject"] == "look.here" and s["msgs"] == 1 for s in server.subscriptions())
+    )
     (info,) = [c for c in server.connections() if c["name"] == "inspect-me"]
     assert info["cid"] == nc.client_id
     assert info["lang"] == "python3" and info["version"]
@@ -165,7 +145,7 @@ async def test_connection_and_subscription_introspection(running):
 
 
 async def test_authenticated_user_is_stamped_on_the_origin(tmp_path):
-    broker, _, url = await start_broker(tmp_path, users=[{"user": "alice", "password": "pw"}])
+    broker, _, url = await start_inprocess_broker(tmp_path, users=[{"user": "alice", "password": "pw"}])
     try:
         origins: list = []
         arrived = asyncio.Event()

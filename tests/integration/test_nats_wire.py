@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from brokerproc import start_broker
-from test_nats_support import RawClient, reference_nats_server
+from helpers.nats_raw import RawClient, reference_nats_server
 
 from robustmq.nats import errors
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import nats
 import pytest
-from test_agent_api_e2e import API, Agent, call
-from test_tools_e2e import Tool
+from helpers.agents import API, Agent, call
+from helpers.tools import Tool
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import nats
-from test_agent_api_e2e import API, Agent, call, wait_until
-from test_pipelines_e2e import FnAgent, wait_state
+from helpers.agents import API, Agent, call
+from helpers.pipelines import FnAgent, wait_state
+from helpers.waits import wait_until
 
 
 async def test_a_run_continues_after_sigkill_without_running_a_completed_step_again(broker_factory, tmp_path):

@@ -3,48 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import nats
 import pytest
-from test_agent_api_e2e import API, Agent, call, card, wait_until
-from test_tools_e2e import Tool
-
-
-class FnAgent(Agent):
-    """An agent instance answering ``fn(input)``; an exception is its error."""
-
-    def __init__(self, url: str, name: str, fn: Any, **kw: Any) -> None:
-        super().__init__(url, name, **kw)
-        self.fn = fn
-
-    async def _answer(self, msg) -> None:
-        data = json.loads(msg.data)
-        try:
-            body = {"output": self.fn(data["input"])}
-        except Exception as exc:
-            body = {"error": str(exc)}
-        await msg.respond(json.dumps(body).encode())
-
-
-async def create(nc, spec: dict[str, Any]) -> dict[str, Any]:
-    reply = await call(nc, API + "PIPELINE.CREATE", spec)
-    assert reply["error"] == "", reply
-    return reply
-
-
-async def run(nc, name: str, input: Any, timeout: float = 10.0, **extra: Any) -> dict[str, Any]:
-    return await call(nc, API + f"PIPELINE.RUN.{name}", {"input": input, **extra}, timeout=timeout)
-
-
-async def wait_state(nc, run_id: str, states: set[str], timeout: float = 10.0) -> dict[str, Any]:
-    for _ in range(int(timeout / 0.02)):
-        status = await call(nc, API + f"PIPELINE.STATUS.{run_id}")
-        if status["state"] in states:
-            return status
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"run {run_id} still {status['state']}")
+from helpers.agents import API, Agent, call, card
+from helpers.pipelines import FnAgent, create, run
+from helpers.tools import Tool
+from helpers.waits import wait_until
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import nats
 import pytest
-from test_agent_api_e2e import API, Agent, call
-from test_agent_api_isolation import USERS
-from test_tools_e2e import Tool
+from helpers.agents import API, Agent, call
+from helpers.tools import Tool
+from helpers.users import USERS
 
 
 @pytest.fixture

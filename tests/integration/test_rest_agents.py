@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import nats
+from helpers.waits import wait_until
 
 API = "$mq9.AI.API."
 
@@ -74,14 +75,6 @@ class EchoAgent:
             await self.nc.close()
 
 
-async def wait_for(predicate, what: str) -> None:
-    for _ in range(300):
-        if await predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never happened: {what}")
-
-
 async def test_agent_registered_over_nats_appears_over_http(broker):
     agent = await EchoAgent(broker.nats_url, "echo").start()
     try:
@@ -119,7 +112,7 @@ async def test_invoke_over_http_is_served_by_a_nats_agent(broker):
             async def completed() -> bool:
                 return (await c.get(f"/api/v1/tasks/{task_id}")).json()["state"] == "completed"
 
-            await wait_for(completed, "async task completes")
+            await wait_until(completed, what="async task completes")
             assert (await c.get(f"/api/v1/tasks/{task_id}")).json()["output"] == 7
     finally:
         await agent.close()
@@ -231,8 +224,16 @@ async def test_task_get_and_cancel(broker):
         await slow.close()
 
 
-async def read_events(c: httpx.AsyncClient, task_id: str, count: int | None, last_id: str | None = None):
-    """Parse SSE frames; stop after ``count`` events (or when the server ends the stream)."""
+async def read_events(
+    c: httpx.AsyncClient,
+    task_id: str,
+    count: int | None,
+    last_id: str | None = None,
+    opened: asyncio.Event | None = None,
+):
+    """Parse SSE frames; stop after ``count`` events (or when the server ends the stream).
+
+    ``opened`` is set at the first event: the server subscribes to the task before it replays."""
     headers = {"Last-Event-ID": last_id} if last_id else {}
     events: list[dict[str, Any]] = []
     async with c.stream("GET", f"/api/v1/tasks/{task_id}/events", headers=headers) as r:
@@ -242,6 +243,8 @@ async def read_events(c: httpx.AsyncClient, task_id: str, count: int | None, las
             if line == "":
                 if "data" in frame:
                     events.append({"id": frame["id"], "event": frame["event"], **json.loads(frame["data"])})
+                    if opened is not None:
+                        opened.set()
                     if count is not None and len(events) >= count:
                         break
                 frame = {}
@@ -263,7 +266,7 @@ async def test_task_events_stream_resumes_from_last_event_id_without_loss_or_rep
             async def dispatched() -> bool:
                 return len(agent.held) == 1
 
-            await wait_for(dispatched, "work reaches the agent")
+            await wait_until(dispatched, what="work reaches the agent")
             await agent.event(task_id, "progress", {"pct": 10})
             first = await read_events(c, task_id, count=2)
             assert [e["seq"] for e in first] == [1, 2]
@@ -277,7 +280,7 @@ async def test_task_events_stream_resumes_from_last_event_id_without_loss_or_rep
             async def done() -> bool:
                 return (await c.get(f"/api/v1/tasks/{task_id}")).json()["state"] == "completed"
 
-            await wait_for(done, "task completes")
+            await wait_until(done, what="task completes")
             rest = await read_events(c, task_id, count=None, last_id=first[-1]["id"])
             seqs = [e["seq"] for e in first + rest]
             assert seqs == list(range(1, len(seqs) + 1)), seqs
@@ -304,9 +307,10 @@ async def test_task_events_stream_follows_live_events(broker):
             async def dispatched() -> bool:
                 return len(agent.held) == 1
 
-            await wait_for(dispatched, "work reaches the agent")
-            reader = asyncio.create_task(read_events(c, task_id, count=None))
-            await asyncio.sleep(0.2)
+            await wait_until(dispatched, what="work reaches the agent")
+            opened = asyncio.Event()
+            reader = asyncio.create_task(read_events(c, task_id, count=None, opened=opened))
+            await asyncio.wait_for(opened.wait(), 10)  # the stream is live: what follows comes live
             for pct in (25, 75):
                 await agent.event(task_id, "progress", {"pct": pct})
             await agent.release()
@@ -350,8 +354,9 @@ async def test_an_open_event_stream_ends_when_the_broker_stops(broker):
                 "/api/v1/agents/lingering/invoke", json={"input": 1, "mode": "async", "timeout_ms": 60000}
             )
             task_id = r.json()["task_id"]
-            reader = asyncio.create_task(read_events(c, task_id, count=None))
-            await asyncio.sleep(0.3)
+            opened = asyncio.Event()
+            reader = asyncio.create_task(read_events(c, task_id, count=None, opened=opened))
+            await asyncio.wait_for(opened.wait(), 10)
             assert not reader.done()
             code = await asyncio.to_thread(broker.stop)
             assert code == 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 
 import httpx
 import nats
-from test_mqtt_support import PahoClient, unique
+from helpers.mqtt_clients import PahoClient, unique
+from helpers.waits import wait_until_sync
 
 from robustmq.bridges.mqtt import packets as P
 
@@ -91,14 +91,14 @@ def test_traffic_counters_keep_what_closed_connections_did(broker):
 
     asyncio.run(nats_traffic())
     with http(broker) as c:
-        for _ in range(100):  # the closes reach the broker a moment after the clients return
+
+        def after_the_closes() -> str | None:
             text = c.get("/metrics").text
-            if (
-                metric(text, "robustmq_connections", "mqtt") == 0
-                and metric(text, "robustmq_connections", "nats") == 0
-            ):
-                break
-            time.sleep(0.05)
+            closed = all(metric(text, "robustmq_connections", p) == 0 for p in ("mqtt", "nats"))
+            return text if closed else None
+
+        # the closes reach the broker a moment after the clients return
+        text = wait_until_sync(after_the_closes, interval=0.05, what="both connections closed")
         assert metric(text, "robustmq_connections", "mqtt") == 0
         assert metric(text, "robustmq_messages_in_total", "mqtt") == 5
         assert metric(text, "robustmq_bytes_in_total", "mqtt") == 20

@@ -3,13 +3,13 @@ connections and subscriptions of NATS clients, metrics, problem documents, pagin
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import subprocess
 import sys
 
 import httpx
 import nats
+from helpers.waits import wait_until
 
 
 def http(broker) -> httpx.AsyncClient:
@@ -180,12 +180,15 @@ async def test_store_appends_and_fsync_latency_move_after_publishes_to_a_stream(
             await nc.flush()
         finally:
             await nc.close()
-        for _ in range(200):  # the records are committed and synced in the background
+
+        async def committed_and_synced() -> str | None:
             r = await c.get("/api/v1/streams/metered")
             text = (await c.get("/metrics")).text
-            if r.json()["count"] == 5 and _sample(text, "robustmq_store_fsync_seconds_count") > 0:
-                break
-            await asyncio.sleep(0.02)
+            done = r.json()["count"] == 5 and _sample(text, "robustmq_store_fsync_seconds_count") > 0
+            return text if done else None
+
+        # the records are committed and synced in the background
+        text = await wait_until(committed_and_synced, what="five records committed and synced")
     appends = _sample(text, "robustmq_store_appends_total") - _sample(before, "robustmq_store_appends_total")
     assert appends >= 5
     assert _sample(text, "robustmq_store_appended_bytes_total") > _sample(

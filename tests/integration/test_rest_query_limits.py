@@ -103,6 +103,9 @@ async def test_query_result_is_capped_in_bytes(broker_factory):
         assert body["rows"][0] == [0, "x" * 30]
 
 
+ADMIT_S = 0.5
+
+
 async def test_query_queue_full_answers_429_while_nats_is_served(broker_factory):
     env = {
         "ROBUSTMQ_HTTP_QUERY_CONCURRENCY": "1",
@@ -114,7 +117,9 @@ async def test_query_queue_full_answers_429_while_nats_is_served(broker_factory)
     try:
         async with http(b) as c:
             slow = [asyncio.ensure_future(c.post("/api/v1/query", json={"sql": SLOW_SQL})) for _ in range(2)]
-            await asyncio.sleep(0.5)
+            # nothing outside the broker shows a query admitted (no metric, no listing): give both
+            # requests time to arrive; they then hold the one slot and the one queue place for 3 s
+            await asyncio.sleep(ADMIT_S)
             started = time.monotonic()
             r = await c.post("/api/v1/query", json={"sql": "SELECT 1"})
             assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1

@@ -4,12 +4,12 @@ HTTP fills from NATS publishes and is read back by offset and by time; consumers
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 
 import httpx
 import nats
+from helpers.waits import wait_for, wait_until
 
 
 def http(broker) -> httpx.AsyncClient:
@@ -27,12 +27,12 @@ async def publish(broker, subject: str, payloads: list[bytes], headers: dict | N
 
 
 async def wait_count(c: httpx.AsyncClient, name: str, count: int) -> dict:
-    for _ in range(200):
-        state = (await c.get(f"/api/v1/streams/{name}")).json()
-        if state["count"] >= count:
-            return state
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"stream {name} never reached {count} records")
+    """Until the stream holds ``count`` committed records; returns its state."""
+
+    async def state() -> dict:
+        return (await c.get(f"/api/v1/streams/{name}")).json()
+
+    return await wait_for(state, lambda s: s["count"] >= count)
 
 
 async def test_stream_created_over_http_fills_from_nats_and_reads_back(broker):
@@ -59,14 +59,20 @@ async def test_stream_created_over_http_fills_from_nats_and_reads_back(broker):
         assert empty == {"items": [], "next_offset": 3}
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 async def test_stream_read_by_time_starts_at_the_first_later_record(broker):
     async with http(broker) as c:
         await c.post("/api/v1/streams", json={"name": "ticks", "subjects": ["ticks"]})
         await publish(broker, "ticks", [b"old"])
         await wait_count(c, "ticks", 1)
-        await asyncio.sleep(0.05)
-        boundary_ms = int(time.time() * 1000)
-        await asyncio.sleep(0.05)
+        old_ms = (await c.get("/api/v1/streams/ticks/messages")).json()["items"][0]["timestamp_ms"]
+        # a boundary strictly after the old record, and the new one stamped strictly after it
+        await wait_until(lambda: now_ms() > old_ms, interval=0.001)
+        boundary_ms = now_ms()
+        await wait_until(lambda: now_ms() > boundary_ms, interval=0.001)
         await publish(broker, "ticks", [b"new"])
         await wait_count(c, "ticks", 2)
         page = (await c.get("/api/v1/streams/ticks/messages", params={"since_ms": boundary_ms})).json()
@@ -169,13 +175,14 @@ async def test_query_answers_a_select_over_the_index(broker):
         await publish(broker, "metrics.mem", [b"c"])
         await wait_count(c, "metrics", 3)
         sql = "SELECT subject, count(*) AS n FROM messages WHERE stream = 'metrics' GROUP BY subject ORDER BY subject"
-        for _ in range(100):  # the index may lag the log by a batch
+
+        async def query() -> dict:
             r = await c.post("/api/v1/query", json={"sql": sql})
             assert r.status_code == 200
-            if r.json()["row_count"] == 2 and sum(row[1] for row in r.json()["rows"]) == 3:
-                break
-            await asyncio.sleep(0.05)
-        body = r.json()
+            return r.json()
+
+        # the index may lag the log by a batch
+        body = await wait_for(query, lambda b: b["row_count"] == 2 and sum(row[1] for row in b["rows"]) == 3)
         assert body["columns"] == ["subject", "n"]
         assert body["rows"] == [["metrics.cpu", 2], ["metrics.mem", 1]] and body["truncated"] is False
 

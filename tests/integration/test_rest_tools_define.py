@@ -3,14 +3,13 @@ a tool defined first is down until an instance registers, deleting removes it an
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import nats
 import pytest
-from test_agent_api_e2e import API, call
-from test_agent_api_isolation import USERS
-from test_tools_e2e import Tool
+from helpers.agents import API, call
+from helpers.tools import Tool
+from helpers.users import USERS
+from helpers.waits import wait_for
 
 ADDER = {
     "name": "adder",
@@ -94,12 +93,12 @@ async def test_a_queued_call_to_a_defined_tool_is_served_by_the_first_instance(b
             ADDER["description"], ADDER["input_schema"]
         )
         try:
-            for _ in range(250):
-                task = (await c.get(task_url)).json()
-                if task["state"] == "completed":
-                    break
-                await asyncio.sleep(0.02)
-            assert task["state"] == "completed" and task["output"] == 42
+
+            async def task() -> dict:
+                return (await c.get(task_url)).json()
+
+            done = await wait_for(task, lambda t: t["state"] == "completed")
+            assert done["output"] == 42
         finally:
             await instance.close()
 

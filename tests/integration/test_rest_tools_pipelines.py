@@ -4,12 +4,12 @@ created, listed, read, run sync and async, their runs inspected and cancelled, a
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import httpx
 import nats
+from helpers.waits import wait_for
 
 API = "$mq9.AI.API."
 ADDER = {
@@ -90,12 +90,11 @@ async def test_tools_are_listed_called_and_checked_against_their_schemas(broker)
             )
             assert r.status_code == 202
             task_id = r.json()["task_id"]
-            for _ in range(200):
-                task = (await c.get(f"/api/v1/tasks/{task_id}")).json()
-                if task["state"] == "completed":
-                    break
-                await asyncio.sleep(0.02)
-            assert task["output"] == 42
+
+            async def task() -> dict:
+                return (await c.get(f"/api/v1/tasks/{task_id}")).json()
+
+            assert (await wait_for(task, lambda t: t["state"] == "completed"))["output"] == 42
 
             r = await c.post("/api/v1/tools/adder/invoke", json={"arguments": {"a": "two", "b": 3}})
             assert r.status_code == 400 and r.json()["details"], r.text
@@ -149,11 +148,11 @@ async def test_pipelines_are_created_run_inspected_and_deleted(broker):
             r = await c.post("/api/v1/pipelines/double-then-add/run", json={"input": 1, "mode": "async"})
             assert r.status_code == 202 and r.headers["location"] == f"/api/v1/runs/{r.json()['run_id']}"
             run_id = r.json()["run_id"]
-            for _ in range(200):
-                status = (await c.get(f"/api/v1/runs/{run_id}")).json()
-                if status["state"] != "running":
-                    break
-                await asyncio.sleep(0.02)
+
+            async def run_status() -> dict:
+                return (await c.get(f"/api/v1/runs/{run_id}")).json()
+
+            status = await wait_for(run_status, lambda s: s["state"] != "running")
             assert status["state"] == "completed" and status["output"] == 12
             runs = (await c.get("/api/v1/runs", params={"pipeline": "double-then-add"})).json()["items"]
             assert {x["run_id"] for x in runs} >= {run["run_id"], run_id}

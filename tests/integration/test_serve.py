@@ -82,7 +82,7 @@ async def test_signal_stops_the_broker_within_5_s_with_exit_0(broker_factory, si
 
 
 def test_stop_flushes_what_subscribers_are_owed(broker_factory):
-    from test_nats_support import RawClient
+    from helpers.nats_raw import RawClient
 
     b = broker_factory("--http-port", "off", "--mqtt-port", "off")
     port = b.ports["nats"]

@@ -25,6 +25,7 @@ LONG = os.environ.get("ROBUSTMQ_LONG_TESTS") == "1"
 ROUNDS = 100 if LONG else 20
 STREAM = "crash"
 PRODUCERS = 8
+DEFINE_EVERY_S = 0.005
 
 
 def _digest(payload: bytes) -> str:
@@ -72,7 +73,7 @@ async def _child(data_dir: str, round_no: int, with_index: bool) -> None:
                 out.write(f"gone {gone}\n")
             out.flush()
             n += 1
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(DEFINE_EVERY_S)  # pacing, not a wait: definitions interleave with appends
 
     await asyncio.gather(define(), *(produce(p) for p in range(PRODUCERS)))
 
@@ -111,7 +112,7 @@ def _run_round(
     t.start()
     try:
         assert ready.wait(30), "child did not start"
-        time.sleep(rng.uniform(0.02, 0.4))
+        time.sleep(rng.uniform(0.02, 0.4))  # a random moment to crash at is the point of the campaign
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

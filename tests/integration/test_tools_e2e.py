@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import nats
 import pytest
-from test_agent_api_e2e import API, call, wait_until
+from helpers.agents import API, call
+from helpers.tools import Tool
+from helpers.waits import wait_for, wait_until
 
 KEYWORDS_SCHEMA = {
     "type": "object",
@@ -16,64 +17,6 @@ KEYWORDS_SCHEMA = {
     "required": ["text"],
     "additionalProperties": False,
 }
-
-
-class Tool:
-    """One tool instance on its own nats-py connection; ``fn(arguments)`` computes the result."""
-
-    def __init__(self, url: str, name: str, fn: Any = None, *, hold: bool = False, **connect: Any) -> None:
-        self.url = url
-        self.connect = connect
-        self.name = name
-        self.fn = fn or (lambda args: args)
-        self.hold = hold
-        self.received: list[dict[str, Any]] = []
-        self.cancels: list[str] = []
-        self.pending: list[Any] = []
-        self.nc: Any = None
-        self.reg: dict[str, Any] = {}
-
-    async def start(self, description: str = "", input_schema: dict | None = None, **register: Any) -> Tool:
-        self.nc = await nats.connect(self.url, **self.connect)
-        body = {
-            "name": self.name,
-            "description": description or f"the {self.name} tool",
-            "input_schema": input_schema or {"type": "object"},
-            **register,
-        }
-        self.reg = await call(self.nc, API + "TOOL.REGISTER", body)
-        assert self.reg["error"] == "", self.reg
-        await self.nc.subscribe(self.reg["serve_subject"], cb=self._on_msg)
-        await self.nc.flush()
-        return self
-
-    async def _on_msg(self, msg) -> None:
-        data = json.loads(msg.data)
-        if data.get("cancel"):
-            self.cancels.append(data["task_id"])
-            return
-        self.received.append(data)
-        if self.hold:
-            self.pending.append(msg)
-            return
-        await self._answer(msg)
-
-    async def _answer(self, msg) -> None:
-        data = json.loads(msg.data)
-        try:
-            body = {"result": self.fn(data["arguments"])}
-        except Exception as exc:
-            body = {"error": str(exc)}
-        await msg.respond(json.dumps(body).encode())
-
-    async def release(self) -> None:
-        pending, self.pending = self.pending, []
-        for msg in pending:
-            await self._answer(msg)
-
-    async def close(self) -> None:
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.close()
 
 
 def keywords(args: dict[str, Any]) -> list[str]:
@@ -165,11 +108,7 @@ async def test_list_shows_status_and_a_closed_connection_takes_the_tool_down(bro
         tools = (await call(nc, API + "TOOL.LIST"))["tools"]
         return [t["status"] for t in tools if t["name"] == "clock"] == ["down"]
 
-    for _ in range(300):
-        if await down():
-            break
-        await asyncio.sleep(0.01)
-    assert await down()
+    await wait_until(down)
     reply = await call(nc, API + "TOOL.INVOKE.clock", {"arguments": {}})
     assert reply["code"] == 503 and reply["state"] == "rejected"
 
@@ -181,11 +120,10 @@ async def test_heartbeats_keep_an_instance_and_unknown_instances_get_404(broker,
     unknown = await call(nc, API + "TOOL.HEARTBEAT.beat", {"instance_id": "nope"})
     assert unknown["code"] == 404
     # no more heartbeats: after three missed intervals the instance is down
-    for _ in range(300):
-        listing = await call(nc, API + "TOOL.LIST")
-        if [t["status"] for t in listing["tools"] if t["name"] == "beat"] == ["down"]:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(
+        lambda: call(nc, API + "TOOL.LIST"),
+        lambda listing: [t["status"] for t in listing["tools"] if t["name"] == "beat"] == ["down"],
+    )
     late = await call(nc, API + "TOOL.HEARTBEAT.beat", {"instance_id": tool.reg["instance_id"]})
     assert late["code"] == 404
     await tool.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from helpers.waits import wait_until
 from mq9 import (
     Agent,
     BadRequest,
@@ -17,20 +18,6 @@ from mq9 import (
     TaskContext,
     TaskFailed,
 )
-
-
-async def eventually(check, timeout_s: float = 10.0, every_s: float = 0.05):
-    """Poll ``check()`` (sync or async) until it returns something truthy; fail after ``timeout_s``."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every_s)
 
 
 def translator(url: str, **options) -> Agent:
@@ -70,7 +57,9 @@ async def test_agent_is_discovered_by_meaning_and_invoked(sdk_broker):
         weather(sdk_broker.nats_url),
         Client(sdk_broker.nats_url) as c,
     ):
-        found = await eventually(lambda: c.discover(semantic="turn English into German", limit=5))
+        found = await wait_until(
+            lambda: c.discover(semantic="turn English into German", limit=5), timeout=10, interval=0.05
+        )
         assert found[0].name == "translator"
         assert found[0].status == "healthy"
         assert found[0].card["skills"][0]["id"] == "translate"
@@ -90,7 +79,7 @@ async def test_invoke_by_intent_picks_the_agent(sdk_broker):
         weather(sdk_broker.nats_url),
         Client(sdk_broker.nats_url) as c,
     ):
-        await eventually(lambda: c.discover(semantic="weather forecast"))
+        await wait_until(lambda: c.discover(semantic="weather forecast"), timeout=10, interval=0.05)
         out = await c.invoke_intent("what will the weather be like in Rome", {"city": "Rome"}, details=True)
         assert out.agent == "weather"
         assert out.output == "sunny in Rome"
@@ -288,6 +277,6 @@ async def test_an_instance_the_broker_forgot_registers_again_on_its_next_heartbe
     async with agent, Client(sdk_broker.nats_url) as c:
         first = agent.instance_id
         await c.deregister("forgotten", first)
-        await eventually(lambda: agent.instance_id != first)
-        await eventually(lambda: c.agent_status("forgotten"))
+        await wait_until(lambda: agent.instance_id != first, timeout=10, interval=0.05)
+        await wait_until(lambda: c.agent_status("forgotten"), timeout=10, interval=0.05)
         assert await c.invoke("forgotten", {"name": "again"}) == "hello again"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.waits import wait_until
 from mq9 import Client
 
 SDK_SRC = Path(__file__).resolve().parents[2] / "sdk" / "src"
@@ -52,9 +53,11 @@ def translator_process(sdk_broker):
 
 async def test_translator_and_caller_examples(sdk_broker, translator_process):
     async with Client(sdk_broker.nats_url) as c:
-        async with asyncio.timeout(30):
-            while not [a for a in await c.discover(capability="translate") if a.name == "translator"]:
-                await asyncio.sleep(0.1)
+
+        async def translator_found() -> bool:
+            return any(a.name == "translator" for a in await c.discover(capability="translate"))
+
+        await wait_until(translator_found, 30, interval=0.1)
     out = await asyncio.to_thread(run_example, "caller.py", sdk_broker)
     assert "found translator" in out
     assert "sync: {'text': 'hallo', 'target': 'de'}" in out

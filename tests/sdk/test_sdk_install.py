@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers.waits import wait_until
 from mq9 import Client
 
 SDK_SRC = Path(__file__).resolve().parents[2] / "sdk" / "src"
@@ -119,14 +120,14 @@ async def test_sdk_installs_into_a_fresh_venv_without_the_broker(tmp_path: Path,
     )  # fmt: skip
     try:
         async with Client(sdk_broker.nats_url) as c:
-            async with asyncio.timeout(60):
-                while True:
-                    try:
-                        if (await c.agent_status("isolated"))["status"] == "healthy":
-                            break
-                    except Exception:
-                        pass
-                    await asyncio.sleep(0.1)
+
+            async def healthy() -> bool:
+                try:
+                    return (await c.agent_status("isolated"))["status"] == "healthy"
+                except Exception:
+                    return False  # not registered yet
+
+            await wait_until(healthy, 60, interval=0.1)
             assert await c.invoke("isolated", {"text": "hi"}) == "pong hi"
     finally:
         proc.terminate()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
+from helpers.waits import request_started
 from mq9 import BadRequest, Client, Conflict, NotFound
 
 
@@ -56,8 +55,9 @@ async def test_delayed_send_returns_minus_one(sdk_broker):
 async def test_fetch_waits_for_a_message_that_arrives(sdk_broker):
     async with Client(sdk_broker.nats_url) as c, Client(sdk_broker.nats_url) as sender:
         box = await c.create_mailbox("wait.box")
-        pending = asyncio.create_task(c.fetch(box, group="w", deliver="earliest", max_wait_ms=5000))
-        await asyncio.sleep(0.1)
+        # the broker holds the fetch before the message is sent (a PING after it came back)
+        pending = await request_started(c.nc, c.fetch(box, group="w", deliver="earliest", max_wait_ms=5000))
+        assert not pending.done()
         await sender.send(box, b"arrived")
         msgs = await pending
         assert [m.payload for m in msgs] == [b"arrived"]

@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 import pytest
+from helpers.waits import wait_for, wait_until
 from mq9 import Client, NoLiveAgent
 
 SHARED_AGENT = '''
@@ -26,15 +27,14 @@ async def who(n: int) -> dict:
 
 
 async def wait_for_instances(c: Client, name: str, count: int, timeout_s: float = 30.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            try:
-                status = await c.agent_status(name)
-                if sum(1 for i in status["instances"] if i["status"] == "healthy") >= count:
-                    return
-            except Exception:
-                pass
-            await asyncio.sleep(0.1)
+    async def enough() -> bool:
+        try:
+            status = await c.agent_status(name)
+        except Exception:
+            return False  # not registered yet
+        return sum(1 for i in status["instances"] if i["status"] == "healthy") >= count
+
+    await wait_until(enough, timeout_s, interval=0.1, what=f"{count} healthy instances of {name}")
 
 
 async def test_two_agent_processes_share_the_load(sdk_broker, agent_processes):
@@ -76,9 +76,7 @@ async def test_a_task_survives_the_death_of_its_instance_with_retries(sdk_broker
     async with Client(sdk_broker.nats_url) as c:
         await wait_for_instances(c, "steady", 1)
         task = await c.invoke("steady", {"seconds": 2}, wait=False, retries=1, timeout=60)
-        async with asyncio.timeout(30):
-            while (await task.get())["state"] != "working":
-                await asyncio.sleep(0.05)
+        await wait_for(task.get, lambda t: t["state"] == "working", timeout=30, interval=0.05)
         second = agent_processes(SLOW_AGENT, "slow_agent:agent", sdk_broker.nats_url)
         await wait_for_instances(c, "steady", 2)
         first.kill()  # SIGKILL: no goodbye, the connection just drops

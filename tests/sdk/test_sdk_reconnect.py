@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
+from helpers.waits import wait_for, wait_until
 from mq9 import Agent, Client
 
 
@@ -23,12 +22,6 @@ async def test_agent_registers_again_after_the_broker_restarts(broker_factory):
         first.stop()
         second = broker_factory("--nats-port", str(port))
         async with Client(second.nats_url) as c:
-            async with asyncio.timeout(30):
-                while agent.instance_id == before:
-                    await asyncio.sleep(0.05)
-                while True:
-                    status = await c.agent_status("phoenix")
-                    if status["status"] == "healthy":
-                        break
-                    await asyncio.sleep(0.05)
+            await wait_until(lambda: agent.instance_id != before, 30, interval=0.05, what="registered again")
+            await wait_for(lambda: c.agent_status("phoenix"), lambda s: s["status"] == "healthy", 30, 0.05)
             assert await c.invoke("phoenix", {"name": "b"}) == "hello b"

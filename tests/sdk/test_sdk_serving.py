@@ -11,6 +11,7 @@ import asyncio
 import json
 
 import pytest
+from helpers.waits import wait_until
 from mq9 import Agent, TaskContext
 
 
@@ -44,8 +45,7 @@ def replies(agent: Agent) -> list[dict]:
 
 
 async def settle(agent: Agent) -> None:
-    while agent._running:
-        await asyncio.sleep(0.001)
+    await wait_until(lambda: not agent._running, interval=0.001, what="the agent's tasks finished")
 
 
 async def test_skill_output_and_default_skill(agent):
@@ -98,20 +98,24 @@ async def test_progress_is_published_before_the_reply(agent):
 async def test_cancel_sets_the_flag_then_cancels_a_skill_that_ignores_it(agent):
     seen = asyncio.Event()
 
+    began: list[str] = []
+
     @agent.skill
     async def polite(ctx: TaskContext) -> str:
+        began.append("polite")
         await ctx.wait_cancelled()
         seen.set()
         return "stopped"
 
     @agent.skill
     async def stubborn() -> str:
-        await asyncio.sleep(60)
+        began.append("stubborn")
+        await asyncio.sleep(60)  # the work a cancel must cut short
         return "never"
 
     await agent._on_invoke(FakeMsg({"task_id": "p", "skill": "polite", "input": {}}))
     await agent._on_invoke(FakeMsg({"task_id": "s", "skill": "stubborn", "input": {}}))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: len(began) == 2)  # both skills are running
     await agent._on_invoke(FakeMsg({"task_id": "p", "cancel": True}, reply=""))
     await agent._on_invoke(FakeMsg({"task_id": "s", "cancel": True}, reply=""))
     await asyncio.wait_for(seen.wait(), 5)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from helpers.waits import wait_until_sync
 from mq9 import NotFound, TaskFailed
 from mq9.sync import Client
 
@@ -25,15 +24,13 @@ async def echo(text: str, ctx: TaskContext) -> str:
 
 
 def wait_live(c: Client, name: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         try:
-            if c.agent_status(name)["status"] == "healthy":
-                return
+            return c.agent_status(name)["status"] == "healthy"
         except NotFound:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"agent {name} did not come up")
+            return False
+
+    wait_until_sync(healthy, timeout_s, interval=0.1, what=f"agent {name} up")
 
 
 def test_sync_client_mailbox_round_trip(sdk_broker):

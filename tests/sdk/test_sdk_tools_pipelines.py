@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from helpers.waits import wait_for, wait_until
 from mq9 import Agent, BadRequest, Client, TaskFailed
 
 
@@ -77,9 +78,9 @@ async def test_pipeline_of_skills_and_a_tool(sdk_broker):
         out = await c.run_pipeline("shout-and-count", {"text": "hello big world"}, timeout=20)
         assert out == {"first": "HELLO", "words": 3}
         run_id = await c.run_pipeline("shout-and-count", {"text": "a b"}, wait=False)
-        async with asyncio.timeout(20):
-            while (status := await c.pipeline_status(run_id))["state"] == "running":
-                await asyncio.sleep(0.05)
+        status = await wait_for(
+            lambda: c.pipeline_status(run_id), lambda s: s["state"] != "running", 20, 0.05
+        )
         assert status["state"] == "completed"
         assert status["output"] == {"first": "A", "words": 2}
 
@@ -97,9 +98,7 @@ async def test_pipeline_example_runs(sdk_broker):
     )
     try:
         async with Client(sdk_broker.nats_url) as c:
-            async with asyncio.timeout(30):
-                while not await c.discover(capability="translate"):
-                    await asyncio.sleep(0.1)
+            await wait_until(lambda: c.discover(capability="translate"), 30, interval=0.1)
         proc = await asyncio.to_thread(
             subprocess.run, [sys.executable, "pipeline.py"], cwd=sdk / "examples", env=env,
             capture_output=True, text=True, timeout=120,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from helpers.waits import wait_until
 from mq9 import Agent, Client, Message
 
 
@@ -31,9 +32,7 @@ async def test_worker_handles_in_priority_order_and_redelivers_after_an_exceptio
         await c.send("agent.desk.inbox", b"critical-1", priority="critical")
         await c.send("agent.desk.inbox", b"normal-2")
         async with agent:
-            async with asyncio.timeout(20):
-                while len(seen) < 6:
-                    await asyncio.sleep(0.02)
+            await wait_until(lambda: len(seen) >= 6, 20, interval=0.02)
             await c.send("agent.desk.inbox", b"last")
             await asyncio.wait_for(done.wait(), 20)
         handled = [p.decode() for _, _, p in seen]
@@ -59,8 +58,6 @@ async def test_worker_drops_a_message_after_max_attempts_and_goes_on(sdk_broker)
             # the mailbox comes from the registration
             await c.send(agent.mailbox, b"poison")
             await c.send(agent.mailbox, b"fine")
-            async with asyncio.timeout(20):
-                while "fine" not in seen:
-                    await asyncio.sleep(0.02)
+            await wait_until(lambda: "fine" in seen, 20, interval=0.02)
         assert seen == ["poison", "poison", "fine"]
         assert agent.mailbox == "agent.fragile.inbox"

@@ -6,7 +6,7 @@ import asyncio
 
 import orjson
 import pytest
-from test_agent_api_fakes import (
+from helpers.agent_fakes import (
     EchoInstance,
     FakeBroker,
     FakeConnection,
@@ -15,6 +15,7 @@ from test_agent_api_fakes import (
     request_as,
     start_service,
 )
+from helpers.waits import wait_for, wait_until
 
 from robustmq.agents.api import AgentApiService
 from robustmq.agents.api.journal import task_journal
@@ -28,6 +29,11 @@ async def register(router, conn, name: str, **extra) -> dict:
     assert reply["error"] == "", reply
     reply["_conn"] = conn
     return reply
+
+
+async def active_tasks(router, name: str) -> int:
+    """Tasks of ``name`` running or waiting, as AGENT.STATUS reports them."""
+    return (await request_as(router, None, API + f"AGENT.STATUS.{name}"))["active_tasks"]
 
 
 def serve(router, reg: dict, **options) -> EchoInstance:
@@ -102,11 +108,11 @@ async def test_least_loaded_instance_gets_the_next_task_and_max_concurrency_hold
     calls = [
         asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.work", {"input": i})) for i in range(3)
     ]
-    await asyncio.sleep(0.01)
-    assert len(ia.received) == 1 and len(ib.received) == 1  # the third waits for a free slot
+    await wait_until(lambda: len(ia.received) == 1 and len(ib.received) == 1)
+    assert await active_tasks(r, "work") == 3  # the third waits for a free slot
+    assert len(ia.received) + len(ib.received) == 2
     ia.release()
-    await asyncio.sleep(0.01)
-    assert len(ia.received) + len(ib.received) == 3
+    await wait_until(lambda: len(ia.received) + len(ib.received) == 3)
     ia.release()
     ib.release()
     replies = await asyncio.gather(*calls)
@@ -125,7 +131,7 @@ async def test_queued_invocation_is_dispatched_when_an_instance_registers():
             r, None, API + "AGENT.INVOKE.later", {"input": "hi", "on_offline": "queue", "timeout_ms": 3000}
         )
     )
-    await asyncio.sleep(0.02)
+    await wait_until(lambda: active_tasks(r, "later"))  # the invocation waits in the queue
     assert not call.done()
     reg = await register(r, FakeConnection(), "later")
     serve(r, reg)  # subscribes after the registration reply, as a client would
@@ -163,8 +169,7 @@ async def test_instance_dying_mid_task_retries_on_another_instance():
     a = await register(r, c1, "w", max_concurrency=1)
     held = serve(r, a, hold=True)
     call = asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.w", {"input": 7, "retries": 1}))
-    await asyncio.sleep(0.01)
-    assert len(held.received) == 1
+    await wait_until(lambda: len(held.received) == 1)
     b = await register(r, c2, "w")
     serve(r, b)
     c1.close()
@@ -179,9 +184,9 @@ async def test_instance_dying_mid_task_without_retries_fails_the_task():
     r = broker.router
     c1 = FakeConnection()
     a = await register(r, c1, "w")
-    serve(r, a, hold=True)
+    held = serve(r, a, hold=True)
     call = asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.w", {"input": 7}))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: held.received)  # mid task: the instance has it
     c1.close()
     reply = await call
     assert reply["code"] == 502
@@ -251,9 +256,7 @@ async def test_heartbeat_expiry_takes_an_instance_down():
         r, None, API + "AGENT.HEARTBEAT.hb", {"instance_id": reg["instance_id"], "in_flight": 0}
     )
     assert ok["error"] == ""
-    await asyncio.sleep(0.3)
-    status = await request_as(r, None, API + "AGENT.STATUS.hb")
-    assert status["status"] == "down"
+    await wait_for(lambda: request_as(r, None, API + "AGENT.STATUS.hb"), lambda s: s["status"] == "down")
     late = await request_as(r, None, API + "AGENT.HEARTBEAT.hb", {"instance_id": reg["instance_id"]})
     assert late["code"] == 404
     await service.stop()
@@ -358,12 +361,10 @@ async def test_tasks_and_agents_are_recovered_from_the_journal():
     assert (await request_as(r2, None, API + "AGENT.INFO.q"))["agent"]["status"] == "down"
     reg2 = await register(r2, FakeConnection(), "q")
     serve(r2, reg2)
-    for _ in range(100):
-        state = (await request_as(r2, None, API + f"TASK.GET.{pending['task_id']}"))["task"]["state"]
-        if state == "completed":
-            break
-        await asyncio.sleep(0.01)
-    assert state == "completed"
+    await wait_for(
+        lambda: request_as(r2, None, API + f"TASK.GET.{pending['task_id']}"),
+        lambda t: t["task"]["state"] == "completed",
+    )
     await service2.stop()
 
 
@@ -432,8 +433,8 @@ async def test_waiting_fail_mode_tasks_get_503_when_the_last_instance_dies():
     serve(r, reg, hold=True)
     first = asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.busy", {"input": 1}))
     waiting = asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.busy", {"input": 2}))
-    await asyncio.sleep(0.01)
-    assert not waiting.done()
+    await wait_for(lambda: active_tasks(r, "busy"), lambda n: n == 2)
+    assert not waiting.done()  # one runs, one waits for the slot
     reg["_conn"].close()
     assert (await first)["code"] == 502
     second = await waiting
@@ -454,7 +455,8 @@ async def test_cancel_of_a_queued_task_never_reaches_an_instance():
     assert cancel["state"] == "canceled"
     reg = await register(r, FakeConnection(), "later")
     agent = serve(r, reg)
-    await asyncio.sleep(0.02)
+    # the registration drains the queue; once nothing is queued or running, the canceled task is gone
+    await wait_for(lambda: active_tasks(r, "later"), lambda n: n == 0)
     assert agent.received == []
     await service.stop()
 
@@ -463,9 +465,9 @@ async def test_deregistering_an_instance_mid_task_retries_elsewhere():
     broker, service = await start_service()
     r = broker.router
     a = await register(r, FakeConnection(), "d")
-    serve(r, a, hold=True)
+    held = serve(r, a, hold=True)
     call = asyncio.ensure_future(request_as(r, None, API + "AGENT.INVOKE.d", {"input": 3, "retries": 2}))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: held.received)  # a has it before b exists
     b = await register(r, FakeConnection(), "d")
     serve(r, b)
     gone = await request_as(r, a["_conn"], API + "AGENT.DEREGISTER.d", {"instance_id": a["instance_id"]})

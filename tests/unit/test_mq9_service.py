@@ -3,12 +3,12 @@ exactly one reply per request whatever the body, and legacy shapes chosen per cl
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 
 import orjson
 import pytest
+from helpers.waits import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,11 +53,14 @@ async def request(svc, subject: str, body: bytes = b"", headers: bytes | None = 
     sub = router.subscribe(inbox, lambda s, r, h, p: replies.append(p))
     try:
         router.publish(subject, body, inbox, headers, origin=origin)
-        for _ in range(400):  # a FETCH may wait up to its max_wait_ms (500 ms by default)
-            if replies:
-                break
-            await svc.store.flush()
-            await asyncio.sleep(0.005)
+
+        async def replied() -> bool:
+            if not replies:
+                await svc.store.flush()
+            return bool(replies)
+
+        # a FETCH may wait up to its max_wait_ms (500 ms by default)
+        await wait_until(replied, timeout=2, interval=0.005)
         assert len(replies) == 1, replies
         return orjson.loads(replies[0])
     finally:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from test_agent_api_fakes import EchoInstance, FakeBroker, FakeConnection, card, request_as
+from helpers.agent_fakes import EchoInstance, FakeBroker, FakeConnection, card, request_as
+from helpers.waits import wait_until
 
 from robustmq.agents.api import AgentApiService
 from robustmq.agents.api.journal import task_journal
@@ -75,17 +76,14 @@ async def test_cancel_reaches_the_running_task_and_a_late_answer_changes_nothing
     spec = {"name": "p", "steps": [{"id": "s", "agent": "slow"}]}
     await request_as(router, None, API + "PIPELINE.CREATE", spec)
     started = await request_as(router, None, API + "PIPELINE.RUN.p", {"mode": "async", "input": 1})
-    for _ in range(100):
-        if slow.received:
-            break
-        await asyncio.sleep(0.001)
+    await wait_until(lambda: slow.received, interval=0.001)
     task_id = slow.received[0]["task_id"]
     assert (await request_as(router, None, API + f"PIPELINE.CANCEL.{started['run_id']}"))[
         "state"
     ] == "canceled"
     assert slow.cancels == [task_id]
     slow.release()
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: anything the late answer scheduled has run
     status = await request_as(router, None, API + f"PIPELINE.STATUS.{started['run_id']}")
     assert status["state"] == "canceled" and status["steps"]["s"]["state"] == "canceled"
     assert api.tasks.get(task_id).state == "canceled"

@@ -7,6 +7,8 @@ import os
 import threading
 from pathlib import Path
 
+from helpers.waits import wait_until
+
 from robustmq.store import fsyncer as fsyncer_module
 from robustmq.store.definitions import STREAMS_FILE, STREAMS_JOURNAL_FILE
 
@@ -55,19 +57,21 @@ async def test_always_acknowledges_after_the_fsync_which_runs_off_the_event_loop
     release = threading.Event()
     real = fsyncer_module.fdatasync_path
 
+    syncing = threading.Event()
+
     def slow_sync(path: str) -> None:
+        syncing.set()
         release.wait(10)
         real(path)
 
     monkeypatch.setattr(fsyncer_module, "fdatasync_path", slow_sync)
     first = st.append("s", b"one")
-    for _ in range(5):
-        await asyncio.sleep(0.01)  # the loop runs freely while the fsync is held
+    await wait_until(syncing.is_set)  # the loop runs freely while the fsync is held
     assert not first.done()
     assert st.end_offset("s") == 0  # not readable before it is durable
     second = st.append("s", b"two")  # written while the first batch's fsync is still running
-    for _ in range(3):
-        await asyncio.sleep(0.01)
+    log = st.partition_log("s")
+    await wait_until(lambda: log.written_end == 2, what="the second batch written")
     assert not second.done()
     order: list[int] = []
     first.add_done_callback(lambda a: order.append(a.offset))
@@ -101,11 +105,8 @@ async def test_interval_acknowledges_after_the_write_and_syncs_in_the_background
     st.create_stream({"name": "s"})
     syncs = _record_syncs(monkeypatch)
     assert await st.append("s", b"x") == 0
-    for _ in range(100):
-        if syncs:
-            break
-        await asyncio.sleep(0.01)
-    assert syncs and set(syncs) == {"store-fsync"}
+    await wait_until(lambda: syncs, what="a background fsync")
+    assert set(syncs) == {"store-fsync"}
 
 
 async def test_a_failed_fsync_gives_the_producer_an_error(open_store, monkeypatch):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from helpers.waits import wait_until
+
 
 def _files(data_dir: Path, stream: str = "s") -> list[Path]:
     return sorted((data_dir / "log" / stream / "0").glob("*.log"))
@@ -195,9 +197,7 @@ async def test_a_background_job_reclaims_superseded_and_deleted_records(open_sto
         await st.flush()
     before = sum(p.stat().st_size for p in _files(data_dir))
     clock.advance(61_000)  # maintenance starts the job on the clock
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if sum(p.stat().st_size for p in _files(data_dir)) < before / 2:
-            break
-    assert sum(p.stat().st_size for p in _files(data_dir)) < before / 2
+    await wait_until(
+        lambda: sum(p.stat().st_size for p in _files(data_dir)) < before / 2, what="reclaimed space"
+    )
     assert [r.payload[:3] for r in st.read("s", 0, 100)] == [b"v38", b"v39"]

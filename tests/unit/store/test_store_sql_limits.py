@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import pytest
+from helpers.waits import wait_until
 
 from robustmq.store import QueryBusy, QueryError, QueryTimeout, QueryTooLarge
 from robustmq.store.sql_runner import SqlLimits
@@ -146,7 +147,7 @@ async def test_sql_beyond_the_queue_is_busy_at_once(open_store):
     st = await open_store(index=True, sql_limits=SqlLimits(concurrency=1, queue=1))
     slow = "SELECT count(*) FROM range(100000000000) a, range(1000) b"
     running = [asyncio.ensure_future(st.sql(slow, timeout_s=1.5)) for _ in range(2)]
-    await asyncio.sleep(0.1)
+    await wait_until(lambda: st.index._sql._admitted == 2)  # one runs, one waits: the queue is full
     started = time.monotonic()
     with pytest.raises(QueryBusy) as info:
         await st.sql("SELECT 1")

@@ -1,6 +1,6 @@
-"""Helpers for the NATS tests: a blocking raw-socket client that speaks the wire protocol exactly.
+"""A blocking raw-socket NATS client that speaks the wire protocol exactly, and a reference nats-server.
 
-Holds no tests itself; the NATS test modules import it.
+The wire, limit and authorization tests compare the broker's bytes with what nats-server sends.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""In-process helpers for the agent API unit tests: a broker stand-in, connections, echo agents."""
+"""In-process stand-ins for the agent API unit tests: a broker, client connections, echo agents.
+
+They run on a real Router without sockets, so the services can be tested in one event loop.
+"""
 
 from __future__ import annotations
 

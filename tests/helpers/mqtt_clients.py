@@ -1,6 +1,6 @@
-"""Helpers for the MQTT tests: a raw-socket client on the project codec, and a paho wrapper.
+"""MQTT test clients: a raw-socket client on the project codec, and a paho wrapper with queues.
 
-Holds no tests itself; the MQTT test modules import it.
+The raw client checks packets exactly; the paho client checks behaviour with a real library.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from helpers.waits import QUIET_S, WAIT_S
 from robustmq.bridges.mqtt import packets as P
 from robustmq.bridges.mqtt.codec import MqttDecoder, encode
 
-WAIT_S = 5.0
 _ids = itertools.count(1)
 
 
@@ -37,7 +37,9 @@ class RawClient:
                 properties: P.Properties | None = None, username: str | None = None,
                 password: bytes | None = None) -> P.Connack:  # fmt: skip
         name = "MQIsdp" if self.version == P.MQTT_3_1 else "MQTT"
-        self.send(P.Connect(client_id, self.version, clean, keepalive, will, username, password, properties, name))
+        self.send(
+            P.Connect(client_id, self.version, clean, keepalive, will, username, password, properties, name)
+        )
         connack = self.recv()
         assert isinstance(connack, P.Connack), connack
         return connack
@@ -72,7 +74,7 @@ class RawClient:
         assert isinstance(packet, cls), packet
         return packet
 
-    def nothing(self, timeout: float = 0.3) -> bool:
+    def nothing(self, timeout: float = QUIET_S) -> bool:
         try:
             packet = self.recv(timeout)
         except TimeoutError:
@@ -91,7 +93,9 @@ class RawClient:
             except TimeoutError:
                 raise AssertionError(f"connection still open; got {seen}") from None
 
-    def subscribe(self, *filters: str, qos: int = 0, pid: int = 1, properties: P.Properties | None = None) -> P.Suback:
+    def subscribe(
+        self, *filters: str, qos: int = 0, pid: int = 1, properties: P.Properties | None = None
+    ) -> P.Suback:
         self.send(P.Subscribe(pid, [P.SubscriptionRequest(f, qos) for f in filters], properties))
         return self.recv_type(P.Suback)
 
@@ -144,6 +148,13 @@ class PahoClient:
         self.client.subscribe(topic, qos, **kw)
         self.granted = done.get(timeout=WAIT_S)
 
+    def unsubscribe(self, topic: Any, **kw: Any) -> Any:
+        """Unsubscribe and wait for the UNSUBACK; returns its reason codes (empty before MQTT 5)."""
+        done: queue.Queue = queue.Queue()
+        self.client.on_unsubscribe = lambda c, u, mid, codes, props: done.put(codes)
+        self.client.unsubscribe(topic, **kw)
+        return done.get(timeout=WAIT_S)
+
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, **kw: Any) -> None:
         info = self.client.publish(topic, payload, qos, retain, **kw)
         info.wait_for_publish(WAIT_S)
@@ -155,7 +166,7 @@ class PahoClient:
     def get_n(self, n: int, timeout: float = WAIT_S) -> list[Any]:
         return [self.get(timeout) for _ in range(n)]
 
-    def none(self, timeout: float = 0.3) -> bool:
+    def none(self, timeout: float = QUIET_S) -> bool:
         try:
             m = self.messages.get(timeout=timeout)
         except queue.Empty:
