@@ -11,7 +11,7 @@ import json
 import httpx
 import nats
 import pytest
-from test_agent_api_e2e import API, Agent, call
+from helpers.agents import API, Agent, call
 
 MQ9 = "$mq9.AI."
 _ids = itertools.count()
