@@ -31,7 +31,7 @@ ALLOWED_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 # that read the environment or the settings (paths of the data directory).
 REFUSED_FUNCTIONS = frozenset({
     "repeat", "list_resize", "array_resize", "lpad", "rpad", "printf", "format", "range",
-    "generate_series", "bitstring", "getenv", "current_setting",
+    "generate_series", "bitstring", "bar", "to_base", "equi_width_bins", "getenv", "current_setting",
 })  # fmt: skip
 # Parse-tree node types of a FROM item that are safe by themselves (their children are walked).
 SAFE_TABLE_REFS = frozenset({"JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST"})
