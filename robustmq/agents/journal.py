@@ -108,8 +108,11 @@ class StoreJournal:
         self._gather_s = gather_ms / 1000
         self._gather_max = gather_max_records
         self._pending: list[dict[str, Any]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._failed = False
+        # what ``durable`` handed out for the gathered records, settled by the flush's commit
+        self._waiters: list[asyncio.Future] = []
+        self._last_ack: Any = None
 
     def open(self) -> None:
         """Create the stream unless it is there (an existing one keeps its definition)."""
@@ -144,6 +147,27 @@ class StoreJournal:
         else:
             self._append_quietly(orjson.dumps(record), key)
 
+    def durable(self) -> asyncio.Future | None:
+        """A future that completes once every record written so far is committed (None: nothing
+        is outstanding, or there is no store). Gathered records go out on the next loop tick, so
+        a caller that must not answer before its record is safe waits one commit, not ``gather_ms``.
+        It fails with the store's error when that commit fails."""
+        if self.store is None:
+            return None
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if self._pending:
+            self._waiters.append(fut)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_soon(self.flush)
+            return fut
+        ack = self._last_ack
+        if ack is None or ack.done() and ack.exception() is None:
+            return None
+        _settle_when_done([fut], ack)
+        return fut
+
     def commit_now(self) -> None:
         """Write out everything appended so far before returning (it then survives a crash)."""
         self.flush()
@@ -160,7 +184,15 @@ class StoreJournal:
             self._timer = None
         if self._pending:
             batch, self._pending = self._pending, []
-            self._append_quietly(orjson.dumps(batch), None)
+            waiters, self._waiters = self._waiters, []
+            ack = self._append_quietly(orjson.dumps(batch), None)
+            if waiters:
+                if ack is None:
+                    for fut in waiters:
+                        if not fut.done():
+                            fut.set_exception(StoreUnavailable(self.stream))
+                else:
+                    _settle_when_done(waiters, ack)
 
     async def close(self) -> None:
         self.flush()
@@ -173,16 +205,37 @@ class StoreJournal:
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._gather_s, self.flush)
 
-    def _append_quietly(self, payload: bytes, key: str | None) -> None:
+    def _append_quietly(self, payload: bytes, key: str | None) -> Any:
+        """Append and keep the ack (``durable`` hands it out); None when the store refused."""
         try:
-            self.store.append(self.stream, payload, key=key)
+            ack = self.store.append(self.stream, payload, key=key)
         except Exception as exc:
             self._error(exc)
+            return None
+        self._last_ack = ack
+        return ack
 
     def _error(self, exc: Exception) -> None:
         if not self._failed:
             log.error("journal %s: cannot append to the store: %s", self.stream, exc)
             self._failed = True
+
+
+class StoreUnavailable(Exception):
+    """The store refused a journal's records: what waited for them must not be acknowledged."""
+
+
+def _settle_when_done(waiters: list[asyncio.Future], ack: Any) -> None:
+    def settle(done: Any) -> None:
+        exc = done.exception()
+        for fut in waiters:
+            if not fut.done():
+                if exc is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(exc)
+
+    ack.add_done_callback(settle)
 
 
 def _newest_per_key(

@@ -73,3 +73,30 @@ async def test_tasks_survive_a_sigkill_and_in_flight_work_is_dispatched_again(br
     assert seqs == list(range(1, len(seqs) + 1))
     await revived.close()
     await nc.close()
+
+
+async def test_every_accepted_async_task_id_survives_a_sigkill_right_after_its_reply(broker_factory, tmp_path):
+    data_dir = tmp_path / "data"
+    first = broker_factory(data_dir=data_dir)
+    nc = await nats.connect(first.nats_url)
+    slow = await Agent(first.nats_url, "slow", hold=True).start()
+    body = {"input": "kept", "mode": "async", "timeout_ms": 60000, "on_offline": "queue"}
+    accepted = []
+    for _ in range(30):
+        reply = await call(nc, API + "AGENT.INVOKE.slow", body)
+        assert reply["error"] == "", reply
+        accepted.append(reply["task_id"])
+    first.kill()  # at once: nothing but the replies says the tasks were stored
+    for client in (nc, slow.nc):
+        await client.close()
+
+    second = broker_factory(data_dir=data_dir)
+    nc = await nats.connect(second.nats_url)
+    for task_id in accepted:
+        got = await call(nc, API + f"TASK.GET.{task_id}")
+        assert got["error"] == "", (task_id, got)
+    # in flight before the kill: dispatched again to the next instance
+    revived = await Agent(second.nats_url, "slow").start()
+    await wait_until(lambda: len(revived.received) == len(accepted), timeout=20)
+    await revived.close()
+    await nc.close()

@@ -12,6 +12,7 @@ DEADLINE_EXCEEDED = 408
 CONFLICT = 409
 AGENT_FAILED = 502
 NO_LIVE_INSTANCE = 503
+UNAVAILABLE = 503
 INTERNAL_ERROR = 500
 
 
@@ -37,6 +38,7 @@ MISSING_NAME = "invalid request: the subject must end with a name"
 UNKNOWN_AGENT = "agent {name} not found"
 UNKNOWN_INSTANCE = "instance {instance_id} of agent {name} not found"
 UNKNOWN_TASK = "task {task_id} not found"
+STORE_UNAVAILABLE = "the store could not keep the task: not accepted"
 AGENT_NAME_TAKEN = "agent {name} belongs to another user"
 MAILBOX_TAKEN = "mailbox {address} belongs to another user"
 NOT_AUTHORIZED = "not authorized for agent {name}"

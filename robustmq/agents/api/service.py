@@ -655,7 +655,24 @@ class AgentApiService:
         body = {"error": "", "task_id": task.id, "state": "submitted"}
         if intent:
             body["agent"] = task.agent
-        return body
+        return self._when_durable(body, reply)
+
+    def _when_durable(self, body: dict[str, Any], reply: str | None) -> dict[str, Any] | None:
+        """``body`` now if what it acknowledges is already stored, else sent once the journal's
+        commit holding it returns (an accepted task id must survive a crash), or a 503 if it fails."""
+        pending = self.tasks.journal.durable() if reply else None
+        if pending is None:
+            return body
+
+        def answer(done: asyncio.Future) -> None:
+            if done.cancelled() or done.exception() is not None:
+                failed = {"error": errors.STORE_UNAVAILABLE, "code": errors.UNAVAILABLE}
+                self.router.publish(reply, orjson.dumps(failed))
+            else:
+                self.router.publish(reply, orjson.dumps(body))
+
+        pending.add_done_callback(answer)
+        return None
 
     def _answer_again(self, task: Task, reply: str | None, sync: bool) -> dict[str, Any] | None:
         """The same idempotency key again: the first task's outcome, or wait for it."""
@@ -665,7 +682,7 @@ class AgentApiService:
             task.waiters.append(reply)  # type: ignore[arg-type]
             self.tasks.write_snapshot(task)
             return None
-        return {"error": "", "task_id": task.id, "state": task.state}
+        return self._when_durable({"error": "", "task_id": task.id, "state": task.state}, reply)
 
     def _next_agent(self, task: Task) -> str | None:
         while task.candidates:
