@@ -655,9 +655,9 @@ class AgentApiService:
         body = {"error": "", "task_id": task.id, "state": "submitted"}
         if intent:
             body["agent"] = task.agent
-        return self._when_durable(body, reply)
+        return self.reply_when_durable(body, reply)
 
-    def _when_durable(self, body: dict[str, Any], reply: str | None) -> dict[str, Any] | None:
+    def reply_when_durable(self, body: dict[str, Any], reply: str | None) -> dict[str, Any] | None:
         """``body`` now if what it acknowledges is already stored, else sent once the journal's
         commit holding it returns (an accepted task id must survive a crash), or a 503 if it fails."""
         pending = self.tasks.journal.durable() if reply else None
@@ -682,7 +682,7 @@ class AgentApiService:
             task.waiters.append(reply)  # type: ignore[arg-type]
             self.tasks.write_snapshot(task)
             return None
-        return self._when_durable({"error": "", "task_id": task.id, "state": task.state}, reply)
+        return self.reply_when_durable({"error": "", "task_id": task.id, "state": task.state}, reply)
 
     def _next_agent(self, task: Task) -> str | None:
         while task.candidates:

@@ -358,7 +358,7 @@ class ToolService:
             return None  # answered by the invoker when the task ends (maybe already)
         if task.finished:
             return tool_outcome_reply(task)
-        return {"error": "", "task_id": task.id, "state": "submitted"}
+        return self.api.reply_when_durable({"error": "", "task_id": task.id, "state": "submitted"}, reply)
 
     def check_arguments(self, name: str, arguments: Any) -> ToolRecord:
         """The tool's record once ``arguments`` match its input_schema; else 404, or 400 with details."""
