@@ -84,7 +84,6 @@ class ConnectionState:
         "cur_qos",
         "cur_retain",
         "cur_topic",
-        "hold_reading",
         "in_bytes",
         "in_msgs",
         "keepalive_s",
@@ -94,7 +93,6 @@ class ConnectionState:
         "out_msgs",
         "paused",
         "permissions",
-        "release_reading",
         "remote",
         "router",
         "send_quota",
@@ -113,10 +111,8 @@ class ConnectionState:
         self.server = server
         self.router = server.router
         self._io = io
-        # bound once: the delivery hot path calls these without a hop through the state
+        # bound once: every delivery calls it, without a hop through the state
         self.write: Callable[[bytes], None] = io.write
-        self.hold_reading: Callable[[], None] = io.hold_reading
-        self.release_reading: Callable[[], None] = io.release_reading
         self.session: Session | None = None
         self.version = P.MQTT_3_1_1
         self.v5 = False
@@ -155,6 +151,13 @@ class ConnectionState:
 
     def add_close_callback(self, fn: Callable[[], Any]) -> None:
         self._close_callbacks.append(fn)
+
+    def hold_reading(self) -> None:
+        """A session this client publishes to is far behind (see ``Session.enqueue``)."""
+        self._io.hold_reading()
+
+    def release_reading(self) -> None:
+        self._io.release_reading()
 
     # -- packets in ----------------------------------------------------------------------------------
 
