@@ -110,3 +110,23 @@ def test_traffic_counters_keep_what_closed_connections_did(broker):
         assert metric(text, "robustmq_bytes_out_total", "nats") == 12
         assert "# TYPE robustmq_messages_in_total counter" in text
         assert "robustmq_open_connections_messages_in" not in text
+
+
+def test_nats_and_mqtt_clients_of_one_broker_get_different_ids(broker):
+    """Client ids come from one broker-wide counter: the first client of each protocol is not both 1."""
+
+    async def listed_with_a_nats_client() -> list[dict]:
+        nc = await nats.connect(broker.nats_url, name="id-nats")
+        mqtt = PahoClient(broker.ports["mqtt"], unique("id-mqtt"), P.MQTT_3_1_1)
+        try:
+            with http(broker) as c:
+                return c.get("/api/v1/connections").json()["items"]
+        finally:
+            mqtt.stop()
+            await nc.close()
+
+    items = asyncio.run(listed_with_a_nats_client())
+    by_protocol = {i["protocol"]: i for i in items}
+    assert set(by_protocol) == {"nats", "mqtt"}
+    assert by_protocol["nats"]["cid"] != by_protocol["mqtt"]["cid"]
+    assert len({i["cid"] for i in items}) == len(items)

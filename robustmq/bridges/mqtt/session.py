@@ -23,7 +23,8 @@ from robustmq.bridges.mqtt.topics import subject_to_topic
 from robustmq.router import Subscription
 
 if TYPE_CHECKING:
-    from robustmq.bridges.mqtt.listener import MqttConnection, MqttServer
+    from robustmq.bridges.mqtt.listener import MqttServer
+    from robustmq.bridges.mqtt.state import ConnectionState
 
 
 class MqttSubscription(Subscription):
@@ -66,7 +67,7 @@ class Session:
         self.server = server
         self.router = server.router
         self.client_id = client_id
-        self.connection: MqttConnection | None = None
+        self.connection: ConnectionState | None = None
         self.subscriptions: dict[str, list[MqttSubscription]] = {}
         self.inflight: dict[int, OutMessage] = {}
         self.queue: deque[OutMessage] = deque()
@@ -79,7 +80,7 @@ class Session:
         self._next_pid = 0
         self._expiry_timer: asyncio.TimerHandle | None = None
         self.will_timer: asyncio.TimerHandle | None = None
-        self.pending_will: tuple[P.Will, MqttConnection] | None = None  # waiting for its delay
+        self.pending_will: tuple[P.Will, ConnectionState] | None = None  # waiting for its delay
         self.held_publishers: set[Any] = set()  # connections paused because this session is behind
         self.destroyed = False
 
@@ -89,7 +90,7 @@ class Session:
 
     # -- connection life cycle -------------------------------------------------------------------
 
-    def attach(self, conn: MqttConnection) -> None:
+    def attach(self, conn: ConnectionState) -> None:
         """A connection takes the session: resend what is unacknowledged (DUP), then the queue."""
         self.connection = conn
         if self._expiry_timer is not None:
@@ -261,7 +262,7 @@ class Session:
     def stored_offsets(self) -> list[int]:
         return [m.store_offset for m in (*self.inflight.values(), *self.queue) if m.store_offset is not None]
 
-    def _send(self, conn: MqttConnection, msg: OutMessage) -> None:
+    def _send(self, conn: ConnectionState, msg: OutMessage) -> None:
         pid = self._new_packet_id()
         frame = conn.publish_frame(msg, pid, dup=False)
         if not frame:  # larger than the client's maximum packet size: dropped as delivered
