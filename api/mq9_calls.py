@@ -28,13 +28,6 @@ _NOT_FOUND_SUFFIX = mq9_errors.MAILBOX_MISSING.rsplit("}", 1)[1]
 _CONFLICT_SUFFIX = mq9_errors.MAILBOX_EXISTS.rsplit("}", 1)[1]
 
 
-async def mq9_service(request: Request) -> Any:
-    service = getattr(request.app.state.broker, "mq9", None)
-    if service is None or getattr(service, "mailboxes", None) is None:
-        raise ProblemError(503, NO_SERVICE.format(name="mq9"))
-    return service
-
-
 def status_of_error(text: str) -> int:
     """mq9 replies carry a text only; its texts map onto HTTP statuses here."""
     if text.endswith(_NOT_FOUND_SUFFIX) or text.startswith(_NOT_FOUND_PREFIXES[1]):

@@ -12,10 +12,11 @@ from bisect import bisect_left
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field, model_validator
 
 from api import mq9_calls
+from api.dependencies import Mq9Dep
 from api.limits import MAILBOX_SCAN_MAX_RECORDS, PAGE_LIMIT_DEFAULT
 from api.paging import CursorParam, Limit, Page, paginate
 from api.problems import BAD_PAYLOAD_CHOICE, NO_MAILBOX, Problem, ProblemError
@@ -24,7 +25,7 @@ from robustmq.headers import decode_headers, encode_headers
 
 router = APIRouter(prefix="/mailboxes", tags=["mailboxes"])
 
-Service = Annotated[Any, Depends(mq9_calls.mq9_service)]
+Service = Mq9Dep
 Address = Annotated[str, Path(min_length=1, max_length=MAX_ADDRESS_CHARS, description="the mail address")]
 Priority = Literal["critical", "urgent", "normal"]
 U32_MAX = 2**32 - 1

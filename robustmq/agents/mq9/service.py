@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -36,6 +36,11 @@ from robustmq.agents.mq9.subjects import SERVICE_SUBJECT, Command, Kind, parse
 from robustmq.headers import decode_headers
 from robustmq.store import Record, StoreError
 from robustmq.subjects import is_valid_publish_subject
+
+if TYPE_CHECKING:
+    from robustmq.config import Mq9Settings
+    from robustmq.router import Router
+    from robustmq.store import Store
 
 log = logging.getLogger("robustmq.mq9")
 
@@ -95,21 +100,41 @@ class SendOptions:
                 self.tags = tuple(t.strip() for t in value.split(",") if t.strip())
 
 
+class AgentOwners(Protocol):
+    """Who owns agents and their mailboxes: the agent API's one registry, which plugs itself in
+    (``Mq9Service.owners``) because it is built after mq9 and links back to it."""
+
+    def mailbox_owner(self, address: str) -> str | None: ...
+
+    def owner_of(self, name: str) -> str | None: ...
+
+    def bind_agent(self, name: str, owner: str, card: dict[str, Any] | None, mailbox: str | None) -> None: ...
+
+    def unbind_agent(self, name: str) -> None: ...
+
+
 class Mq9Service:
-    """The broker component ``mq9``: mailboxes and the agent registry on ``broker.store``."""
+    """The broker component ``mq9``: mailboxes and the agent registry on the store."""
 
     name = "mq9"
 
-    def __init__(self, broker: Any, embedder: Embedder | None = None) -> None:
-        self.broker = broker
-        self.router = broker.router
-        self.store = broker.store
-        settings = broker.settings.mq9
+    def __init__(
+        self,
+        router: Router,
+        store: Store,
+        settings: Mq9Settings,
+        *,
+        auth_enabled: bool = False,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self.router = router
+        self.store = store
         self.default_ttl_s: int = settings.mailbox_default_ttl_s
         self.max_body_bytes: int = settings.max_body_bytes
-        auth = getattr(broker.settings, "auth", None)
         # authentication on: mailboxes of agents belong to their owners, senders are stamped
-        self.auth_enabled = bool(auth is not None and auth.enabled)
+        self.auth_enabled = auth_enabled
+        # the agent API, once it plugs in: without it no agent or mailbox has an owner
+        self.owners: AgentOwners | None = None
         self.mailboxes = MailboxStore(self.store)
         self.delayed = DelayedSends(self.store, self._release)
         self.embedder = embedder or default_embedder()
@@ -279,10 +304,8 @@ class Mq9Service:
 
     def mailbox_owner(self, address: str) -> str | None:
         """The user of the agent whose mailbox ``address`` is (None: unclaimed, or no agent API)."""
-        api = getattr(self.broker, "agent_api", None)
-        if api is None or getattr(api, "directory", None) is None:
-            return None
-        return api.mailbox_owner(address)
+        owners = self.owners
+        return owners.mailbox_owner(address) if owners is not None else None
 
     def _mailbox_changed(self, address: str) -> None:
         if self.auth_enabled:
@@ -294,8 +317,7 @@ class Mq9Service:
         in-process callers are trusted."""
         if not self.auth_enabled or origin is None:
             return
-        api = getattr(self.broker, "agent_api", None)
-        owner = api.owner_of(name) if api is not None else None
+        owner = self.owners.owner_of(name) if self.owners is not None else None
         if owner is not None and getattr(origin, "user", None) != owner:
             raise Mq9Error(errors.AGENT_FORBIDDEN.format(name=name))
 
@@ -605,14 +627,12 @@ class Mq9Service:
         """With authentication on, a client's registration binds the agent (and the mailbox its
         card names) to the client's user in the one registry the agent API keeps."""
         user = getattr(origin, "user", None) if self.auth_enabled else None
-        api = getattr(self.broker, "agent_api", None)
-        if user is not None and api is not None:
-            api.bind_agent(name, user, card, mailbox)
+        if user is not None and self.owners is not None:
+            self.owners.bind_agent(name, user, card, mailbox)
 
     def _unbind_agent(self, name: str, origin: Any) -> None:
-        api = getattr(self.broker, "agent_api", None)
-        if self.auth_enabled and origin is not None and api is not None:
-            api.unbind_agent(name)
+        if self.auth_enabled and origin is not None and self.owners is not None:
+            self.owners.unbind_agent(name)
 
     def _discover(self, reply: str | None, payload: bytes, legacy: bool) -> bytes | None:
         assert self.registry is not None
@@ -639,7 +659,7 @@ class Mq9Service:
     async def _discover_later(self, semantic: str, limit: int, page: int, reply: str, legacy: bool) -> None:
         assert self.registry is not None
         try:
-            await self._refresh_vectors()
+            await self.refresh_vectors()
             hits = self.registry.search_semantic(semantic, limit, page)
         except Exception as exc:  # e.g. the embedding model could not be loaded
             log.exception("mq9 semantic DISCOVER failed")
@@ -665,7 +685,16 @@ class Mq9Service:
         if self._refresher is None or self._refresher.done():
             self._refresher = asyncio.ensure_future(self._embed_pending())
 
-    async def _refresh_vectors(self) -> None:
+    def embedding_pending(self) -> bool:
+        """Would a semantic search miss cards now? (The model still loading, cards not embedded.)"""
+        assert self.registry is not None
+        if not self._model_ready():
+            return True
+        if self._refresher is not None and not self._refresher.done():
+            return True  # a batch taken off the queue, still embedding
+        return bool(self.registry.index.vectors.pending_count())
+
+    async def refresh_vectors(self) -> None:
         """Return once the model is loaded and every card registered so far is embedded."""
         assert self.registry is not None
         if not self._model_ready():
