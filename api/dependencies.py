@@ -1,12 +1,13 @@
 """FastAPI dependencies that hand a route the broker, its store and its services, typed.
 
-A service that has not started (or has begun stopping) is a 503 problem, so routes never see a
-half-built part. They are ``async def``: FastAPI would run a plain ``def`` in a worker thread.
+A part that has not started (or has begun stopping) is a 503 problem, so routes never see a
+half-built one. They are ``async def``: FastAPI would run a plain ``def`` in a worker thread.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
@@ -21,42 +22,28 @@ from robustmq.store import Store
 C = TypeVar("C", bound=Component)
 
 
-def _running(broker: Broker, component: C, name: str) -> C:
-    if not broker.is_started(component):
-        raise ProblemError(503, NO_SERVICE.format(name=name))
-    return component
-
-
 async def get_broker(request: Request) -> Broker:
     return request.app.state.broker
 
 
-async def get_store(request: Request) -> Store:
-    broker: Broker = request.app.state.broker
-    if not broker.is_started(broker.store):
-        raise ProblemError(503, NO_STORE)
-    return broker.store
+def running(part: Callable[[Broker], C], problem: str) -> Callable[[Request], Coroutine[Any, Any, C]]:
+    """A dependency handing over ``part(broker)`` once it has started, else 503 with ``problem``."""
+
+    async def dependency(request: Request) -> C:
+        broker: Broker = request.app.state.broker
+        component = part(broker)
+        if not broker.is_started(component):
+            raise ProblemError(503, problem)
+        return component
+
+    return dependency
 
 
-async def get_mq9(request: Request) -> Mq9Service:
-    broker: Broker = request.app.state.broker
-    return _running(broker, broker.mq9, "mq9")
-
-
-async def get_agent_api(request: Request) -> AgentApiService:
-    broker: Broker = request.app.state.broker
-    return _running(broker, broker.agent_api, "agent API")
-
-
-async def get_tools(request: Request) -> ToolService:
-    broker: Broker = request.app.state.broker
-    return _running(broker, broker.tools, "tool")
-
-
-async def get_pipelines(request: Request) -> PipelineService:
-    broker: Broker = request.app.state.broker
-    return _running(broker, broker.pipelines, "pipeline")
-
+get_store = running(lambda b: b.store, NO_STORE)
+get_mq9 = running(lambda b: b.mq9, NO_SERVICE.format(name="mq9"))
+get_agent_api = running(lambda b: b.agent_api, NO_SERVICE.format(name="agent API"))
+get_tools = running(lambda b: b.tools, NO_SERVICE.format(name="tool"))
+get_pipelines = running(lambda b: b.pipelines, NO_SERVICE.format(name="pipeline"))
 
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 StoreDep = Annotated[Store, Depends(get_store)]

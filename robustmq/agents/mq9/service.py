@@ -296,20 +296,18 @@ class Mq9Service:
             else:
                 body = self._dispatch(command, subject, reply, headers, payload, legacy, origin)
         except Mq9Error as exc:
-            if reply is not None:
-                reply.fail(exc)
-            return
+            error = exc
         except StoreError as exc:
-            if reply is not None:
-                reply.fail(errors.of_store_error(exc))
-            return
+            error = errors.of_store_error(exc)
         except Exception as exc:  # a bug must not take the connection down: answer and log
             log.exception("mq9 %s failed", kind.value)
-            if reply is not None:
-                reply.fail(errors.INTERNAL.error(reason=type(exc).__name__))
+            error = errors.INTERNAL.error(reason=type(exc).__name__)
+        else:
+            if body is not None and reply is not None:
+                reply.send(body)
             return
-        if body is not None and reply is not None:
-            reply.send(body)
+        if reply is not None:
+            reply.fail(error)
 
     def _dispatch(
         self,
