@@ -25,33 +25,6 @@ ANSWER_MARGIN_S = 2.0
 DEFAULT_CALL_TIMEOUT_S = 10.0
 
 
-async def tool_service(request: Request) -> Any:
-    broker = request.app.state.broker
-    service = getattr(broker, "tools", None)
-    if service is None:
-        service = next((c for c in broker.components if getattr(c, "name", None) == "tools"), None)
-    if service is None or getattr(service, "invoker", None) is None:
-        raise ProblemError(503, NO_SERVICE.format(name="tool"))
-    return service
-
-
-async def pipeline_service(request: Request) -> Any:
-    broker = request.app.state.broker
-    service = getattr(broker, "pipelines", None)
-    if service is None:
-        service = next((c for c in broker.components if getattr(c, "name", None) == "pipelines"), None)
-    if service is None or getattr(service, "runner", None) is None:
-        raise ProblemError(503, NO_SERVICE.format(name="pipeline"))
-    return service
-
-
-async def agent_service(request: Request) -> Any:
-    service = getattr(request.app.state.broker, "agent_api", None)
-    if service is None or not hasattr(service, "tasks"):
-        raise ProblemError(503, NO_SERVICE.format(name="agent API"))
-    return service
-
-
 def problem_of_reply(reply: dict[str, Any]) -> ProblemError:
     code = reply.get("code")
     status = code if isinstance(code, int) and 400 <= code < 600 else 500

@@ -126,8 +126,8 @@ class BrokerCollector(Collector):
         yield subs
 
     def _store(self) -> Iterator[Metric]:
-        store = getattr(self.broker, "store", None)
-        if store is None:
+        store = self.broker.store
+        if not self.broker.is_started(store):
             return
         stats = store.stats()
         for name, text, value in (
@@ -169,10 +169,10 @@ class BrokerCollector(Collector):
         yield size
 
     def _agents(self) -> Iterator[Metric]:
-        service = getattr(self.broker, "agent_api", None)
-        invoker = getattr(service, "invoker", None)
-        if invoker is None:
+        service = self.broker.agent_api
+        if not self.broker.is_started(service):
             return
+        invoker = service.invoker
         calls = CounterMetricFamily(
             f"{NAMESPACE}_agent_invocations", "finished invocations per agent", labels=["agent", "outcome"]
         )
@@ -209,10 +209,7 @@ class BrokerCollector(Collector):
         yield family
 
     def _mailboxes(self) -> Iterator[Metric]:
-        service = getattr(self.broker, "mq9", None)
-        mailboxes = getattr(service, "mailboxes", None)
-        if mailboxes is None:
-            return
+        mailboxes = self.broker.mq9.mailboxes
         boxes = sorted(mailboxes.mailboxes)
         count = GaugeMetricFamily(f"{NAMESPACE}_mailboxes", "mq9 mailboxes")
         count.add_metric([], len(boxes))
@@ -229,8 +226,8 @@ class BrokerCollector(Collector):
         yield depth
 
     def _orchestration(self) -> Iterator[Metric]:
-        tools = getattr(self.broker, "tools", None)
-        if getattr(tools, "invoker", None) is not None:
+        tools = self.broker.tools
+        if self.broker.is_started(tools):
             counts: dict[str, int] = {}
             for info in tools.tools():
                 counts[info["status"]] = counts.get(info["status"], 0) + 1
@@ -240,8 +237,8 @@ class BrokerCollector(Collector):
             for status, n in sorted(counts.items()):
                 family.add_metric([status], n)
             yield family
-        pipelines = getattr(self.broker, "pipelines", None)
-        if getattr(pipelines, "runner", None) is not None:
+        pipelines = self.broker.pipelines
+        if self.broker.is_started(pipelines):
             defined = GaugeMetricFamily(f"{NAMESPACE}_pipelines", "pipeline definitions")
             defined.add_metric([], len(pipelines.definitions))
             yield defined

@@ -1,57 +1,50 @@
 """Calls into the mq9 service, in process: mailbox reads use its Python objects directly; commands
-(create, send, fetch, ack, query, delete) go through its own handler by an in-process router request
-(no socket, no NATS protocol), so REST gets the same validation, durability and error texts as NATS.
-A command carries the caller's origin, so the service applies that user's ownership rules too.
+(create, send, fetch, ack, query, delete) run through its own handler (``Mq9Service.call``: no
+socket, no NATS protocol), so REST gets the same validation, durability and texts as NATS.
+A command carries the caller's origin, so the service applies that user's ownership rules too;
+a failure comes back as an ``Mq9Error`` whose kind, never its text, picks the HTTP status.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import Request
 
-from api.problems import NO_MAILBOX, NO_SERVICE, ProblemError
+from api.problems import NO_MAILBOX, ProblemError
 from api.security import origin_of, principal_of
 from robustmq.agents.mq9 import errors as mq9_errors
-from robustmq.router import NoResponders
+from robustmq.agents.mq9.errors import Mq9Error, Mq9ErrorKind
+
+if TYPE_CHECKING:
+    from robustmq.agents.mq9 import Mq9Service
+    from robustmq.agents.mq9.mailboxes import Mailbox
 
 MQ9_PREFIX = "$mq9.AI."
 DEFAULT_CALL_TIMEOUT_S = 10.0
 SERVICE_SILENT = "the mq9 service did not answer in time"
 
-_NOT_FOUND_PREFIXES = (
-    mq9_errors.MAILBOX_MISSING.split("{", 1)[0],
-    mq9_errors.MAILBOX_NOT_FOUND.split("{", 1)[0],
-)
-_NOT_FOUND_SUFFIX = mq9_errors.MAILBOX_MISSING.rsplit("}", 1)[1]
-_CONFLICT_SUFFIX = mq9_errors.MAILBOX_EXISTS.rsplit("}", 1)[1]
+# every kind of mq9 failure has its status here (tests check that none is missing)
+STATUS_OF_KIND: dict[Mq9ErrorKind, int] = {
+    Mq9ErrorKind.BAD_REQUEST: 400,
+    Mq9ErrorKind.FORBIDDEN: 403,
+    Mq9ErrorKind.NOT_FOUND: 404,
+    Mq9ErrorKind.CONFLICT: 409,
+    Mq9ErrorKind.LIMIT_REACHED: 409,
+    Mq9ErrorKind.INTERNAL: 503,
+}
 
 
-async def mq9_service(request: Request) -> Any:
-    service = getattr(request.app.state.broker, "mq9", None)
-    if service is None or getattr(service, "mailboxes", None) is None:
-        raise ProblemError(503, NO_SERVICE.format(name="mq9"))
-    return service
-
-
-def status_of_error(text: str) -> int:
-    """mq9 replies carry a text only; its texts map onto HTTP statuses here."""
-    if text.endswith(_NOT_FOUND_SUFFIX) or text.startswith(_NOT_FOUND_PREFIXES[1]):
-        return 404
-    if text.endswith(_CONFLICT_SUFFIX):
-        return 409
-    if text.startswith(mq9_errors.MAILBOX_FORBIDDEN.split("{", 1)[0]):
-        return 403
-    if text.startswith(mq9_errors.INTERNAL.split("{", 1)[0]):
-        return 503
-    if text.startswith(mq9_errors.TOO_MANY_MAILBOXES.split("{", 1)[0]):
-        return 409
-    return 400
+def problem_of(error: Mq9Error) -> ProblemError:
+    """The problem document of an mq9 failure: its status from its kind, its detail mq9's text."""
+    return ProblemError(STATUS_OF_KIND[error.kind], str(error))
 
 
 async def command(
     request: Request,
+    service: Mq9Service,
     subject: str,
     body: bytes = b"",
     headers: bytes | None = None,
@@ -60,24 +53,18 @@ async def command(
     """``$mq9.AI.<subject>`` for the caller: refused as NATS refuses its publish, else the reply."""
     full = MQ9_PREFIX + subject
     principal_of(request).require_publish(full)
-    router = request.app.state.broker.router
     try:
-        _, raw = await router.request(
-            full, body, headers=headers, timeout=timeout_s, origin=origin_of(request)
-        )
-    except NoResponders:
-        raise ProblemError(503, NO_SERVICE.format(name="mq9")) from None
+        raw = await asyncio.wait_for(service.call(full, body, headers, origin_of(request)), timeout_s)
+    except Mq9Error as exc:
+        raise problem_of(exc) from None
     except TimeoutError:
         raise ProblemError(504, SERVICE_SILENT) from None
     reply = orjson.loads(raw)
-    text = reply.pop("error", "")
-    if text:
-        status = status_of_error(text)
-        raise ProblemError(status, text)
+    reply.pop("error", None)
     return reply
 
 
-def readable_mailbox(request: Request, service: Any, address: str) -> Any:
+def readable_mailbox(request: Request, service: Mq9Service, address: str) -> Mailbox:
     """The live mailbox ``address`` if the caller may read it as over NATS (owner, subscribe rules).
 
     404 when there is none, 403 (mq9's own text) when another user's agent owns it.
@@ -89,7 +76,7 @@ def readable_mailbox(request: Request, service: Any, address: str) -> Any:
     return box
 
 
-def check_reader(request: Request, service: Any, address: str) -> None:
+def check_reader(request: Request, service: Mq9Service, address: str) -> None:
     principal = principal_of(request)
     if principal.is_admin:
         return
@@ -99,7 +86,7 @@ def check_reader(request: Request, service: Any, address: str) -> None:
         principal.require_receive(address)
 
 
-def may_read(request: Request, service: Any, address: str) -> bool:
+def may_read(request: Request, service: Mq9Service, address: str) -> bool:
     """Would this caller receive the mailbox's messages over NATS? (For lists: filter, no error.)"""
     principal = principal_of(request)
     if principal.is_admin:

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from robustmq.config import Settings
 from robustmq.router import Router
+
+if TYPE_CHECKING:
+    from robustmq.agents.api import AgentApiService
+    from robustmq.agents.mq9 import Mq9Service
+    from robustmq.agents.pipelines import PipelineService
+    from robustmq.agents.tools import ToolService
+    from robustmq.store import Store
 
 log = logging.getLogger("robustmq.broker")
 
@@ -59,12 +66,19 @@ def warn_if_exposed(settings: Settings) -> bool:
 
 
 class Broker:
+    """The composition root: every part is built here, once, with what it depends on passed in.
+
+    The store and the agent layer always exist (typed attributes, no lookups by name); the network
+    listeners and the control plane are built only when their port is configured. Nothing runs
+    until ``start``.
+    """
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.router = Router()
         self.components: list[Component] = []
         self._started: list[Component] = []
-        self.store = None  # robustmq.store.Store, built first in _build
+        self._build()
 
     def _build(self) -> None:
         # Imported here so a listener that is off costs nothing at start-up.
@@ -76,7 +90,8 @@ class Broker:
         from robustmq.store.sql_runner import SqlLimits
 
         s = self.settings
-        if s.auth.enabled:
+        auth_enabled = s.auth.enabled
+        if auth_enabled:
             # replies are private per user; a shared token alone has no users to tell apart
             self.router.isolate(private_inboxes=bool(s.auth.users))
         h = s.http
@@ -85,11 +100,15 @@ class Broker:
             max_result_bytes=h.query_max_result_bytes, concurrency=h.query_concurrency,
             queue=h.query_queue,
         )  # fmt: skip
-        self.store = Store(s.store, router=self.router, streams=s.streams, sql_limits=sql_limits)
-        self.mq9 = Mq9Service(self)
-        self.agent_api = AgentApiService(self)
-        self.tools = ToolService(self)
-        self.pipelines = PipelineService(self)
+        router = self.router
+        self.store: Store = Store(s.store, router=router, streams=s.streams, sql_limits=sql_limits)
+        self.mq9: Mq9Service = Mq9Service(router, self.store, s.mq9, auth_enabled=auth_enabled)
+        # the agent API shares mq9's registry and answers mq9's ownership questions
+        self.agent_api: AgentApiService = AgentApiService(
+            router, self.store, auth_enabled=auth_enabled, mq9=self.mq9
+        )
+        self.tools: ToolService = ToolService(router, self.agent_api, self.store, embedder=self.mq9.embedder)
+        self.pipelines: PipelineService = PipelineService(self.agent_api, self.tools, self.store)
         self.components.extend([self.store, self.mq9, self.agent_api, self.tools, self.pipelines])
         if s.mqtt.port is not None or s.mqtt.ws_port is not None:
             from robustmq.bridges.mqtt.listener import MqttServer
@@ -110,7 +129,6 @@ class Broker:
 
     async def start(self) -> None:
         warn_if_exposed(self.settings)
-        self._build()
         for component in self.components:
             try:
                 await component.start()

@@ -11,11 +11,12 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from api import agent_calls
+from api.dependencies import AgentApiDep
 from api.limits import PAGE_LIMIT_DEFAULT
 from api.paging import CursorParam, Limit, Page, decode_cursor, encode_cursor
 from api.problems import BAD_CURSOR, Problem, ProblemError
@@ -38,7 +39,7 @@ from robustmq.agents.api.schemas import (
 
 router = APIRouter(tags=["agents"])
 
-Service = Annotated[Any, Depends(agent_calls.agent_service)]
+Service = AgentApiDep
 AgentName = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_NAME_CHARS, pattern=AGENT_NAME_PATTERN)]
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from api import agent_calls
+from api.dependencies import PipelinesDep
 from api.limits import PAGE_LIMIT_DEFAULT
 from api.paging import CursorParam, Limit, Page, paginate
 from api.problems import Problem
@@ -21,7 +22,7 @@ from robustmq.agents.pipelines.schemas import PipelineSummary, RunReply, RunRequ
 
 router = APIRouter(tags=["pipelines"])
 
-Pipelines = Annotated[Any, Depends(agent_calls.pipeline_service)]
+Pipelines = PipelinesDep
 PipelineName = Annotated[str, Path(min_length=1, max_length=128)]
 RunId = Annotated[str, Path(min_length=1, max_length=128)]
 PROBLEMS: dict[int | str, dict[str, Any]] = {

@@ -11,17 +11,18 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api import agent_calls
+from api.dependencies import AgentApiDep
 from api.limits import SSE_KEEPALIVE_S
 from api.problems import BAD_LAST_EVENT_ID, Problem, ProblemError
 from robustmq.agents.api.schemas import TERMINAL_STATES, CancelReply, TaskRecord
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
-Service = Annotated[Any, Depends(agent_calls.agent_service)]
+Service = AgentApiDep
 TaskId = Annotated[str, Path(min_length=1, max_length=128)]
 UPDATES_PREFIX = "$mq9.AI.TASK.UPDATES."
 NOT_FOUND = {

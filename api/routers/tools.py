@@ -8,11 +8,12 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from api import agent_calls
+from api.dependencies import ToolsDep
 from api.limits import PAGE_LIMIT_DEFAULT
 from api.paging import CursorParam, Limit, Page, paginate
 from api.problems import UNKNOWN_TOOL, Problem, ProblemError
@@ -31,7 +32,7 @@ from robustmq.agents.tools.schemas import (
 
 router = APIRouter(prefix="/tools", tags=["tools"])
 
-Tools = Annotated[Any, Depends(agent_calls.tool_service)]
+Tools = ToolsDep
 ToolName = Annotated[str, Path(min_length=1, max_length=MAX_AGENT_NAME_CHARS, pattern=AGENT_NAME_PATTERN)]
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "invalid request or JSON Schema"},

@@ -134,6 +134,8 @@ def card(name: str, **extra: Any) -> dict[str, Any]:
 
 async def start_service(broker: FakeBroker | None = None, journal: StoreJournal | None = None):
     broker = broker or FakeBroker()
-    service = AgentApiService(broker, journal=journal or task_journal(None))
+    service = AgentApiService(
+        broker.router, auth_enabled=broker.settings.auth.enabled, journal=journal or task_journal(None)
+    )
     await service.start()
     return broker, service

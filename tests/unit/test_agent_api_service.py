@@ -411,7 +411,7 @@ async def test_bad_input_gets_a_json_error_with_its_code(subject, body, code):
 async def test_idempotency_keys_expire_after_the_window():
     now = [1_000_000]
     broker = FakeBroker()
-    service = AgentApiService(broker, journal=task_journal(None), clock_ms=lambda: now[0])
+    service = AgentApiService(broker.router, journal=task_journal(None), clock_ms=lambda: now[0])
     await service.start()
     r = broker.router
     reg = await register(r, FakeConnection(), "i")

@@ -39,7 +39,7 @@ class Client:
 async def service(tmp_path):
     broker = FakeBroker(tmp_path / "data")
     await broker.store.start()
-    svc = Mq9Service(broker)
+    svc = Mq9Service(broker.router, broker.store, broker.settings.mq9)
     await svc.start()
     yield svc
     await svc.stop()

@@ -18,11 +18,9 @@ API = "$mq9.AI.API."
 
 async def start():
     broker = FakeBroker()
-    api = AgentApiService(broker, journal=task_journal(None))
-    broker.agent_api = api
-    tools = ToolService(broker, agent_api=api)
-    broker.tools = tools
-    pipelines = PipelineService(broker, agent_api=api)
+    api = AgentApiService(broker.router, journal=task_journal(None))
+    tools = ToolService(broker.router, api)
+    pipelines = PipelineService(api, tools)
     for component in (api, tools, pipelines):
         await component.start()
     return broker, api, tools, pipelines

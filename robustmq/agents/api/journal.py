@@ -33,8 +33,3 @@ def task_journal(store: Any) -> StoreJournal:
     )
     journal.open()
     return journal
-
-
-def journal_for(broker: Any) -> StoreJournal:
-    """The broker's store journal, or one in memory when the broker has no store."""
-    return task_journal(getattr(broker, "store", None))

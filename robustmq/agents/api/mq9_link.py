@@ -7,37 +7,34 @@ agents with mq9's index (BM25 and embeddings). Without mq9 in the broker, a keyw
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from robustmq.agents.api.registry import AgentRecord, KeywordRanker
 
-MQ9_COMPONENT = "mq9"
+if TYPE_CHECKING:
+    from robustmq.agents.mq9.registry import AgentRegistry
+    from robustmq.agents.mq9.service import Mq9Service
+    from robustmq.router import Router
+
 REGISTER_SUBJECT = "$mq9.AI.AGENT.REGISTER"
 UNREGISTER_SUBJECT = "$mq9.AI.AGENT.UNREGISTER"
 MAILBOX_CREATE_SUBJECT = "$mq9.AI.MAILBOX.CREATE"
 
 
 class Mq9Link:
-    def __init__(self, broker: Any) -> None:
-        self.broker = broker
-        self.router = broker.router
+    """The agent API's view of ``service`` (None: a broker without mq9, e.g. in unit tests)."""
+
+    def __init__(self, router: Router, service: Mq9Service | None) -> None:
+        self.router = router
+        self.service = service
         self._fallback = KeywordRanker()
 
     @property
-    def service(self) -> Any:
-        found = getattr(self.broker, "mq9", None)
-        if found is not None:
-            return found
-        for component in getattr(self.broker, "components", ()):
-            if getattr(component, "name", None) == MQ9_COMPONENT:
-                return component
-        return None
-
-    @property
-    def registry(self) -> Any:
-        return getattr(self.service, "registry", None)
+    def registry(self) -> AgentRegistry | None:
+        """mq9's registry once mq9 has started (it is loaded from the journal then)."""
+        return self.service.registry if self.service is not None else None
 
     # -- writes go through mq9's own subjects (no reply wanted) --------------------------------------
 
@@ -69,23 +66,12 @@ class Mq9Link:
 
     def semantic_pending(self) -> bool:
         """True while cards wait to be embedded (a semantic search would miss them)."""
-        registry = self.registry
         service = self.service
-        if registry is None:
-            return False
-        model_ready = getattr(service, "_model_ready", None)
-        if model_ready is not None and not model_ready():
-            return True
-        refresher = getattr(service, "_refresher", None)  # a batch taken off the queue, still embedding
-        if refresher is not None and not refresher.done():
-            return True
-        vectors = getattr(getattr(registry, "index", None), "vectors", None)
-        return bool(vectors is not None and vectors.pending_count())
+        return service is not None and service.registry is not None and service.embedding_pending()
 
     async def wait_semantic(self) -> None:
-        refresh = getattr(self.service, "_refresh_vectors", None)
-        if refresh is not None:
-            await refresh()
+        if self.service is not None:
+            await self.service.refresh_vectors()
 
     def rank(self, query: str, records: list[AgentRecord], semantic: bool) -> list[tuple[str, float]]:
         """``records`` ordered by relevance to ``query`` (best first) with scores."""

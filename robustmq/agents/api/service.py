@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -21,7 +21,7 @@ from robustmq.agents.api.errors import ApiError
 from robustmq.agents.api.guards import TASK_UPDATES_PREFIX, AgentSubjectGuards
 from robustmq.agents.api.instances import SERVE_PREFIX, Instance, InstanceTable, new_instance_id
 from robustmq.agents.api.invoke import Invoker, outcome_reply
-from robustmq.agents.api.journal import journal_for
+from robustmq.agents.api.journal import task_journal
 from robustmq.agents.api.mq9_link import Mq9Link
 from robustmq.agents.api.registry import AgentDirectory, AgentRecord
 from robustmq.agents.api.schemas import (
@@ -41,6 +41,11 @@ from robustmq.agents.journal import StoreJournal
 from robustmq.agents.mq9.guard import MailboxGuards
 from robustmq.agents.mq9.legacy import parse_watch
 from robustmq.agents.mq9.subjects import mailbox_of_subject
+
+if TYPE_CHECKING:
+    from robustmq.agents.mq9.service import Mq9Service
+    from robustmq.router import Router
+    from robustmq.store import Store
 
 log = logging.getLogger("robustmq.agents.api")
 
@@ -83,15 +88,23 @@ class AgentApiService:
     name = "agent-api"
 
     def __init__(
-        self, broker: Any, journal: StoreJournal | None = None, clock_ms: Callable[[], int] = wall_clock_ms
+        self,
+        router: Router,
+        store: Store | None = None,
+        *,
+        auth_enabled: bool = False,
+        mq9: Mq9Service | None = None,
+        journal: StoreJournal | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ):
-        self.broker = broker
-        self.router = broker.router
-        settings = getattr(broker, "settings", None)
-        self.auth_enabled = bool(settings is not None and settings.auth.enabled)
+        """``store``: where the journal lives (None: in memory); ``mq9``: the one registry and
+        discovery engine shared with mq9 (None: a keyword ranker, no mq9 subjects)."""
+        self.router = router
+        self.store = store
+        self.auth_enabled = auth_enabled
         self._journal = journal
         self._clock_ms = clock_ms
-        self.link = Mq9Link(broker)
+        self.link = Mq9Link(router, mq9)
         self._deferred: set[asyncio.Future] = set()
         self._rerun = False
         # the mq9 service: its ``$mq9.AI.>`` subscription is not a watcher of task updates
@@ -125,7 +138,7 @@ class AgentApiService:
     # -- life cycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        journal = self._journal or journal_for(self.broker)
+        journal = self._journal or task_journal(self.store)
         self._journal = journal
         records = journal.replay()
         self.directory = AgentDirectory(
@@ -145,6 +158,8 @@ class AgentApiService:
             self.directory.recover(rec)
         unfinished = self.tasks.recover(records)
         self._mq9 = self.link.service or object()
+        if self.link.service is not None:
+            self.link.service.owners = self  # mq9 asks the one registry who owns what
         self._subs = [
             self.router.subscribe(API_SUBJECT, self._on_api),
             self.router.subscribe(TASK_EVENT_SUBJECT, self._on_task_event),
@@ -170,6 +185,8 @@ class AgentApiService:
         self.invoker.close()
         for fut in self._deferred:
             fut.cancel()
+        if self.link.service is not None and self.link.service.owners is self:
+            self.link.service.owners = None
         if self._journal is not None:
             await self._journal.close()
 
@@ -278,10 +295,7 @@ class AgentApiService:
         """The user owning the agent whose mailbox is ``address`` (for mq9 FETCH/ACK checks)."""
         if not self.auth_enabled:
             return None
-        directory = getattr(self, "directory", None)  # None until started
-        if directory is None:
-            return None
-        for record in directory.with_mailbox(address):
+        for record in self.directory.with_mailbox(address):
             if record.owner is not None:
                 return record.owner
         return None

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from robustmq.agents.mq9 import errors
-from robustmq.agents.mq9.errors import Mq9Error
 from robustmq.store import ConsumerNotFound, Record, Store, StreamNotFound
 from robustmq.subjects import is_valid_publish_subject
 
@@ -42,13 +41,13 @@ LEGACY_SUBJECT_PREFIX = "$mq9.AI.MAILBOX.MSG."
 def check_address(name: str) -> None:
     """The CREATE name rules of MQ9.md, in their order."""
     if not name:
-        raise Mq9Error(errors.PREFIX_EMPTY)
+        raise errors.PREFIX_EMPTY.error()
     if not NAME_ALPHABET.issuperset(name):
-        raise Mq9Error(errors.NAME_CHARACTERS)
+        raise errors.NAME_CHARACTERS.error()
     if name[0] not in NAME_EDGE or name[-1] not in NAME_EDGE:
-        raise Mq9Error(errors.NAME_EDGES)
+        raise errors.NAME_EDGES.error()
     if len(name) > MAX_ADDRESS_CHARS:
-        raise Mq9Error(errors.NAME_TOO_LONG.format(max=MAX_ADDRESS_CHARS))
+        raise errors.NAME_TOO_LONG.error(max=MAX_ADDRESS_CHARS)
 
 
 def generate_address() -> str:
@@ -134,7 +133,7 @@ class MailboxStore:
     def require(self, address: str) -> Mailbox:
         box = self.get(address)
         if box is None:
-            raise Mq9Error(errors.MAILBOX_MISSING.format(addr=address))
+            raise errors.MAILBOX_MISSING.error(addr=address)
         return box
 
     def create(self, name: str | None, ttl: int, desc: str, legacy_public: bool = False) -> Mailbox:
@@ -147,7 +146,7 @@ class MailboxStore:
             if name in self.mailboxes and self.get(name) is None:
                 self.drop(name)  # expired, not swept yet
             if self.store.has_stream(name):
-                raise Mq9Error(errors.MAILBOX_EXISTS.format(addr=name))
+                raise errors.MAILBOX_EXISTS.error(addr=name)
         box = Mailbox(name, ttl, desc, int(time.time()), legacy_public)
         self.store.create_stream(
             {

@@ -12,7 +12,6 @@ import orjson
 
 from robustmq.agents import inputs
 from robustmq.agents.mq9 import errors
-from robustmq.agents.mq9.errors import Mq9Error
 
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
@@ -177,7 +176,7 @@ def _first_error(validator: Any, value: Any) -> str | None:
 def parse_json(command: str, body: bytes) -> Any:
     """The JSON value of a request body; too deep a body is refused before it is parsed."""
     if inputs.too_deep(body):
-        raise Mq9Error(errors.NESTED_TOO_DEEPLY.format(max=inputs.MAX_NESTING_DEPTH))
+        raise errors.NESTED_TOO_DEEPLY.error(max=inputs.MAX_NESTING_DEPTH)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

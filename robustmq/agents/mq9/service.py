@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -37,6 +37,11 @@ from robustmq.headers import decode_headers
 from robustmq.store import Record, StoreError
 from robustmq.subjects import is_valid_publish_subject
 
+if TYPE_CHECKING:
+    from robustmq.config import Mq9Settings
+    from robustmq.router import Router
+    from robustmq.store import Store
+
 log = logging.getLogger("robustmq.mq9")
 
 # Expired mailboxes are deleted with their messages this often (one past its TTL is already
@@ -57,6 +62,47 @@ def _error_body(text: str) -> bytes:
         return orjson.dumps({"error": text})
     except TypeError:  # a text quoting what a client sent that JSON cannot carry: never silence
         return orjson.dumps({"error": inputs.shown(text)})
+
+
+class Reply(Protocol):
+    """Where one command's answer goes: its body, or the error instead of it."""
+
+    def send(self, body: bytes) -> None: ...
+
+    def fail(self, error: Mq9Error) -> None: ...
+
+
+class SubjectReply:
+    """The answer published on a request's reply subject: an error becomes its wire text."""
+
+    __slots__ = ("router", "subject")
+
+    def __init__(self, router: Router, subject: str) -> None:
+        self.router = router
+        self.subject = subject
+
+    def send(self, body: bytes) -> None:
+        self.router.publish(self.subject, body)
+
+    def fail(self, error: Mq9Error) -> None:
+        self.router.publish(self.subject, _error_body(str(error)))
+
+
+class CallReply:
+    """The answer to an in-process call: the future gets the body, or the typed error itself."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[bytes]) -> None:
+        self.future = future
+
+    def send(self, body: bytes) -> None:
+        if not self.future.done():  # the caller may have given up waiting
+            self.future.set_result(body)
+
+    def fail(self, error: Mq9Error) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
 
 
 def _seconds(text: str) -> int | None:
@@ -95,21 +141,41 @@ class SendOptions:
                 self.tags = tuple(t.strip() for t in value.split(",") if t.strip())
 
 
+class AgentOwners(Protocol):
+    """Who owns agents and their mailboxes: the agent API's one registry, which plugs itself in
+    (``Mq9Service.owners``) because it is built after mq9 and links back to it."""
+
+    def mailbox_owner(self, address: str) -> str | None: ...
+
+    def owner_of(self, name: str) -> str | None: ...
+
+    def bind_agent(self, name: str, owner: str, card: dict[str, Any] | None, mailbox: str | None) -> None: ...
+
+    def unbind_agent(self, name: str) -> None: ...
+
+
 class Mq9Service:
-    """The broker component ``mq9``: mailboxes and the agent registry on ``broker.store``."""
+    """The broker component ``mq9``: mailboxes and the agent registry on the store."""
 
     name = "mq9"
 
-    def __init__(self, broker: Any, embedder: Embedder | None = None) -> None:
-        self.broker = broker
-        self.router = broker.router
-        self.store = broker.store
-        settings = broker.settings.mq9
+    def __init__(
+        self,
+        router: Router,
+        store: Store,
+        settings: Mq9Settings,
+        *,
+        auth_enabled: bool = False,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self.router = router
+        self.store = store
         self.default_ttl_s: int = settings.mailbox_default_ttl_s
         self.max_body_bytes: int = settings.max_body_bytes
-        auth = getattr(broker.settings, "auth", None)
         # authentication on: mailboxes of agents belong to their owners, senders are stamped
-        self.auth_enabled = bool(auth is not None and auth.enabled)
+        self.auth_enabled = auth_enabled
+        # the agent API, once it plugs in: without it no agent or mailbox has an owner
+        self.owners: AgentOwners | None = None
         self.mailboxes = MailboxStore(self.store)
         self.delayed = DelayedSends(self.store, self._release)
         self.embedder = embedder or default_embedder()
@@ -120,7 +186,7 @@ class Mq9Service:
         self.guards = MailboxGuards(self.mailbox_owner, lambda a: self.mailboxes.get(a) is not None)
         self._legacy_origins: weakref.WeakSet = weakref.WeakSet()
         self._unacked_sends: dict[str, Any] = {}
-        self._reply_batch: list[tuple[Any, str, bytes | None]] = []
+        self._reply_batch: list[tuple[Any, Reply, bytes | None]] = []
         self._subscription: Any = None
         self._tasks: set[asyncio.Future] = set()
         self._sweeper: asyncio.Task | None = None
@@ -163,17 +229,41 @@ class Mq9Service:
         command = parse(subject)
         if command is None:
             return
+        answer = SubjectReply(self.router, reply) if reply else None
+        self._accept(command, subject, answer, headers, payload, self.router.current_origin)
+
+    def call(
+        self, subject: str, payload: bytes = b"", headers: bytes | None = None, origin: Any = None
+    ) -> asyncio.Future[bytes]:
+        """Run the command ``subject`` (``$mq9.AI.MSG.SEND.<address>``, ...) in process for
+        ``origin`` (None: trusted): the same handling as over NATS, but the future gets the reply
+        body or raises the ``Mq9Error`` with its kind, so the caller never parses an error text."""
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        command = parse(subject)
+        if command is None:
+            future.set_exception(errors.UNRECOGNIZED_SUBJECT.error(subject=subject))
+        else:
+            self._accept(command, subject, CallReply(future), headers, payload, origin)
+        return future
+
+    def _accept(
+        self,
+        command: Command,
+        subject: str,
+        reply: Reply | None,
+        headers: bytes | None,
+        payload: bytes,
+        origin: Any,
+    ) -> None:
         if not subject.isascii() and not inputs.subject_is_text(subject):
-            if reply:
-                text = errors.SUBJECT_NOT_UTF8.format(subject=inputs.shown(subject))
-                self.router.publish(reply, _error_body(text))
+            if reply is not None:
+                reply.fail(errors.SUBJECT_NOT_UTF8.error(subject=inputs.shown(subject)))
             return
         kind = command.kind
-        origin = self.router.current_origin
         if kind is Kind.MSG_SEND:  # the hot path: no legacy shape, no read-after-write wait
             self._handle(command, subject, reply, headers, payload, False, origin)
             return
-        legacy = kind in _LEGACY_ONLY or self._is_legacy()
+        legacy = kind in _LEGACY_ONLY or self._is_legacy(origin)
         if kind in _READS_AFTER_SENDS:
             unacked = self._unacked_sends.get(command.address)
             if unacked is not None and not unacked.done():
@@ -188,7 +278,7 @@ class Mq9Service:
         self,
         command: Command,
         subject: str,
-        reply: str | None,
+        reply: Reply | None,
         headers: bytes | None,
         payload: bytes,
         legacy: bool,
@@ -198,7 +288,7 @@ class Mq9Service:
         kind = command.kind
         try:
             if len(payload) > self.max_body_bytes:
-                raise Mq9Error(errors.BODY_TOO_LARGE.format(size=len(payload), max=self.max_body_bytes))
+                raise errors.BODY_TOO_LARGE.error(size=len(payload), max=self.max_body_bytes)
             if kind is Kind.MSG_SEND:
                 if self.auth_enabled:
                     headers = stamp_sender(headers, getattr(origin, "user", None))
@@ -206,20 +296,24 @@ class Mq9Service:
             else:
                 body = self._dispatch(command, subject, reply, headers, payload, legacy, origin)
         except Mq9Error as exc:
-            body = _error_body(str(exc))
+            error = exc
         except StoreError as exc:
-            body = _error_body(str(exc))
+            error = errors.of_store_error(exc)
         except Exception as exc:  # a bug must not take the connection down: answer and log
             log.exception("mq9 %s failed", kind.value)
-            body = _error_body(errors.INTERNAL.format(reason=type(exc).__name__))
-        if body is not None and reply:
-            self.router.publish(reply, body)
+            error = errors.INTERNAL.error(reason=type(exc).__name__)
+        else:
+            if body is not None and reply is not None:
+                reply.send(body)
+            return
+        if reply is not None:
+            reply.fail(error)
 
     def _dispatch(
         self,
         command: Command,
         subject: str,
-        reply: str | None,
+        reply: Reply | None,
         headers: bytes | None,
         payload: bytes,
         legacy: bool,
@@ -239,13 +333,13 @@ class Mq9Service:
         if kind is Kind.MSG_DELETE or kind is Kind.LEGACY_DELETE:
             return self._delete(reply, command.address, command.msg_id, legacy)
         if kind is Kind.MAILBOX_CREATE:
-            return self._create(payload, legacy)
+            return self._create(payload, legacy, origin)
         if kind is Kind.AGENT_REGISTER:
             return self._register(reply, payload, legacy, origin)
         if kind is Kind.AGENT_UNREGISTER or kind is Kind.AGENT_REPORT:
             request = schemas.decode(kind.value, payload)
             if not request["name"]:
-                raise Mq9Error(errors.AGENT_NAME_EMPTY)
+                raise errors.AGENT_NAME_EMPTY.error()
             self._check_agent_owner(request["name"], origin)
             assert self.registry is not None
             if kind is Kind.AGENT_UNREGISTER:
@@ -263,7 +357,7 @@ class Mq9Service:
             return None
         if kind is Kind.LEGACY_LIST:
             return self.legacy.list(command.address)
-        raise Mq9Error(errors.UNRECOGNIZED_SUBJECT.format(subject=subject))
+        raise errors.UNRECOGNIZED_SUBJECT.error(subject=subject)
 
     def _check_reader(self, address: str, origin: Any) -> None:
         """With authentication on, only the owner of the agent whose mailbox this is may read it.
@@ -275,14 +369,12 @@ class Mq9Service:
             return
         owner = self.mailbox_owner(address)
         if owner is not None and getattr(origin, "user", None) != owner:
-            raise Mq9Error(errors.MAILBOX_FORBIDDEN.format(addr=address))
+            raise errors.MAILBOX_FORBIDDEN.error(addr=address)
 
     def mailbox_owner(self, address: str) -> str | None:
         """The user of the agent whose mailbox ``address`` is (None: unclaimed, or no agent API)."""
-        api = getattr(self.broker, "agent_api", None)
-        if api is None or getattr(api, "directory", None) is None:
-            return None
-        return api.mailbox_owner(address)
+        owners = self.owners
+        return owners.mailbox_owner(address) if owners is not None else None
 
     def _mailbox_changed(self, address: str) -> None:
         if self.auth_enabled:
@@ -294,13 +386,11 @@ class Mq9Service:
         in-process callers are trusted."""
         if not self.auth_enabled or origin is None:
             return
-        api = getattr(self.broker, "agent_api", None)
-        owner = api.owner_of(name) if api is not None else None
+        owner = self.owners.owner_of(name) if self.owners is not None else None
         if owner is not None and getattr(origin, "user", None) != owner:
-            raise Mq9Error(errors.AGENT_FORBIDDEN.format(name=name))
+            raise errors.AGENT_FORBIDDEN.error(name=name)
 
-    def _is_legacy(self) -> bool:
-        origin = self.router.current_origin
+    def _is_legacy(self, origin: Any) -> bool:
         if origin is None:
             return False
         if getattr(origin, "name", None) == LEGACY_CLIENT_NAME:
@@ -310,8 +400,7 @@ class Mq9Service:
         except TypeError:
             return False
 
-    def _mark_legacy(self) -> None:
-        origin = self.router.current_origin
+    def _mark_legacy(self, origin: Any) -> None:
         if origin is not None:
             try:
                 self._legacy_origins.add(origin)
@@ -327,20 +416,20 @@ class Mq9Service:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _after(self, durable: Any, reply: str | None, body: bytes) -> bytes | None:
+    def _after(self, durable: Any, reply: Reply | None, body: bytes) -> bytes | None:
         """``body`` now when nothing is pending, else once ``durable`` (an ack or future) is done."""
         if durable is None:
             return body
         self._reply_when_durable(durable, reply, body)
         return None
 
-    def _reply_when_durable(self, ack: Any, reply: str | None, body: bytes | None) -> None:
+    def _reply_when_durable(self, ack: Any, reply: Reply | None, body: bytes | None) -> None:
         """Reply once the store has committed ``ack`` (``body`` None: the SEND reply with its offset).
 
         Replies of one loop tick wait together on the tick's last write: the committer commits
         every pending write at once, so when the last is done the earlier ones are too.
         """
-        if not reply:
+        if reply is None:
             return
         self._reply_batch.append((ack, reply, body))
         if len(self._reply_batch) == 1:
@@ -352,8 +441,7 @@ class Mq9Service:
         if batch:
             batch[-1][0].add_done_callback(lambda _last: self._send_replies(batch))
 
-    def _send_replies(self, batch: list[tuple[Any, str, bytes | None]]) -> None:
-        publish = self.router.publish
+    def _send_replies(self, batch: list[tuple[Any, Reply, bytes | None]]) -> None:
         for ack, reply, body in batch:
             if not ack.done():  # not expected (see above); wait for this one on its own
                 ack.add_done_callback(lambda a, r=reply, b=body: self._send_replies([(a, r, b)]))
@@ -363,19 +451,19 @@ class Mq9Service:
             except asyncio.CancelledError:  # the write was abandoned (shutdown)
                 continue
             if exc is not None:
-                publish(reply, _error_body(errors.INTERNAL.format(reason=exc)))
+                reply.fail(errors.INTERNAL.error(reason=exc))
             elif body is None:
-                publish(reply, b'{"error":"","msg_id":%d}' % ack.offset)
+                reply.send(b'{"error":"","msg_id":%d}' % ack.offset)
             else:
-                publish(reply, body)
+                reply.send(body)
 
     # -- MAILBOX.CREATE --------------------------------------------------------------------------
 
-    def _create(self, payload: bytes, legacy: bool) -> bytes:
+    def _create(self, payload: bytes, legacy: bool, origin: Any) -> bytes:
         request = schemas.decode("MAILBOX.CREATE", payload)
         if "public" in request:
             legacy = True
-            self._mark_legacy()
+            self._mark_legacy(origin)
         ttl = request.get("ttl")
         name = request.get("name")
         if legacy and not request.get("public"):
@@ -411,10 +499,10 @@ class Mq9Service:
 
     # -- MSG.SEND --------------------------------------------------------------------------------
 
-    def _send(self, address: str, reply: str | None, headers: bytes | None, payload: bytes) -> bytes | None:
+    def _send(self, address: str, reply: Reply | None, headers: bytes | None, payload: bytes) -> bytes | None:
         mailboxes = self.mailboxes
         if mailboxes.get(address) is None:
-            raise Mq9Error(errors.MAILBOX_MISSING.format(addr=address))
+            raise errors.MAILBOX_MISSING.error(addr=address)
         if not headers:
             ack = self.store.append(address, payload)
         else:
@@ -434,7 +522,7 @@ class Mq9Service:
             )
         if self.legacy.watching:
             self.legacy.on_stored(address, ack)
-        if reply:
+        if reply is not None:
             self._reply_when_durable(ack, reply, None)
         else:
             self._track_unacked(address, ack)
@@ -482,11 +570,11 @@ class Mq9Service:
 
     # -- MSG.FETCH / ACK / QUERY / DELETE ----------------------------------------------------------
 
-    def _fetch(self, address: str, reply: str | None, payload: bytes) -> bytes | None:
+    def _fetch(self, address: str, reply: Reply | None, payload: bytes) -> bytes | None:
         request = schemas.decode("MSG.FETCH", payload)
         mailboxes = self.mailboxes
         if mailboxes.get(address) is None:
-            raise Mq9Error(errors.MAILBOX_MISSING.format(addr=address))
+            raise errors.MAILBOX_MISSING.error(addr=address)
         config = request.get("config") or {}
         num = config.get("num_msgs")
         num = FETCH_DEFAULT_NUM_MSGS if num is None else num
@@ -503,11 +591,11 @@ class Mq9Service:
         records = mailboxes.collect(address, position, num)
         if records or wait_ms <= 0 or num <= 0:
             return _messages_reply(records)
-        if reply:
+        if reply is not None:
             self._spawn(self._fetch_later(address, position, num, wait_ms / 1000.0, reply))
         return None
 
-    async def _fetch_later(self, address: str, position: int, num: int, wait_s: float, reply: str) -> None:
+    async def _fetch_later(self, address: str, position: int, num: int, wait_s: float, reply: Reply) -> None:
         """``max_wait_ms``: answer as soon as a message arrives, or empty at the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
@@ -526,14 +614,14 @@ class Mq9Service:
                     break
         except StoreError:
             records = []
-        self.router.publish(reply, _messages_reply(records))
+        reply.send(_messages_reply(records))
 
-    def _ack(self, reply: str | None, payload: bytes, origin: Any) -> bytes | None:
+    def _ack(self, reply: Reply | None, payload: bytes, origin: Any) -> bytes | None:
         request = schemas.decode("MSG.ACK", payload)
         address = request["mail_address"]
         self._check_reader(address, origin)
         if self.mailboxes.get(address) is None:
-            raise Mq9Error(errors.MAILBOX_NOT_FOUND.format(addr=address))
+            raise errors.MAILBOX_NOT_FOUND.error(addr=address)
         durable = self.mailboxes.commit_group(address, request["group_name"], request["msg_id"] + 1)
         return self._after(durable, reply, _OK)
 
@@ -550,9 +638,9 @@ class Mq9Service:
         records = self.mailboxes.query(address, key, tags or None, since, limit)
         return _messages_reply(records)
 
-    def _delete(self, reply: str | None, address: str, raw_id: str, legacy: bool) -> bytes | None:
+    def _delete(self, reply: Reply | None, address: str, raw_id: str, legacy: bool) -> bytes | None:
         if not raw_id.isdigit():
-            raise Mq9Error(errors.INVALID_MSG_ID.format(value=raw_id))
+            raise errors.INVALID_MSG_ID.error(value=raw_id)
         durable = None
         if self.mailboxes.get(address) is not None:
             durable = self.mailboxes.delete(address, int(raw_id))
@@ -560,14 +648,14 @@ class Mq9Service:
 
     # -- AGENT.* ---------------------------------------------------------------------------------
 
-    def _register(self, reply: str | None, payload: bytes, legacy: bool, origin: Any) -> bytes | None:
+    def _register(self, reply: Reply | None, payload: bytes, legacy: bool, origin: Any) -> bytes | None:
         assert self.registry is not None
         if not payload.strip():
-            raise Mq9Error(errors.PAYLOAD_EMPTY)
+            raise errors.PAYLOAD_EMPTY.error()
         value = schemas.parse_json("AGENT.REGISTER", payload)
         if schemas.is_agent_card(value):
             if not value["name"]:
-                raise Mq9Error(errors.AGENT_NAME_EMPTY)
+                raise errors.AGENT_NAME_EMPTY.error()
             self._check_agent_owner(value["name"], origin)
             mailbox = self._check_card_mailbox(value, origin)
             durable = self.registry.register(value["name"], orjson.dumps(value).decode(), value)
@@ -577,11 +665,11 @@ class Mq9Service:
             if problem is not None:
                 raise errors.invalid_payload("AGENT.REGISTER", problem)
             if not value["name"]:
-                raise Mq9Error(errors.AGENT_NAME_EMPTY)
+                raise errors.AGENT_NAME_EMPTY.error()
             if not value["payload"]:
-                raise Mq9Error(errors.AGENT_INFO_EMPTY)
+                raise errors.AGENT_INFO_EMPTY.error()
             if inputs.too_deep(value["payload"]):  # a card inside a string: the same limit
-                raise Mq9Error(errors.NESTED_TOO_DEEPLY.format(max=inputs.MAX_NESTING_DEPTH))
+                raise errors.NESTED_TOO_DEEPLY.error(max=inputs.MAX_NESTING_DEPTH)
             self._check_agent_owner(value["name"], origin)
             card = parse_card(value["payload"])
             mailbox = self._check_card_mailbox(card, origin)
@@ -598,23 +686,21 @@ class Mq9Service:
         if self.auth_enabled and origin is not None:
             owner = self.mailbox_owner(mailbox)
             if owner is not None and getattr(origin, "user", None) != owner:
-                raise Mq9Error(errors.MAILBOX_FORBIDDEN.format(addr=mailbox))
+                raise errors.MAILBOX_FORBIDDEN.error(addr=mailbox)
         return mailbox
 
     def _bind_agent(self, name: str, card: dict[str, Any] | None, mailbox: str | None, origin: Any) -> None:
         """With authentication on, a client's registration binds the agent (and the mailbox its
         card names) to the client's user in the one registry the agent API keeps."""
         user = getattr(origin, "user", None) if self.auth_enabled else None
-        api = getattr(self.broker, "agent_api", None)
-        if user is not None and api is not None:
-            api.bind_agent(name, user, card, mailbox)
+        if user is not None and self.owners is not None:
+            self.owners.bind_agent(name, user, card, mailbox)
 
     def _unbind_agent(self, name: str, origin: Any) -> None:
-        api = getattr(self.broker, "agent_api", None)
-        if self.auth_enabled and origin is not None and api is not None:
-            api.unbind_agent(name)
+        if self.auth_enabled and origin is not None and self.owners is not None:
+            self.owners.unbind_agent(name)
 
-    def _discover(self, reply: str | None, payload: bytes, legacy: bool) -> bytes | None:
+    def _discover(self, reply: Reply | None, payload: bytes, legacy: bool) -> bytes | None:
         assert self.registry is not None
         request = schemas.decode("AGENT.DISCOVER", payload)
         semantic = request.get("semantic") or ""
@@ -628,7 +714,7 @@ class Mq9Service:
         if semantic:
             embedding = self._refresher is not None and not self._refresher.done()
             if embedding or self.registry.index.vectors.pending_count() > INLINE_EMBED_MAX or not self._model_ready():
-                if reply:
+                if reply is not None:
                     self._spawn(self._discover_later(semantic, limit, page, reply, legacy))
                 return None
             hits = self.registry.search_semantic(semantic, limit, page)
@@ -636,16 +722,16 @@ class Mq9Service:
             hits = self.registry.search_text(text, limit, page)
         return _agents_reply([_search_item(e) for e, _ in hits], legacy)
 
-    async def _discover_later(self, semantic: str, limit: int, page: int, reply: str, legacy: bool) -> None:
+    async def _discover_later(self, semantic: str, limit: int, page: int, reply: Reply, legacy: bool) -> None:
         assert self.registry is not None
         try:
-            await self._refresh_vectors()
+            await self.refresh_vectors()
             hits = self.registry.search_semantic(semantic, limit, page)
         except Exception as exc:  # e.g. the embedding model could not be loaded
             log.exception("mq9 semantic DISCOVER failed")
-            self.router.publish(reply, _error_body(errors.INTERNAL.format(reason=type(exc).__name__)))
+            reply.fail(errors.INTERNAL.error(reason=type(exc).__name__))
             return
-        self.router.publish(reply, _agents_reply([_search_item(e) for e, _ in hits], legacy))
+        reply.send(_agents_reply([_search_item(e) for e, _ in hits], legacy))
 
     def _model_ready(self) -> bool:
         """Is the embedding model loaded? The first question starts loading it on a worker thread.
@@ -665,7 +751,16 @@ class Mq9Service:
         if self._refresher is None or self._refresher.done():
             self._refresher = asyncio.ensure_future(self._embed_pending())
 
-    async def _refresh_vectors(self) -> None:
+    def embedding_pending(self) -> bool:
+        """Would a semantic search miss cards now? (The model still loading, cards not embedded.)"""
+        assert self.registry is not None
+        if not self._model_ready():
+            return True
+        if self._refresher is not None and not self._refresher.done():
+            return True  # a batch taken off the queue, still embedding
+        return bool(self.registry.index.vectors.pending_count())
+
+    async def refresh_vectors(self) -> None:
         """Return once the model is loaded and every card registered so far is embedded."""
         assert self.registry is not None
         if not self._model_ready():

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -24,7 +24,11 @@ from robustmq.agents.pipelines.runner import PipelineRunner
 from robustmq.agents.pipelines.runs import Run, new_run_id, replay_runs
 from robustmq.agents.pipelines.schemas import RunRequest
 from robustmq.agents.pipelines.spec import InvalidPipeline, compile_pipeline
-from robustmq.agents.tools.service import find_component
+
+if TYPE_CHECKING:
+    from robustmq.agents.api.service import AgentApiService
+    from robustmq.agents.tools.service import ToolService
+    from robustmq.store import Store
 
 
 def wall_clock_ms() -> int:
@@ -37,11 +41,19 @@ class PipelineService:
     name = "pipelines"
 
     def __init__(
-        self, broker: Any, clock_ms: Callable[[], int] = wall_clock_ms, agent_api: Any = None
+        self,
+        agent_api: AgentApiService,
+        tools: ToolService | None = None,
+        store: Store | None = None,
+        *,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
-        self.broker = broker
+        """``agent_api``: the dispatch the PIPELINE subjects plug into and what runs agent steps;
+        ``tools``: what runs tool steps (None: none can); ``store``: definitions and runs."""
+        self.api = agent_api
+        self.tools = tools
+        self.store = store
         self._clock_ms = clock_ms
-        self._api = agent_api
         self.definitions: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, Run] = {}
         self._finished_order: deque[str] = deque()
@@ -50,12 +62,8 @@ class PipelineService:
     # -- life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        api = self._api or getattr(self.broker, "agent_api", None) or find_component(self.broker, "agent-api")
-        if api is None:
-            raise RuntimeError("the pipeline service needs the agent API")
-        self.api = api
-        self.tools = getattr(self.broker, "tools", None) or find_component(self.broker, "tools")
-        self.journal = PipelineJournal(getattr(self.broker, "store", None))
+        api = self.api
+        self.journal = PipelineJournal(self.store)
         self.journal.open()
         self.definitions = self.journal.definitions()
         self.runner = PipelineRunner(api, self.tools, self.journal, self._clock_ms, self._run_finished)

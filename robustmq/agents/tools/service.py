@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -34,19 +34,17 @@ from robustmq.agents.tools.schemas import (
     ToolRegisterRequest,
 )
 
+if TYPE_CHECKING:
+    from robustmq.agents.api.service import AgentApiService
+    from robustmq.router import Router
+    from robustmq.store import Store
+
 TOOL_SERVE_PREFIX = "$mq9.AI.TOOL."
 TOOL_TASK_SKILL = "$tool"  # the skill of a tool call's task: how restarts and cancels tell them apart
 
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
-
-
-def find_component(broker: Any, name: str) -> Any:
-    for component in getattr(broker, "components", ()):
-        if getattr(component, "name", None) == name:
-            return component
-    return None
 
 
 class ToolService:
@@ -56,37 +54,33 @@ class ToolService:
 
     def __init__(
         self,
-        broker: Any,
+        router: Router,
+        agent_api: AgentApiService,
+        store: Store | None = None,
+        *,
         embedder: Embedder | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
-        agent_api: Any = None,
     ) -> None:
-        self.broker = broker
-        self.router = broker.router
+        """``agent_api``: the dispatch the TOOL subjects plug into and whose task table holds the
+        calls; ``store``: where tools are kept (None: in memory); ``embedder``: mq9's, shared."""
+        self.router = router
+        self.api = agent_api
+        self.store = store
         self._embedder = embedder
         self._clock_ms = clock_ms
-        self._api = agent_api
         self._sweeper: asyncio.TimerHandle | None = None
         self._deferred: set[asyncio.Future] = set()
         # tool calls recovered by the agent API at its start, resumed once the invoker exists
         self._recovered: list[Task] = []
         self.invoker: ToolInvoker | None = None
-        api = agent_api or getattr(broker, "agent_api", None)
-        if api is not None:
-            api.task_owners[TOOL_TASK_SKILL] = self
+        agent_api.task_owners[TOOL_TASK_SKILL] = self
 
     # -- life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        api = self._api or getattr(self.broker, "agent_api", None) or find_component(self.broker, "agent-api")
-        if api is None:
-            raise RuntimeError("the tool service needs the agent API")
-        self.api = api
+        api = self.api
         api.tool_owner = self._owner_of
-        if self._embedder is None:
-            mq9 = getattr(self.broker, "mq9", None)
-            self._embedder = getattr(mq9, "embedder", None)
-        self.directory = ToolDirectory(getattr(self.broker, "store", None), self._embedder)
+        self.directory = ToolDirectory(self.store, self._embedder)
         self.directory.open()
         self.instances = InstanceTable(self._instance_down, self._clock_ms)
         self.invoker = ToolInvoker(
