@@ -1,0 +1,333 @@
+"""AMQP 0-9-1 with pika (blocking) against a real broker: RabbitMQ's semantics for exchanges, queues,
+consumers, acknowledgements, confirms, transactions and queue arguments."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pika
+import pytest
+from brokerproc import BrokerProcess, start_broker
+from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker, ProbableAuthenticationError
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    b = start_broker(tmp_path_factory.mktemp("amqp") / "data", "--http-port", "off")
+    yield b
+    b.stop()
+
+
+def _connect(broker: BrokerProcess, user: str = "guest", password: str = "guest") -> pika.BlockingConnection:
+    params = pika.ConnectionParameters(
+        "127.0.0.1", broker.ports["amqp"], credentials=pika.PlainCredentials(user, password),
+        connection_attempts=1,
+    )  # fmt: skip
+    return pika.BlockingConnection(params)
+
+
+@pytest.fixture
+def conn(broker: BrokerProcess) -> Iterator[pika.BlockingConnection]:
+    c = _connect(broker)
+    yield c
+    if c.is_open:
+        c.close()
+
+
+def _name() -> str:
+    return "t-" + uuid.uuid4().hex[:10]
+
+
+def _drain(ch, queue: str, n: int, timeout: float = 3.0) -> list[tuple]:
+    out = []
+    for method, props, body in ch.consume(queue, inactivity_timeout=timeout):
+        if method is None:
+            break
+        out.append((method, props, body))
+        if len(out) >= n:
+            break
+    ch.cancel()
+    return out
+
+
+def test_default_exchange_routes_by_queue_name_and_get_returns_properties(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare(_name()).method.queue
+    props = pika.BasicProperties(
+        content_type="application/json", headers={"k": "v", "n": 7}, delivery_mode=2, correlation_id="c1",
+        message_id="m1", reply_to="r", priority=1, app_id="app", type="t", user_id="guest",
+    )  # fmt: skip
+    ch.basic_publish("", q, b'{"x":1}', props)
+    method, got, body = ch.basic_get(q, auto_ack=True)
+    assert body == b'{"x":1}' and method.routing_key == q and method.exchange == ""
+    assert got.headers == {"k": "v", "n": 7}
+    assert (got.content_type, got.correlation_id, got.message_id, got.reply_to) == ("application/json", "c1", "m1", "r")
+    assert (got.priority, got.app_id, got.type, got.delivery_mode) == (1, "app", "t", 2)
+    assert ch.basic_get(q) == (None, None, None)
+
+
+def test_server_named_exclusive_queue_and_declare_ok_counts(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    assert q.startswith("amq.gen-")
+    ch.basic_publish("", q, b"1")
+    ok = ch.queue_declare(q, passive=True).method
+    assert (ok.message_count, ok.consumer_count) == (1, 0)
+
+
+def test_direct_fanout_topic_and_headers_exchanges(conn) -> None:
+    ch = conn.channel()
+    qs = [ch.queue_declare("", exclusive=True).method.queue for _ in range(3)]
+    ex = {kind: _name() for kind in ("direct", "fanout", "topic", "headers")}
+    for kind, name in ex.items():
+        ch.exchange_declare(name, kind)
+    ch.queue_bind(qs[0], ex["direct"], "red")
+    ch.queue_bind(qs[1], ex["direct"], "blue")
+    for q in qs:
+        ch.queue_bind(q, ex["fanout"])
+    ch.queue_bind(qs[0], ex["topic"], "a.*.c")
+    ch.queue_bind(qs[1], ex["topic"], "a.#")
+    ch.queue_bind(qs[2], ex["headers"], arguments={"x-match": "any", "color": "red", "size": "big"})
+    ch.basic_publish(ex["direct"], "red", b"d")
+    ch.basic_publish(ex["fanout"], "ignored", b"f")
+    ch.basic_publish(ex["topic"], "a", b"t1")  # a.# only
+    ch.basic_publish(ex["topic"], "a.b.c", b"t2")  # both
+    ch.basic_publish(ex["headers"], "", b"h", pika.BasicProperties(headers={"size": "big"}))
+    ch.basic_publish(ex["headers"], "", b"h-miss", pika.BasicProperties(headers={"size": "small"}))
+
+    def bodies(q: str) -> list[bytes]:
+        out = []
+        while True:
+            m, _p, b = ch.basic_get(q, auto_ack=True)
+            if m is None:
+                return out
+            out.append(b)
+
+    assert bodies(qs[0]) == [b"d", b"f", b"t2"]
+    assert bodies(qs[1]) == [b"f", b"t1", b"t2"]
+    assert bodies(qs[2]) == [b"f", b"h"]
+
+
+def test_exchange_declare_passive_missing_is_404_and_redeclare_different_is_406(conn) -> None:
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as err:
+        ch.exchange_declare(_name(), passive=True)
+    assert err.value.reply_code == 404
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as err:
+        ch.exchange_declare("amq.direct", "fanout", durable=True)
+    assert err.value.reply_code == 406
+    assert "inequivalent arg 'type' for exchange 'amq.direct'" in err.value.reply_text
+    ch = conn.channel()
+    name = _name()
+    ch.queue_declare(name, auto_delete=True)
+    with pytest.raises(ChannelClosedByBroker) as err:
+        ch.queue_declare(name, durable=True)
+    assert err.value.reply_code == 406
+    assert conn.is_open  # channel errors leave the connection open
+    conn.channel().queue_delete(name)
+
+
+def test_exclusive_queue_is_locked_for_other_connections(broker, conn) -> None:
+    q = conn.channel().queue_declare("", exclusive=True).method.queue
+    other = _connect(broker)
+    try:
+        with pytest.raises(ChannelClosedByBroker) as err:
+            other.channel().basic_consume(q, lambda *a: None)
+        assert err.value.reply_code == 405
+    finally:
+        other.close()
+
+
+def test_exclusive_queue_goes_with_its_connection(broker, conn) -> None:
+    other = _connect(broker)
+    q = other.channel().queue_declare("", exclusive=True).method.queue
+    other.close()
+    time.sleep(0.2)
+    with pytest.raises(ChannelClosedByBroker) as err:
+        conn.channel().queue_declare(q, passive=True)
+    assert err.value.reply_code == 404
+
+
+def test_purge_delete_if_empty_and_unbind(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare(_name()).method.queue
+    ch.queue_bind(q, "amq.direct", "k")
+    ch.queue_unbind(q, "amq.direct", "k")
+    ch.basic_publish("amq.direct", "k", b"lost")  # unbound: routed nowhere
+    for i in range(3):
+        ch.basic_publish("", q, str(i).encode())
+    assert ch.queue_purge(q).method.message_count == 3
+    ch.basic_publish("", q, b"x")
+    with pytest.raises(ChannelClosedByBroker) as err:
+        ch.queue_delete(q, if_empty=True)
+    assert err.value.reply_code == 406
+    assert conn.channel().queue_delete(q).method.message_count == 1
+
+
+def test_prefetch_limits_unacked_deliveries_and_ack_releases_more(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    for i in range(5):
+        ch.basic_publish("", q, str(i).encode())
+    ch.basic_qos(prefetch_count=2)
+    got = []
+    ch.basic_consume(q, lambda c, m, p, b: got.append(m))
+    conn.process_data_events(time_limit=0.5)
+    assert len(got) == 2
+    ch.basic_ack(got[1].delivery_tag, multiple=True)
+    conn.process_data_events(time_limit=0.5)
+    assert len(got) == 4
+
+
+def test_nack_requeue_redelivers_in_order_with_the_flag(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    for i in range(3):
+        ch.basic_publish("", q, str(i).encode())
+    first = _drain(ch, q, 3)
+    assert [b for _m, _p, b in first] == [b"0", b"1", b"2"]
+    ch.basic_nack(first[-1][0].delivery_tag, multiple=True, requeue=True)
+    again = _drain(ch, q, 3)
+    assert [(b, m.redelivered) for m, _p, b in again] == [(b"0", True), (b"1", True), (b"2", True)]
+    ch.basic_reject(again[0][0].delivery_tag, requeue=False)
+    ch.basic_ack(again[2][0].delivery_tag, multiple=True)
+    assert ch.basic_get(q) == (None, None, None)
+
+
+def test_closing_a_channel_requeues_its_unacked_messages(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.basic_publish("", q, b"m")
+    m, _p, _b = ch.basic_get(q)
+    ch.close()
+    ch = conn.channel()
+    m, _p, b = ch.basic_get(q, auto_ack=True)
+    assert b == b"m" and m.redelivered
+
+
+def test_ack_of_unknown_delivery_tag_closes_the_channel_with_406(conn) -> None:
+    ch = conn.channel()
+    ch.basic_ack(99)
+    with pytest.raises(ChannelClosedByBroker) as err:
+        ch.queue_declare("", exclusive=True)
+    assert err.value.reply_code == 406 and "unknown delivery tag 99" in err.value.reply_text
+
+
+def test_mandatory_unroutable_publish_is_returned_and_confirmed(conn) -> None:
+    ch = conn.channel()
+    ch.confirm_delivery()
+    with pytest.raises(pika.exceptions.UnroutableError):
+        ch.basic_publish("amq.direct", "nobody-" + _name(), b"x", mandatory=True)
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.basic_publish("", q, b"ok", mandatory=True)  # confirmed, no exception
+
+
+def test_publish_to_missing_exchange_is_404_on_the_channel(conn) -> None:
+    ch = conn.channel()
+    ch.confirm_delivery()
+    with pytest.raises(ChannelClosedByBroker) as err:
+        ch.basic_publish("missing-" + _name(), "k", b"x")
+    assert err.value.reply_code == 404
+
+
+def test_tx_commit_delivers_and_rollback_discards(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.tx_select()
+    ch.basic_publish("", q, b"rolled back")
+    ch.tx_rollback()
+    ch.basic_publish("", q, b"committed")
+    assert ch.queue_declare(q, passive=True).method.message_count == 0
+    ch.tx_commit()
+    assert ch.basic_get(q, auto_ack=True)[2] == b"committed"
+    assert ch.basic_get(q) == (None, None, None)
+
+
+def test_message_ttl_dead_letters_with_x_death(conn) -> None:
+    ch = conn.channel()
+    dead = ch.queue_declare("", exclusive=True).method.queue
+    ch.exchange_declare("dlx-" + dead, "fanout", auto_delete=True)
+    ch.queue_bind(dead, "dlx-" + dead)
+    q = ch.queue_declare("", exclusive=True, arguments={
+        "x-message-ttl": 100, "x-dead-letter-exchange": "dlx-" + dead,
+    }).method.queue  # fmt: skip
+    ch.basic_publish("", q, b"expires")
+    ch.basic_publish("", q, b"expires sooner", pika.BasicProperties(expiration="10"))
+    time.sleep(0.4)
+    assert ch.queue_declare(q, passive=True).method.message_count == 0
+    m, props, body = ch.basic_get(dead, auto_ack=True)
+    assert body == b"expires"
+    death = props.headers["x-death"][0]
+    assert death["reason"] == "expired" and death["queue"] == q and death["count"] == 1
+    assert props.headers["x-first-death-reason"] == "expired"
+    assert ch.basic_get(dead, auto_ack=True)[2] == b"expires sooner"
+
+
+def test_rejected_message_is_dead_lettered_with_its_routing_key(conn) -> None:
+    ch = conn.channel()
+    dead = ch.queue_declare("", exclusive=True).method.queue
+    q = ch.queue_declare("", exclusive=True, arguments={
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead,
+    }).method.queue  # fmt: skip
+    ch.basic_publish("", q, b"bad")
+    m, _p, _b = ch.basic_get(q)
+    ch.basic_reject(m.delivery_tag, requeue=False)
+    m, props, body = ch.basic_get(dead, auto_ack=True)
+    assert body == b"bad" and props.headers["x-death"][0]["reason"] == "rejected"
+
+
+def test_max_length_drops_the_head_or_rejects_publishes(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True, arguments={"x-max-length": 2}).method.queue
+    for i in range(4):
+        ch.basic_publish("", q, str(i).encode())
+    assert [ch.basic_get(q, auto_ack=True)[2] for _ in range(2)] == [b"2", b"3"]
+    ch.confirm_delivery()
+    q2 = ch.queue_declare("", exclusive=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}).method.queue
+    ch.basic_publish("", q2, b"fits")
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", q2, b"refused")
+    assert ch.queue_declare(q2, passive=True).method.message_count == 1
+
+
+def test_priority_queue_delivers_higher_priority_first(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True, arguments={"x-max-priority": 5}).method.queue
+    for body, prio in ((b"low", 1), (b"high", 5), (b"mid", 3), (b"none", 0)):
+        ch.basic_publish("", q, body, pika.BasicProperties(priority=prio))
+    assert [ch.basic_get(q, auto_ack=True)[2] for _ in range(4)] == [b"high", b"mid", b"low", b"none"]
+
+
+def test_deleting_a_queue_cancels_its_consumers(broker, conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare(_name()).method.queue
+    cancelled = []
+    ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+    tag = ch.basic_consume(q, lambda *a: None)
+    conn.channel().queue_delete(q)
+    conn.process_data_events(time_limit=0.5)
+    assert cancelled == [tag]
+
+
+def test_wrong_password_and_unknown_vhost_are_refused(broker) -> None:
+    with pytest.raises(ProbableAuthenticationError):
+        _connect(broker, "guest", "wrong")
+    params = pika.ConnectionParameters("127.0.0.1", broker.ports["amqp"], virtual_host="other", connection_attempts=1)
+    with pytest.raises((ConnectionClosedByBroker, pika.exceptions.ProbableAccessDeniedError)) as err:
+        pika.BlockingConnection(params)
+    assert "530" in str(err.value) or "NOT_ALLOWED" in str(err.value)
+
+
+def test_auto_delete_queue_goes_when_its_last_consumer_cancels(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare(_name(), auto_delete=True).method.queue
+    tag = ch.basic_consume(q, lambda *a: None)
+    ch.basic_cancel(tag)
+    with pytest.raises(ChannelClosedByBroker) as err:
+        conn.channel().queue_declare(q, passive=True)
+    assert err.value.reply_code == 404
