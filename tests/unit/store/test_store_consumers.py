@@ -91,6 +91,24 @@ async def test_consumer_state_survives_a_restart_and_unacked_records_come_back(o
     assert [r.offset for r in c.fetch(10)] == [1, 2, 4]
 
 
+async def test_delivered_mark_survives_a_restart_and_a_journal_rewrite(open_store):
+    st = await open_store()
+    st.create_stream({"name": "s"})
+    await _fill(st, 5)
+    c = st.consumer("s", "g")
+    c.note_delivered(2)
+    c.note_delivered(1)  # never moves back
+    assert c.delivered_below == 3
+    st.commit_now()
+    await st.flush()
+    await st.stop()
+    st = await open_store()
+    c = st.consumer("s", "g", create=False)
+    assert c.delivered_below == 3
+    plog = st.partition_log("s")
+    assert {"t": "dlv", "c": "g", "o": 3} in plog.journal_snapshot()
+
+
 async def test_commit_sets_the_committed_offset_like_a_kafka_group(open_store):
     st = await open_store()
     st.create_stream({"name": "s"})
