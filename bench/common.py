@@ -118,7 +118,9 @@ def start_nats_server(*extra_args: str, name: str = "nats-server") -> Server:
 
 
 def robustmq_argv(data_dir: str, *flags: str) -> list[str]:
-    return [sys.executable, "-m", "robustmq", "serve", "--host", LOOPBACK, *flags, "--data-dir", data_dir]
+    # AMQP off unless a benchmark asks for it, so its default port never clashes with another broker
+    return [sys.executable, "-m", "robustmq", "serve", "--host", LOOPBACK, "--amqp-port", "off", *flags,
+            "--data-dir", data_dir]  # fmt: skip
 
 
 # the listeners' caps on sockets still before CONNECT, lifted for the load generators
