@@ -35,7 +35,8 @@ def test_durable_queues_survive_sigkill_with_persistent_and_unacked_messages(tmp
         got = [ch.basic_get("billing") for _ in range(3)]
         assert [g[2] for g in got] == [b"p0", b"p1", b"p2"]
         ch.basic_ack(got[0][0].delivery_tag)
-        conn.process_data_events(time_limit=0.3)  # the ack reaches the broker before the kill
+        ch.queue_declare("sync", durable=True)
+        ch.basic_publish("", "sync", b"", persistent)  # confirmed: committed with the ack before it
         b.kill()
 
         b = start_broker(data, "--http-port", "off", "--fsync", "always")
@@ -63,13 +64,15 @@ def test_durable_queues_survive_sigkill_with_persistent_and_unacked_messages(tmp
         assert out[0][2] == {"id": 1}
         ch.basic_publish("orders", "order.after", b"again", persistent)  # the binding is back
         assert ch.basic_get("billing", auto_ack=True)[2] == b"again"
-        conn.process_data_events(time_limit=0.3)
+        ch.confirm_delivery()
+        ch.basic_publish("", "billing", b"marker", persistent)  # confirmed: committed with the acks before it
         b.kill()
 
         b = start_broker(data, "--http-port", "off", "--fsync", "always")
         conn = _connect(b.ports["amqp"])
-        ok = conn.channel().queue_declare("billing", passive=True).method
-        assert ok.message_count == 0  # every ack was kept
+        ch = conn.channel()
+        assert ch.queue_declare("billing", passive=True).method.message_count == 1  # every ack was kept
+        assert ch.basic_get("billing", auto_ack=True)[2] == b"marker"
         conn.close()
     finally:
         b.stop()

@@ -22,6 +22,7 @@ from robustmq.bridges.amqp.errors import AmqpConnectionError, ChannelError
 from robustmq.bridges.amqp.queues import AmqpQueue, Content, QueuedMessage
 from robustmq.bridges.amqp.subject_bridge import (
     TOPIC_EXCHANGE,
+    covering_patterns,
     publish_subject,
     reply_subject,
     table_to_headers,
@@ -156,6 +157,7 @@ class Channel:
             self.write_method(C.Exchange.DeleteOk())
 
     def _exchange_bind(self, m: C.Exchange.Bind) -> None:
+        self._check_subscribe(m.source, m.routing_key, 40, 30)
         self.vhost.bind(m.source, ("e", m.destination), m.routing_key, m.arguments or {}, 40, 30)
         if not m.nowait:
             self.write_method(C.Exchange.BindOk())
@@ -164,6 +166,16 @@ class Channel:
         self.vhost.unbind(m.source, ("e", m.destination), m.routing_key, m.arguments or {}, 40, 40)
         if not m.nowait:
             self.write_method(C.Exchange.UnbindOk())
+
+    def _check_subscribe(self, exchange: str, key: str, cid: int, mid: int) -> None:
+        """A binding on ``amq.topic`` subscribes to subjects: the user's subscribe permissions apply."""
+        perms = self.conn.permissions
+        if exchange != TOPIC_EXCHANGE or perms is None:
+            return
+        for pattern in covering_patterns(key) or [key]:
+            if not perms.may_subscribe(pattern):
+                raise ChannelError(E.ACCESS_REFUSED, E.ACCESS_DENIED_SUBSCRIBE.format(
+                    subject=pattern, user=self.conn.user), cid, mid)  # fmt: skip
 
     # -- queues ------------------------------------------------------------------------------------
 
@@ -187,6 +199,7 @@ class Channel:
         name = self._queue_name(m.queue, 50, 20)
         q = self.vhost.queue_or_404(name, 50, 20)
         self.vhost.check_owner(q, self.conn, 50, 20)
+        self._check_subscribe(m.exchange, m.routing_key, 50, 20)
         self.vhost.bind(m.exchange, ("q", name), m.routing_key, m.arguments or {}, 50, 20)
         if not m.nowait:
             self.write_method(C.Queue.BindOk())

@@ -82,7 +82,7 @@ SHUTDOWN = "broker forced connection closure with reason 'shutdown'"
 QUEUE_DELETED = "queue '{name}' in vhost '/' deleted"
 STORE_FAILED = "the message could not be stored: {reason}"
 ACCESS_DENIED_PUBLISH = "access to subject '{subject}' refused for user '{user}'"
-ACCESS_DENIED_QUEUE = "access to {kind} '{name}' in vhost '/' refused for user '{user}'"
+ACCESS_DENIED_SUBSCRIBE = "access to subject '{subject}' (a binding on amq.topic) refused for user '{user}'"
 TOO_MANY_CONNECTIONS = "connection limit reached"
 
 

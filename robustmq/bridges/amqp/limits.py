@@ -18,3 +18,4 @@ DISPATCH_BATCH_MESSAGES = 256  # a queue hands out at most this many messages pe
 DEFAULT_VHOST = "/"
 PRODUCT = "robustmq"
 NEVER_MS = 2**62  # an ack wait that never runs out (AMQP has no per-message ack deadline)
+WORK_BUDGET_S = 0.01  # loop time one connection may take before it yields a tick to the others

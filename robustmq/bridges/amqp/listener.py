@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import platform
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
@@ -38,6 +39,7 @@ from robustmq.bridges.amqp.limits import (
     MIN_FRAME_MAX_BYTES,
     PRODUCT,
     PROTOCOL_HEADER,
+    WORK_BUDGET_S,
     WRITE_BUFFER_HIGH_BYTES,
     WRITE_BUFFER_LOW_BYTES,
 )
@@ -104,6 +106,8 @@ class AmqpConnection(asyncio.Protocol):
         self._close_callbacks: list[Callable[[], Any]] = []
         self._last_rx = 0.0
         self._last_tx = 0.0
+        self._busy_s = 0.0  # loop time spent on this connection's input since it last yielded
+        self._yielded = False
 
     def add_close_callback(self, fn: Callable[[], Any]) -> None:
         self._close_callbacks.append(fn)
@@ -129,6 +133,7 @@ class AmqpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing and self.state != "closing":
             return
+        started = perf_counter()
         self._last_rx = self.loop.time()
         try:
             events = self.decoder.receive(data)
@@ -151,6 +156,17 @@ class AmqpConnection(asyncio.Protocol):
                 self.fail(exc)
             if self.closing and self.state != "closing":
                 return
+        self._busy_s += perf_counter() - started
+        if self._busy_s >= WORK_BUDGET_S and not self._yielded and not self.closing:
+            self._busy_s = 0.0
+            self._yielded = True
+            self.transport.pause_reading()
+            self.loop.call_soon(self._end_yield)
+
+    def _end_yield(self) -> None:
+        self._yielded = False
+        if not self.closing:
+            self.transport.resume_reading()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -496,8 +512,10 @@ class AmqpServer(ClientCounters):
             self._server.close()
         for conn in list(self.open_connections):
             if conn.state == "open":
-                conn.write_method(0, C.Connection.Close(reply_code=E.CONNECTION_FORCED,
-                                                        reply_text=E.describe(E.CONNECTION_FORCED, E.SHUTDOWN)))  # fmt: skip
+                conn.write_method(0, C.Connection.Close(
+                    reply_code=E.CONNECTION_FORCED, reply_text=E.describe(E.CONNECTION_FORCED, E.SHUTDOWN),
+                    class_id=0, method_id=0,
+                ))  # fmt: skip
             conn._shut()
         if self.vhost.bridge is not None:
             self.vhost.bridge.close()

@@ -179,7 +179,8 @@ class AmqpPersistence:
         """The stream and consumer of a durable queue (created on first use)."""
         stream = queue_stream_name(q.name)
         self.store.create_stream(
-            {"name": stream, "kind": "amqp_queue", "metadata": {"queue": q.name[:200]}}, exist_ok=True
+            {"name": stream, "kind": "amqp_queue", "drop_consumed": True, "metadata": {"queue": q.name[:200]}},
+            exist_ok=True,
         )
         consumer = self.store.consumer(stream, CONSUMER_NAME, config={"ack_wait_ms": NEVER_MS})
         q.log = QueueLog(self.store, stream, consumer)

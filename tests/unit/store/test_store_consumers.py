@@ -109,6 +109,23 @@ async def test_delivered_mark_survives_a_restart_and_a_journal_rewrite(open_stor
     assert {"t": "dlv", "c": "g", "o": 3} in plog.journal_snapshot()
 
 
+async def test_drop_consumed_drops_whole_segments_below_every_consumers_floor(open_store):
+    st = await open_store(segment_max_bytes=200)
+    st.create_stream({"name": "wq", "drop_consumed": True})
+    await _fill(st, 40, stream="wq")
+    a = st.consumer("wq", "a")
+    b = st.consumer("wq", "b")
+    a.ack_many(list(range(30)))
+    b.ack_many(list(range(10)))
+    st.run_retention()
+    first = st.first_offset("wq")
+    assert 0 < first <= 10  # held back by the slower consumer, cut at a segment edge
+    b.ack_many(list(range(10, 40)))
+    st.run_retention()
+    assert 10 < st.first_offset("wq") <= 30
+    assert [r.offset for r in st.read("wq", 30, 100)] == list(range(30, 40))
+
+
 async def test_commit_sets_the_committed_offset_like_a_kafka_group(open_store):
     st = await open_store()
     st.create_stream({"name": "s"})
