@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands as C
 
 from robustmq.bridges.amqp import errors as E
-from robustmq.bridges.amqp.codec import Message, deliver_frames, get_ok_frames, return_frames, short_string
+from robustmq.bridges.amqp.codec import (
+    Message,
+    basic_ack_frame,
+    deliver_frames,
+    get_ok_frames,
+    return_frames,
+    short_string,
+)
 from robustmq.bridges.amqp.errors import AmqpConnectionError, ChannelError
 from robustmq.bridges.amqp.queues import AmqpQueue, Content, QueuedMessage
 from robustmq.bridges.amqp.subject_bridge import (
@@ -94,6 +101,7 @@ class Channel:
         self.confirming = False
         self.publish_seq = 0
         self._confirms: deque[list[Any]] = deque()  # [seq, writes outstanding, failed]
+        self._release_scheduled = False
         self.transactional = False
         self._tx_publishes: list[tuple[Message, Content]] = []
         self._tx_settles: list[tuple[str, int, bool, bool]] = []
@@ -439,10 +447,14 @@ class Channel:
         except asyncio.CancelledError:
             entry[2] = True
         entry[1] -= 1
-        if entry[1] == 0:
-            self._release_confirms()
+        if entry[1] == 0 and not self._release_scheduled:
+            # one commit completes many writes at once: their acks go out together, as one
+            # multiple-ack, after every callback of that commit has run
+            self._release_scheduled = True
+            self.conn.loop.call_soon(self._release_confirms)
 
     def _release_confirms(self) -> None:
+        self._release_scheduled = False
         q = self._confirms
         run_end = first_of_run = 0
         while q and q[0][1] <= 0:
@@ -462,7 +474,7 @@ class Channel:
     def _send_ack(self, last: int, first: int) -> None:
         if self.conn.closing or self.closing:
             return
-        self.write_method(C.Basic.Ack(delivery_tag=last, multiple=last != first))
+        self.conn.write(basic_ack_frame(self.number, last, last != first))
 
     # -- transactions ------------------------------------------------------------------------------
 

@@ -131,6 +131,8 @@ class FrameDecoder:
         self._buf = bytearray()
         self._header_seen = False
         self._assembling: dict[int, _Assembly] = {}
+        self._last_raw = b"\xff"  # never a valid property list on its own
+        self._last_props: Any = None
 
     @property
     def buffered_bytes(self) -> int:
@@ -217,12 +219,17 @@ class FrameDecoder:
                 raise AmqpConnectionError(E.FRAME_ERROR, E.MALFORMED.format(what="content header", reason="too short"))
             _class_id, _weight, size = _content_head.unpack_from(payload, 0)
             raw = payload[12:]
-            try:
-                props = decode_properties(raw)
-            except Exception as exc:
-                raise AmqpConnectionError(
-                    E.SYNTAX_ERROR, E.MALFORMED.format(what="content header", reason=exc)
-                ) from None
+            if raw == self._last_raw:
+                props = self._last_props  # a run of messages with the same properties: decode once
+            else:
+                try:
+                    props = decode_properties(raw)
+                except Exception as exc:
+                    raise AmqpConnectionError(
+                        E.SYNTAX_ERROR, E.MALFORMED.format(what="content header", reason=exc)
+                    ) from None
+                self._last_raw = raw
+                self._last_props = props
             pending.size = size
             pending.properties = props
             pending.raw = raw
@@ -322,6 +329,11 @@ def return_frames(
 ) -> bytes:  # fmt: skip
     args = b"\x00\x3c\x00\x32" + _u16.pack(reply_code) + _short(reply_text) + _short(exchange) + _short(routing_key)
     return _frame(FRAME_METHOD, channel, args) + content_frames(channel, raw_properties, body, frame_max)
+
+
+def basic_ack_frame(channel: int, delivery_tag: int, multiple: bool) -> bytes:
+    """Basic.Ack from the server (publisher confirms), without pamqp: one per confirmed batch."""
+    return _frame(FRAME_METHOD, channel, b"\x00\x3c\x00\x50" + _deliver_tail.pack(delivery_tag, 1 if multiple else 0))
 
 
 def encode_properties(props: C.Basic.Properties) -> bytes:

@@ -9,6 +9,7 @@ the queue, flagged redelivered when it had been handed out before (``Consumer.de
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -56,9 +57,20 @@ def _jsonable(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_last_envelope: tuple[str, str, bytes, bytes | None] = ("", "", b"\xff", None)
+
+
 def _envelope(content: Content) -> bytes | None:
+    """The header that keeps a stored message's exchange, routing key and properties (the last
+    one is reused: runs of messages usually share all three)."""
+    global _last_envelope
+    ex, rk, raw_props, block = _last_envelope
+    if content.raw_properties == raw_props and content.routing_key == rk and content.exchange == ex:
+        return block
     raw = short_string(content.exchange) + short_string(content.routing_key) + content.raw_properties
-    return encode_headers([(ENVELOPE_HEADER, base64.b64encode(raw).decode())])
+    block = encode_headers([(ENVELOPE_HEADER, base64.b64encode(raw).decode())])
+    _last_envelope = (content.exchange, content.routing_key, content.raw_properties, block)
+    return block
 
 
 def _open_envelope(headers: bytes | None, body: bytes) -> Content | None:
@@ -82,6 +94,8 @@ class QueueLog:
         self.store = store
         self.stream = stream
         self.consumer = consumer
+        self._delivered = consumer.delivered_below - 1
+        self._note_scheduled = False
 
     def append(self, message: QueuedMessage) -> Any:
         ttl_ms = None
@@ -96,8 +110,17 @@ class QueueLog:
             self.consumer.ack_many(offsets)
 
     def note_delivered(self, offset: int) -> None:
+        """Journalled once per loop tick, however many deliveries the tick made."""
+        if offset > self._delivered:
+            self._delivered = offset
+            if not self._note_scheduled:
+                self._note_scheduled = True
+                asyncio.get_running_loop().call_soon(self._write_note)
+
+    def _write_note(self) -> None:
+        self._note_scheduled = False
         if not self.consumer.deleted:
-            self.consumer.note_delivered(offset)
+            self.consumer.note_delivered(self._delivered)
 
     def drop(self) -> None:
         if self.store.has_stream(self.stream):
