@@ -84,6 +84,9 @@ class AmqpSettings(_Section):
     channel_max: int = Field(2047, gt=0, le=65535)
     heartbeat_s: int = Field(60, ge=0, le=65535)  # offered in Connection.Tune; 0 = none
     max_message_bytes: int = Field(16 * 1024 * 1024, gt=0)  # larger publishes close the channel (406)
+    # bodies waiting in all queues past which publishers are blocked (Connection.Blocked, reading
+    # paused, as RabbitMQ's memory alarm) until they are back under 80% of it
+    max_ready_bytes: int = Field(512 * 1024 * 1024, gt=0)
     max_connections: int = Field(65536, gt=0)
     # a socket must finish the handshake (protocol header to Connection.Open) within this time
     handshake_timeout_s: float = Field(10.0, gt=0)

@@ -331,3 +331,146 @@ def test_auto_delete_queue_goes_when_its_last_consumer_cancels(conn) -> None:
     with pytest.raises(ChannelClosedByBroker) as err:
         conn.channel().queue_declare(q, passive=True)
     assert err.value.reply_code == 404
+
+
+def test_publishers_are_blocked_past_max_ready_bytes_and_unblocked_when_drained(tmp_path) -> None:
+    b = start_broker(tmp_path / "data", "--http-port", "off", env={"ROBUSTMQ_AMQP_MAX_READY_BYTES": "10000"})
+    try:
+        pub = _connect(b)
+        events = []
+        pub.add_on_connection_blocked_callback(lambda _c, frame: events.append(frame.method.NAME))
+        pub.add_on_connection_unblocked_callback(lambda _c, frame: events.append(frame.method.NAME))
+        ch = pub.channel()
+        q = ch.queue_declare(_name()).method.queue
+        for _ in range(15):
+            ch.basic_publish("", q, b"x" * 1000)
+        pub.process_data_events(time_limit=0.5)
+        assert events == ["Connection.Blocked"]
+        other = _connect(b)
+        other.channel().queue_purge(q)
+        pub.process_data_events(time_limit=0.5)
+        assert events == ["Connection.Blocked", "Connection.Unblocked"]
+        ch.basic_publish("", q, b"after")  # reading resumed: the publish is taken
+        assert other.channel().queue_declare(q, passive=True).method.message_count == 1
+        other.close()
+        pub.close()
+    finally:
+        b.stop()
+
+
+def test_users_from_the_config_file_replace_guest(tmp_path) -> None:
+    config = tmp_path / "robustmq.toml"
+    config.write_text(
+        '[[auth.users]]\nuser = "alice"\npassword = "s3cret"\n'
+        '[auth.users.permissions.publish]\nallow = ["orders.>"]\n'
+        '[auth.users.permissions.subscribe]\nallow = ["orders", "orders.>"]\n'
+    )
+    b = start_broker(tmp_path / "data", "--http-port", "off", "--config", str(config))
+    try:
+        with pytest.raises(ProbableAuthenticationError):
+            _connect(b)  # guest is not a user here
+        conn = _connect(b, "alice", "s3cret")
+        ch = conn.channel()
+        q = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(q, "amq.topic", "orders.#")
+        ch.basic_publish("amq.topic", "orders.eu", b"ok")
+        assert ch.basic_get(q, auto_ack=True)[2] == b"ok"
+        with pytest.raises(ChannelClosedByBroker) as err:
+            ch.queue_bind(q, "amq.topic", "payroll.*")
+        assert err.value.reply_code == 403
+        ch = conn.channel()
+        ch.basic_publish("amq.topic", "payroll.x", b"no")
+        with pytest.raises(ChannelClosedByBroker) as err:
+            ch.queue_declare("", exclusive=True)
+        assert err.value.reply_code == 403
+        conn.close()
+    finally:
+        b.stop()
+
+
+def test_exchange_to_exchange_alternate_and_internal_exchanges(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    lost = ch.queue_declare("", exclusive=True).method.queue
+    src, dst, alt = _name(), _name(), _name()
+    ch.exchange_declare(alt, "fanout", auto_delete=True)
+    ch.queue_bind(lost, alt)
+    ch.exchange_declare(src, "direct", auto_delete=True, arguments={"alternate-exchange": alt})
+    ch.exchange_declare(dst, "topic", auto_delete=True, internal=True)
+    ch.exchange_bind(dst, src, "k")
+    ch.queue_bind(q, dst, "#")
+    ch.basic_publish(src, "k", b"via e2e")
+    ch.basic_publish(src, "other", b"to alternate")
+    assert ch.basic_get(q, auto_ack=True)[2] == b"via e2e"
+    assert ch.basic_get(lost, auto_ack=True)[2] == b"to alternate"
+    ch.basic_publish(dst, "k", b"internal")
+    with pytest.raises(ChannelClosedByBroker) as err:
+        ch.queue_declare("", exclusive=True)
+    assert err.value.reply_code == 403
+
+
+def test_recover_redelivers_unacked_and_flow_pauses_deliveries(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.basic_publish("", q, b"1")
+    got = []
+    ch.basic_consume(q, lambda c, m, p, b: got.append((b, m.redelivered)))
+    conn.process_data_events(time_limit=0.3)
+    ch.basic_recover(requeue=True)
+    conn.process_data_events(time_limit=0.3)
+    assert got == [(b"1", False), (b"1", True)]
+    ch.flow(False)
+    ch.basic_publish("", q, b"2")
+    conn.process_data_events(time_limit=0.3)
+    assert len(got) == 2
+    ch.flow(True)
+    conn.process_data_events(time_limit=0.3)
+    assert got[-1] == (b"2", False)
+
+
+def test_single_active_consumer_gets_everything_until_it_cancels(broker, conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare(_name(), arguments={"x-single-active-consumer": True}).method.queue
+    first, second = [], []
+    tag = ch.basic_consume(q, lambda c, m, p, b: first.append(b), auto_ack=True)
+    other = _connect(broker)
+    other.channel().basic_consume(q, lambda c, m, p, b: second.append(b), auto_ack=True)
+    for i in range(4):
+        ch.basic_publish("", q, str(i).encode())
+    conn.process_data_events(time_limit=0.3)
+    other.process_data_events(time_limit=0.1)
+    assert (len(first), second) == (4, [])
+    ch.basic_cancel(tag)
+    ch.basic_publish("", q, b"next")
+    other.process_data_events(time_limit=0.5)
+    assert second == [b"next"]
+    other.close()
+    ch.queue_delete(q)
+
+
+def test_queue_with_x_expires_goes_away_unused(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare(_name(), arguments={"x-expires": 200}).method.queue
+    time.sleep(0.5)
+    with pytest.raises(ChannelClosedByBroker) as err:
+        ch.queue_declare(q, passive=True)
+    assert err.value.reply_code == 404
+
+
+def test_many_channels_on_one_connection_are_independent(conn) -> None:
+    channels = [conn.channel() for _ in range(20)]
+    q = channels[0].queue_declare("", exclusive=True).method.queue
+    for i, ch in enumerate(channels):
+        ch.basic_publish("", q, str(i).encode())
+    with pytest.raises(ChannelClosedByBroker):
+        channels[3].exchange_declare(_name(), passive=True)  # closes channel 3 only
+    assert channels[4].queue_declare(q, passive=True).method.message_count == 20
+
+
+def test_heartbeats_keep_an_idle_connection_open(broker) -> None:
+    params = pika.ConnectionParameters("127.0.0.1", broker.ports["amqp"], heartbeat=1)
+    c = pika.BlockingConnection(params)
+    c.sleep(3.0)  # pika answers heartbeats while it sleeps
+    assert c.is_open
+    c.channel().queue_declare("", exclusive=True)
+    c.close()

@@ -19,3 +19,5 @@ DEFAULT_VHOST = "/"
 PRODUCT = "robustmq"
 NEVER_MS = 2**62  # an ack wait that never runs out (AMQP has no per-message ack deadline)
 WORK_BUDGET_S = 0.01  # loop time one connection may take before it yields a tick to the others
+UNBLOCK_FRACTION = 0.8  # publishers blocked at max_ready_bytes are let go below this share of it
+BLOCKED_REASON = "low on memory"

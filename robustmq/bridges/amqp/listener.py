@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import platform
+import time
 from collections.abc import Callable, Iterable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from robustmq.bridges.amqp.codec import (
 )
 from robustmq.bridges.amqp.errors import AmqpConnectionError, AmqpError, BadProtocolHeader, ChannelError
 from robustmq.bridges.amqp.limits import (
+    BLOCKED_REASON,
     CLOSE_OK_WAIT_S,
     DEFAULT_VHOST,
     HEARTBEAT_MISSES,
@@ -39,11 +41,12 @@ from robustmq.bridges.amqp.limits import (
     MIN_FRAME_MAX_BYTES,
     PRODUCT,
     PROTOCOL_HEADER,
+    UNBLOCK_FRACTION,
     WORK_BUDGET_S,
     WRITE_BUFFER_HIGH_BYTES,
     WRITE_BUFFER_LOW_BYTES,
 )
-from robustmq.bridges.amqp.queues import AmqpQueue
+from robustmq.bridges.amqp.queues import AmqpQueue, ReadyGauge
 from robustmq.bridges.amqp.vhost import VirtualHost
 from robustmq.clients import ClientCounters
 
@@ -89,12 +92,15 @@ class AmqpConnection(asyncio.Protocol):
         self.channels: dict[int, Channel] = {}
         self.exclusive_queues: set[AmqpQueue] = set()
         self.cancel_notify = False
+        self.blocked_notify = False
+        self.blocked = False  # reading paused because the vhost is over max_ready_bytes
         self.client_id = server.router.new_client_id()
         self.user: str | None = None
         self.permissions: Permissions | None = None
         self.name: str | None = None
         self.remote = ""
         self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes = 0
+        self.start_time = time.time()
         self.handshake: HandshakeTicket | None = None
         self.cur_content: Content | None = None
         self.cur_routed = 0
@@ -165,7 +171,28 @@ class AmqpConnection(asyncio.Protocol):
 
     def _end_yield(self) -> None:
         self._yielded = False
-        if not self.closing:
+        if not self.closing and not self.blocked:
+            self.transport.resume_reading()
+
+    def block(self) -> None:
+        """Stop reading a connection that publishes; a consuming-only one is left alone, as its
+        acks are what drains the queues."""
+        if self.blocked or self.closing or self.state != "open" or not self.in_msgs:
+            return
+        self.blocked = True
+        if self.blocked_notify:
+            self.write_method(0, C.Connection.Blocked(reason=BLOCKED_REASON))
+        self.transport.pause_reading()
+
+    def unblock(self) -> None:
+        if not self.blocked:
+            return
+        self.blocked = False
+        if self.closing:
+            return
+        if self.blocked_notify:
+            self.write_method(0, C.Connection.Unblocked())
+        if not self._yielded:
             self.transport.resume_reading()
 
     def pause_writing(self) -> None:
@@ -313,6 +340,7 @@ class AmqpConnection(asyncio.Protocol):
         props = m.client_properties or {}
         caps = props.get("capabilities") or {}
         self.cancel_notify = bool(caps.get("consumer_cancel_notify"))
+        self.blocked_notify = bool(caps.get("connection.blocked"))
         name = props.get("connection_name")
         self.name = name.decode() if isinstance(name, bytes) else (str(name) if name else None)
         self.state = "tune"
@@ -365,6 +393,8 @@ class AmqpConnection(asyncio.Protocol):
             if ch.closing:
                 return
             self._run(ch, ch.publish, event)
+            if self.server.gauge.above and not self.blocked:
+                self.block()
             return
         method = event.method
         if self.state == "closing":
@@ -441,7 +471,9 @@ class AmqpConnection(asyncio.Protocol):
             "name": self.name, "lang": "amqp", "version": "0-9-1", "user": self.user,
             "subscriptions": sum(len(ch.consumers) for ch in self.channels.values()),
             "in_msgs": self.in_msgs, "in_bytes": self.in_bytes, "out_msgs": self.out_msgs, "out_bytes": self.out_bytes,
-            "channels": len(self.channels),
+            "channels": len(self.channels), "start": self.start_time, "blocked": self.blocked,
+            "pending_bytes": sum(map(len, self._out)) + (
+                self.transport.get_write_buffer_size() if self.transport is not None and not self.closing else 0),
         }  # fmt: skip
 
 
@@ -464,7 +496,11 @@ class AmqpServer(ClientCounters):
         self.handshakes = HandshakeGate(
             self.settings.max_unauthenticated_connections, self.settings.max_unauthenticated_per_address
         )
-        self.vhost = VirtualHost()
+        high = self.settings.max_ready_bytes
+        self.gauge = ReadyGauge(high, int(high * UNBLOCK_FRACTION))
+        self.gauge.on_high = self._block_publishers
+        self.gauge.on_low = self._unblock_publishers
+        self.vhost = VirtualHost(gauge=self.gauge)
         self.vhost.on_queue_deleted = self._queue_deleted
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._server: asyncio.AbstractServer | None = None
@@ -524,6 +560,16 @@ class AmqpServer(ClientCounters):
 
     def addresses(self) -> list[tuple[str, int]]:
         return [sock.getsockname()[:2] for sock in self._server.sockets] if self._server else []
+
+    def _block_publishers(self) -> None:
+        """Too many bytes wait in queues: publishing connections stop being read (RabbitMQ's
+        memory alarm); those that asked are told with Connection.Blocked."""
+        for conn in self.open_connections:
+            conn.block()
+
+    def _unblock_publishers(self) -> None:
+        for conn in self.open_connections:
+            conn.unblock()
 
     def _queue_deleted(self, q: AmqpQueue) -> None:
         for conn in self.open_connections:

@@ -85,21 +85,60 @@ class MessageLog(Protocol):
 DeadLetterFn = Callable[["AmqpQueue", QueuedMessage, str], None]
 
 
+class ReadyGauge:
+    """Body bytes ready in every queue of the vhost; calls ``on_high`` / ``on_low`` as it crosses
+    its marks (the listener blocks and unblocks publishers)."""
+
+    __slots__ = ("bytes", "high", "low", "above", "on_high", "on_low")
+
+    def __init__(self, high: int, low: int) -> None:
+        self.bytes = 0
+        self.high = high
+        self.low = low
+        self.above = False
+        self.on_high: Callable[[], None] | None = None
+        self.on_low: Callable[[], None] | None = None
+
+    def add(self, n: int) -> None:
+        self.bytes += n
+        if n > 0:
+            if not self.above and self.bytes > self.high:
+                self.above = True
+                if self.on_high is not None:
+                    self.on_high()
+        elif self.above and self.bytes < self.low:
+            self.above = False
+            if self.on_low is not None:
+                self.on_low()
+
+
+_NO_GAUGE = ReadyGauge(2**62, 0)
+
+
 class _Ready:
     """Ready messages: FIFO, or highest priority first (FIFO within) when the queue has priorities."""
 
-    __slots__ = ("_fifo", "_heap", "bytes")
+    __slots__ = ("_fifo", "_heap", "_bytes", "gauge")
 
-    def __init__(self, prioritised: bool) -> None:
+    def __init__(self, prioritised: bool, gauge: ReadyGauge) -> None:
         self._fifo: deque[QueuedMessage] | None = None if prioritised else deque()
         self._heap: list[QueuedMessage] = []
-        self.bytes = 0
+        self._bytes = 0
+        self.gauge = gauge
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def _count(self, n: int) -> None:
+        self._bytes += n
+        self.gauge.add(n)
 
     def __len__(self) -> int:
         return len(self._fifo) if self._fifo is not None else len(self._heap)
 
     def push(self, msg: QueuedMessage) -> None:
-        self.bytes += len(msg.content.body)
+        self._count(len(msg.content.body))
         if self._fifo is not None:
             self._fifo.append(msg)
         else:
@@ -107,8 +146,7 @@ class _Ready:
 
     def push_back(self, msgs: list[QueuedMessage]) -> None:
         """Requeued messages go back to their original place (by arrival order)."""
-        for m in msgs:
-            self.bytes += len(m.content.body)
+        self._count(sum(len(m.content.body) for m in msgs))
         if self._fifo is None:
             for m in msgs:
                 heapq.heappush(self._heap, m)
@@ -129,7 +167,7 @@ class _Ready:
 
     def pop(self) -> QueuedMessage:
         msg = self._fifo.popleft() if self._fifo is not None else heapq.heappop(self._heap)
-        self.bytes -= len(msg.content.body)
+        self._count(-len(msg.content.body))
         return msg
 
     def drain(self) -> list[QueuedMessage]:
@@ -137,7 +175,7 @@ class _Ready:
         if self._fifo is not None:
             self._fifo.clear()
         self._heap = []
-        self.bytes = 0
+        self._count(-self._bytes)
         return out
 
 
@@ -158,6 +196,7 @@ class AmqpQueue:
     def __init__(
         self, name: str, *, durable: bool = False, exclusive_owner: Any = None, auto_delete: bool = False,
         arguments: dict[str, Any] | None = None, dead_letter: DeadLetterFn | None = None,
+        gauge: ReadyGauge | None = None,
     ) -> None:  # fmt: skip
         self.name = name
         self.durable = durable
@@ -179,7 +218,7 @@ class AmqpQueue:
         self.dead_letter_exchange: str | None = None if dlx is None else str(dlx)
         dlrk = args.get("x-dead-letter-routing-key")
         self.dead_letter_routing_key: str | None = None if dlrk is None else str(dlrk)
-        self.ready = _Ready(bool(self.max_priority))
+        self.ready = _Ready(bool(self.max_priority), gauge or _NO_GAUGE)
         self.consumers: list[QueueConsumer] = []
         self.unacked = 0
         self.had_consumer = False

@@ -21,7 +21,7 @@ from robustmq.bridges.amqp import errors as E
 from robustmq.bridges.amqp.codec import encode_properties
 from robustmq.bridges.amqp.errors import AmqpConnectionError, ChannelError
 from robustmq.bridges.amqp.limits import SERVER_NAMED_QUEUE_PREFIX
-from robustmq.bridges.amqp.queues import AmqpQueue, Content, QueuedMessage, now_ms
+from robustmq.bridges.amqp.queues import AmqpQueue, Content, QueuedMessage, ReadyGauge, now_ms
 from robustmq.bridges.amqp.routing import DEFAULT_EXCHANGE, EXCHANGE_TYPES, Binding, Exchange, Exchanges
 
 if TYPE_CHECKING:
@@ -50,7 +50,8 @@ def _same_args(a: dict[str, Any], b: dict[str, Any]) -> str | None:
 class VirtualHost:
     """Exchanges and queues of ``/``. ``persistence`` is None when the broker runs without a store."""
 
-    def __init__(self, persistence: AmqpPersistence | None = None) -> None:
+    def __init__(self, persistence: AmqpPersistence | None = None, gauge: ReadyGauge | None = None) -> None:
+        self.gauge = gauge
         self.queues: dict[str, AmqpQueue] = {}
         self.exchanges = Exchanges(self.queues.__contains__)
         self.persistence = persistence
@@ -183,6 +184,7 @@ class VirtualHost:
             q = AmqpQueue(
                 name, durable=bool(m.durable), exclusive_owner=conn if m.exclusive else None,
                 auto_delete=bool(m.auto_delete), arguments=args, dead_letter=self.dead_letter,
+                gauge=self.gauge,
             )  # fmt: skip
         except ValueError as exc:
             raise ChannelError(E.PRECONDITION_FAILED, E.BAD_ARGUMENT.format(
@@ -201,7 +203,7 @@ class VirtualHost:
         try:
             q = AmqpQueue(
                 data["name"], durable=True, auto_delete=bool(data.get("auto_delete")),
-                arguments=data.get("arguments") or {}, dead_letter=self.dead_letter,
+                arguments=data.get("arguments") or {}, dead_letter=self.dead_letter, gauge=self.gauge,
             )  # fmt: skip
         except (KeyError, ValueError) as exc:
             log.warning("cannot restore AMQP queue %r: %s", data.get("name"), exc)
