@@ -316,6 +316,7 @@ class RabbitMQ:
 
 def bench_server(port: int, pid: int, duration: float, idle: int) -> dict[str, float]:
     out: dict[str, float] = {"rss_idle": rss_kib(pid)}
+    out.update(idle_connections(port, pid, idle))  # first, before the scenarios grow the heap
     for name, persistent, fanout in (("transient", False, False), ("confirms", True, False), ("fanout", False, True)):
         r = run_scenario(port, duration, persistent=persistent, fanout=fanout)
         print(f"  {name}: {r}", flush=True)
@@ -323,7 +324,6 @@ def bench_server(port: int, pid: int, duration: float, idle: int) -> dict[str, f
         out[f"{name}_lost"] = r["lost_pct"]
         if persistent:
             out["confirms_acked_rate"] = r["acked"] / duration
-    out.update(idle_connections(port, pid, idle))
     return out
 
 
@@ -353,7 +353,7 @@ def print_table(results: dict[str, dict[str, float] | None]) -> None:
                 cells.append(fmt.format(res[key]))
         ratio = ""
         if higher is not None and rm and rb and not isinstance(key, tuple) and rb[key]:
-            ratio = f"{rm[key] / rb[key]:.2f}x" + ("" if higher else " (lower is better)")
+            ratio = f"{rm[key] / rb[key]:.3g}x" + ("" if higher else " (lower is better)")
         print(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
 
 
