@@ -140,3 +140,19 @@ async def test_aio_pika_consume_with_confirms_and_manual_ack(broker) -> None:
                 break
     assert seen == [str(i).encode() for i in range(50)]
     await conn.close()
+
+
+async def test_mandatory_publish_to_amq_topic_returns_only_when_nothing_took_it(broker) -> None:
+    root = _root()
+    conn = await aio_pika.connect(broker.amqp_url)
+    ch = await conn.channel(publisher_confirms=True, on_return_raises=True)
+    await _queue_bound(ch, f"{root}.#.z")  # subscribes to root.>, but a.b is not a match
+    topic = await ch.get_exchange("amq.topic")
+    with pytest.raises(aio_pika.exceptions.DeliveryError):
+        await topic.publish(aio_pika.Message(b"x"), routing_key=f"{root}.a.b", mandatory=True)
+    nc = await nats.connect(broker.nats_url)
+    await nc.subscribe(f"{root}.n")
+    await nc.flush()
+    await topic.publish(aio_pika.Message(b"y"), routing_key=f"{root}.n", mandatory=True)  # a NATS subscriber took it
+    await nc.close()
+    await conn.close()

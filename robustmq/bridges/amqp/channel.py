@@ -369,6 +369,8 @@ class Channel:
         conn = self.conn
         conn.in_msgs += 1
         conn.in_bytes += len(msg.body)
+        if msg.immediate:
+            raise AmqpConnectionError(E.NOT_IMPLEMENTED, E.IMMEDIATE, 60, 40)  # as RabbitMQ 3.x
         if msg.refused_size:
             raise ChannelError(E.PRECONDITION_FAILED, E.MESSAGE_TOO_LARGE.format(
                 size=msg.refused_size, max=conn.server.settings.max_message_bytes), 60, 40)  # fmt: skip
@@ -390,6 +392,7 @@ class Channel:
         if subject is not None:
             conn.cur_content = content
             conn.cur_routed = 0
+            conn.cur_bridge_hits = 0
             conn.cur_refused = False
             pending = conn.cur_pending = []
             try:
@@ -400,9 +403,9 @@ class Channel:
             finally:
                 conn.cur_content = None
             pending.extend(more)
-            routed, refused = conn.cur_routed, conn.cur_refused
-            if not routed and _count:
-                routed = _count  # delivered to subscribers of other protocols or to streams
+            # queues that took it, plus subscribers of other protocols and streams
+            routed = conn.cur_routed + _count - conn.cur_bridge_hits
+            refused = conn.cur_refused
         else:
             names = self.vhost.route(msg.exchange, content)
             routed, pending, refused = self.vhost.enqueue(names, content)

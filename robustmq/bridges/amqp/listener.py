@@ -104,6 +104,7 @@ class AmqpConnection(asyncio.Protocol):
         self.handshake: HandshakeTicket | None = None
         self.cur_content: Content | None = None
         self.cur_routed = 0
+        self.cur_bridge_hits = 0
         self.cur_refused = False
         self.cur_pending: list[Any] = []
         self._out: list[bytes] = []

@@ -114,6 +114,9 @@ class SubjectBridge:
 
     def _deliverer(self, pattern: str) -> Any:
         def deliver(subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> Any:
+            origin = self.router.current_origin
+            if getattr(origin, "cur_content", None) is not None:
+                origin.cur_bridge_hits += 1  # not a receiver of its own: only the queues count
             if self._owner_of(subject) != pattern:
                 return None
             return self.route(subject, reply, headers, payload)
