@@ -38,6 +38,26 @@ def conn(broker: BrokerProcess) -> Iterator[pika.BlockingConnection]:
         c.close()
 
 
+def _wait(conn: pika.BlockingConnection, done, timeout: float = 5.0) -> None:
+    """Process events until ``done()`` holds (the machine may be busy: no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    assert done()
+
+
+def _gone(conn: pika.BlockingConnection, queue: str, timeout: float = 5.0) -> bool:
+    """Poll until a passive declare of ``queue`` says 404."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn.channel().queue_declare(queue, passive=True)
+        except ChannelClosedByBroker as err:
+            return err.reply_code == 404
+        time.sleep(0.05)
+    return False
+
+
 def _name() -> str:
     return "t-" + uuid.uuid4().hex[:10]
 
@@ -147,10 +167,7 @@ def test_exclusive_queue_goes_with_its_connection(broker, conn) -> None:
     other = _connect(broker)
     q = other.channel().queue_declare("", exclusive=True).method.queue
     other.close()
-    time.sleep(0.2)
-    with pytest.raises(ChannelClosedByBroker) as err:
-        conn.channel().queue_declare(q, passive=True)
-    assert err.value.reply_code == 404
+    assert _gone(conn, q)
 
 
 def test_purge_delete_if_empty_and_unbind(conn) -> None:
@@ -177,10 +194,12 @@ def test_prefetch_limits_unacked_deliveries_and_ack_releases_more(conn) -> None:
     ch.basic_qos(prefetch_count=2)
     got = []
     ch.basic_consume(q, lambda c, m, p, b: got.append(m))
-    conn.process_data_events(time_limit=0.5)
-    assert len(got) == 2
+    _wait(conn, lambda: len(got) >= 2)
+    conn.process_data_events(time_limit=0.3)
+    assert len(got) == 2  # the prefetch holds the rest back
     ch.basic_ack(got[1].delivery_tag, multiple=True)
-    conn.process_data_events(time_limit=0.5)
+    _wait(conn, lambda: len(got) >= 4)
+    conn.process_data_events(time_limit=0.2)
     assert len(got) == 4
 
 
@@ -258,7 +277,9 @@ def test_message_ttl_dead_letters_with_x_death(conn) -> None:
     }).method.queue  # fmt: skip
     ch.basic_publish("", q, b"expires")
     ch.basic_publish("", q, b"expires sooner", pika.BasicProperties(expiration="10"))
-    time.sleep(0.4)
+    deadline = time.monotonic() + 5
+    while ch.queue_declare(dead, passive=True).method.message_count < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert ch.queue_declare(q, passive=True).method.message_count == 0
     m, props, body = ch.basic_get(dead, auto_ack=True)
     assert body == b"expires"
@@ -310,8 +331,7 @@ def test_deleting_a_queue_cancels_its_consumers(broker, conn) -> None:
     ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
     tag = ch.basic_consume(q, lambda *a: None)
     conn.channel().queue_delete(q)
-    conn.process_data_events(time_limit=0.5)
-    assert cancelled == [tag]
+    _wait(conn, lambda: cancelled == [tag])
 
 
 def test_wrong_password_and_unknown_vhost_are_refused(broker) -> None:
@@ -344,14 +364,18 @@ def test_publishers_are_blocked_past_max_ready_bytes_and_unblocked_when_drained(
         q = ch.queue_declare(_name()).method.queue
         for _ in range(15):
             ch.basic_publish("", q, b"x" * 1000)
-        pub.process_data_events(time_limit=0.5)
-        assert events == ["Connection.Blocked"]
+        _wait(pub, lambda: events == ["Connection.Blocked"])
         other = _connect(b)
         other.channel().queue_purge(q)
-        pub.process_data_events(time_limit=0.5)
-        assert events == ["Connection.Blocked", "Connection.Unblocked"]
-        ch.basic_publish("", q, b"after")  # reading resumed: the publish is taken
-        assert other.channel().queue_declare(q, passive=True).method.message_count == 1
+        _wait(pub, lambda: events == ["Connection.Blocked", "Connection.Unblocked"])
+        ch.confirm_delivery()
+        ch.basic_publish("", q, b"after")  # reading resumed: the publish is taken and confirmed
+        ok = other.channel()
+        while True:  # what was still in flight when it was blocked arrived first
+            m, _p, body = ok.basic_get(q, auto_ack=True)
+            assert m is not None
+            if body == b"after":
+                break
         other.close()
         pub.close()
     finally:
@@ -415,16 +439,16 @@ def test_recover_redelivers_unacked_and_flow_pauses_deliveries(conn) -> None:
     ch.basic_publish("", q, b"1")
     got = []
     ch.basic_consume(q, lambda c, m, p, b: got.append((b, m.redelivered)))
-    conn.process_data_events(time_limit=0.3)
+    _wait(conn, lambda: len(got) == 1)
     ch.basic_recover(requeue=True)
-    conn.process_data_events(time_limit=0.3)
+    _wait(conn, lambda: len(got) == 2)
     assert got == [(b"1", False), (b"1", True)]
     ch.flow(False)
     ch.basic_publish("", q, b"2")
     conn.process_data_events(time_limit=0.3)
     assert len(got) == 2
     ch.flow(True)
-    conn.process_data_events(time_limit=0.3)
+    _wait(conn, lambda: len(got) == 3)
     assert got[-1] == (b"2", False)
 
 
@@ -437,13 +461,12 @@ def test_single_active_consumer_gets_everything_until_it_cancels(broker, conn) -
     other.channel().basic_consume(q, lambda c, m, p, b: second.append(b), auto_ack=True)
     for i in range(4):
         ch.basic_publish("", q, str(i).encode())
-    conn.process_data_events(time_limit=0.3)
+    _wait(conn, lambda: len(first) == 4)
     other.process_data_events(time_limit=0.1)
-    assert (len(first), second) == (4, [])
+    assert second == []
     ch.basic_cancel(tag)
     ch.basic_publish("", q, b"next")
-    other.process_data_events(time_limit=0.5)
-    assert second == [b"next"]
+    _wait(other, lambda: second == [b"next"])
     other.close()
     ch.queue_delete(q)
 
@@ -451,10 +474,7 @@ def test_single_active_consumer_gets_everything_until_it_cancels(broker, conn) -
 def test_queue_with_x_expires_goes_away_unused(conn) -> None:
     ch = conn.channel()
     q = ch.queue_declare(_name(), arguments={"x-expires": 200}).method.queue
-    time.sleep(0.5)
-    with pytest.raises(ChannelClosedByBroker) as err:
-        ch.queue_declare(q, passive=True)
-    assert err.value.reply_code == 404
+    assert _gone(conn, q)
 
 
 def test_many_channels_on_one_connection_are_independent(conn) -> None:

@@ -18,9 +18,10 @@ from pamqp import commands as C
 
 from robustmq.bridges.amqp import errors as E
 from robustmq.bridges.amqp.codec import (
+    DeliveryWire,
     Message,
     basic_ack_frame,
-    deliver_frames,
+    deliver_cached,
     get_ok_frames,
     return_frames,
     short_string,
@@ -69,9 +70,11 @@ class ChannelConsumer:
         tag = ch.delivery_tag
         c = msg.content
         conn = ch.conn
-        conn.write(deliver_frames(
-            ch.number, self.tag_short, tag, msg.redelivered, c.exchange, c.routing_key,
-            c.raw_properties, c.body, conn.frame_max,
+        wire = c.wire
+        if wire is None:
+            wire = c.wire = DeliveryWire(c.exchange, c.routing_key)
+        conn.write(deliver_cached(
+            wire, ch.number, self.tag_short, tag, msg.redelivered, c.raw_properties, c.body, conn.frame_max,
         ))  # fmt: skip
         conn.out_msgs += 1
         conn.out_bytes += len(c.body)

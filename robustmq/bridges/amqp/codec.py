@@ -28,6 +28,7 @@ FRAME_HEARTBEAT = 8
 BASIC_CLASS = 60
 PUBLISH_METHOD = 40
 _PUBLISH_INDEX = (BASIC_CLASS << 16) | PUBLISH_METHOD
+_PUBLISH_HEAD = b"\x00\x3c\x00\x28"
 
 _frame_head = struct.Struct(">BHI")
 _u16 = struct.Struct(">H")
@@ -154,9 +155,16 @@ class FrameDecoder:
         pos = 0
         n = len(buf)
         frame_max = self.frame_max
+        assembling = self._assembling
         try:
             while n - pos >= FRAME_HEADER_BYTES:
                 ftype, channel, size = _frame_head.unpack_from(buf, pos)
+                if ftype == FRAME_METHOD and not assembling and buf[pos + 7 : pos + 11] == _PUBLISH_HEAD:
+                    fast = self._whole_publish(buf, pos, n, channel, size)
+                    if fast is not None:
+                        out.append(fast[0])
+                        pos = fast[1]
+                        continue
                 if size + FRAME_OVERHEAD_BYTES > frame_max:
                     raise AmqpConnectionError(
                         E.FRAME_ERROR, E.FRAME_TOO_LARGE.format(type=ftype, size=size, max=frame_max - FRAME_OVERHEAD_BYTES)
@@ -178,6 +186,55 @@ class FrameDecoder:
             if pos:
                 del buf[:pos]
         return out
+
+    def _whole_publish(self, buf: bytearray, pos: int, n: int, channel: int, size: int) -> tuple[Message, int] | None:
+        """The common case in one step: Basic.Publish, its header and at most one body frame, all
+        well-formed and already in the buffer. Anything else returns None for the frame-by-frame
+        path, which also reports every error."""
+        frame_max = self.frame_max
+        end1 = pos + 7 + size
+        if size + FRAME_OVERHEAD_BYTES > frame_max or end1 + 8 > n or buf[end1] != FRAME_END:
+            return None
+        h = end1 + 1
+        ftype2, ch2, size2 = _frame_head.unpack_from(buf, h)
+        end2 = h + 7 + size2
+        if ftype2 != FRAME_HEADER or ch2 != channel or size2 < 14 or size2 + FRAME_OVERHEAD_BYTES > frame_max:
+            return None
+        if end2 >= n or buf[end2] != FRAME_END:
+            return None
+        body_size = _content_head.unpack_from(buf, h + 7)[2]
+        if body_size > self.max_message_bytes:
+            return None
+        if body_size:
+            b = end2 + 1
+            if b + 7 > n:
+                return None
+            ftype3, ch3, size3 = _frame_head.unpack_from(buf, b)
+            end3 = b + 7 + size3
+            if ftype3 != FRAME_BODY or ch3 != channel or size3 != body_size or end3 >= n or buf[end3] != FRAME_END:
+                return None
+            if size3 + FRAME_OVERHEAD_BYTES > frame_max:
+                return None
+            body = bytes(buf[b + 7 : end3])
+            next_pos = end3 + 1
+        else:
+            body = b""
+            next_pos = end2 + 1
+        try:
+            exchange, routing_key, mandatory, immediate = decode_publish(bytes(buf[pos + 11 : end1]))
+        except (IndexError, ValueError, UnicodeDecodeError):
+            return None
+        raw = bytes(buf[h + 19 : end2])
+        if raw == self._last_raw:
+            props = self._last_props
+        else:
+            try:
+                props = decode_properties(raw)
+            except Exception:
+                return None
+            self._last_raw = raw
+            self._last_props = props
+        return Message(channel, exchange, routing_key, mandatory, immediate, props, raw, body), next_pos
 
     def _frame(self, ftype: int, channel: int, payload: bytes) -> Event | None:
         pending = self._assembling.get(channel)
@@ -310,6 +367,31 @@ def deliver_frames(
         + _short(exchange) + _short(routing_key)
     )  # fmt: skip
     return _frame(FRAME_METHOD, channel, args) + content_frames(channel, raw_properties, body, frame_max)
+
+
+class DeliveryWire:
+    """What every delivery of one message repeats, encoded once (fan-out and redelivery reuse it)."""
+
+    __slots__ = ("names", "channel", "frame_max", "content")
+
+    def __init__(self, exchange: str, routing_key: str) -> None:
+        self.names = _short(exchange) + _short(routing_key)
+        self.channel = -1
+        self.frame_max = 0
+        self.content = b""
+
+
+def deliver_cached(
+    wire: DeliveryWire, channel: int, consumer_tag_short: bytes, delivery_tag: int, redelivered: bool,
+    raw_properties: bytes, body: bytes, frame_max: int,
+) -> bytes:  # fmt: skip
+    """``deliver_frames`` with the routing names and content frames taken from ``wire``."""
+    if wire.channel != channel or wire.frame_max != frame_max:
+        wire.content = content_frames(channel, raw_properties, body, frame_max)
+        wire.channel = channel
+        wire.frame_max = frame_max
+    args = b"\x00\x3c\x00\x3c" + consumer_tag_short + _deliver_tail.pack(delivery_tag, 1 if redelivered else 0) + wire.names
+    return _frame_head.pack(FRAME_METHOD, channel, len(args)) + args + b"\xce" + wire.content
 
 
 def get_ok_frames(

@@ -28,13 +28,18 @@ def now_ms() -> int:
 
 @dataclass(slots=True, eq=False)
 class Content:
-    """One published message, shared by every queue it was routed to."""
+    """One published message, shared by every queue it was routed to.
+
+    ``wire`` caches what every delivery of it repeats: the exchange and routing key as short
+    strings and the content frames for the last channel and frame size they were built for.
+    """
 
     exchange: str
     routing_key: str
     properties: C.Basic.Properties
     raw_properties: bytes
     body: bytes
+    wire: Any = None
 
     @property
     def persistent(self) -> bool:
