@@ -105,6 +105,7 @@ class Channel:
         self.publish_seq = 0
         self._confirms: deque[list[Any]] = deque()  # [seq, writes outstanding, failed]
         self._release_scheduled = False
+        self._waiting: dict[asyncio.Future, list[list[Any]]] = {}  # commit future -> confirm entries
         self.transactional = False
         self._tx_publishes: list[tuple[Message, Content]] = []
         self._tx_settles: list[tuple[str, int, bool, bool]] = []
@@ -144,6 +145,7 @@ class Channel:
         self._tx_publishes.clear()
         self._tx_settles.clear()
         self._confirms.clear()
+        self._waiting.clear()
 
     def _requeue_all(self) -> None:
         by_queue: dict[AmqpQueue, list[QueuedMessage]] = {}
@@ -438,6 +440,15 @@ class Channel:
             if done.done():
                 self._write_done(entry, done)
                 continue
+            fut = getattr(done, "future", None)
+            if fut is not None:  # a store append: one callback per commit, however many appends
+                waiting = self._waiting.get(fut)
+                if waiting is None:
+                    self._waiting[fut] = [entry]
+                    fut.add_done_callback(self._commit_done)
+                else:
+                    waiting.append(entry)
+                continue
             add = getattr(done, "add_done_callback", None)
             if add is None:
                 done = asyncio.ensure_future(done)
@@ -445,6 +456,16 @@ class Channel:
             add(functools.partial(self._write_done, entry))
         if not pending:
             self._release_confirms()
+
+    def _commit_done(self, fut: asyncio.Future) -> None:
+        failed = fut.cancelled() or fut.exception() is not None
+        for entry in self._waiting.pop(fut, ()):
+            if failed:
+                entry[2] = True
+            entry[1] -= 1
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            self.conn.loop.call_soon(self._release_confirms)
 
     def _write_done(self, entry: list[Any], done: Any) -> None:
         try:
