@@ -79,7 +79,10 @@ class ChannelConsumer:
         conn.out_msgs += 1
         conn.out_bytes += len(c.body)
         if self.no_ack:
-            queue.acked([msg])
+            if msg.offset is None:
+                queue.unacked -= 1  # nothing stored to release
+            else:
+                queue.acked([msg])
         else:
             self.unacked += 1
             ch.unacked[tag] = (queue, msg, self)

@@ -285,8 +285,18 @@ class AmqpQueue:
             priority = min(int(p), self.max_priority)
         msg = QueuedMessage(content, self.expiry_for(content, now), priority)
         stored = None
-        if self.log is not None and content.persistent:
-            stored = self.log.append(msg)
+        log = self.log
+        if log is not None and content.persistent:
+            stored = log.append(msg)
+        if self.consumers and not len(self.ready) and not self._dispatching:
+            # nothing waits ahead of it: straight to a consumer with room, if there is one
+            consumer = self._next_consumer()
+            if consumer is not None:
+                self.unacked += 1
+                consumer.deliver(self, msg)
+                if msg.offset is not None and log is not None:
+                    log.note_delivered(msg.offset)
+                return True, stored
         self.ready.push(msg)
         if self.overflow == "drop-head":
             self._drop_over_limit()
