@@ -494,3 +494,26 @@ def test_heartbeats_keep_an_idle_connection_open(broker) -> None:
     assert c.is_open
     c.channel().queue_declare("", exclusive=True)
     c.close()
+
+
+def test_amqp_connections_and_queues_show_on_the_control_plane(tmp_path) -> None:
+    import httpx
+
+    b = start_broker(tmp_path / "data")
+    try:
+        params = pika.ConnectionParameters(
+            "127.0.0.1", b.ports["amqp"], client_properties={"connection_name": "billing-svc"}
+        )
+        conn = pika.BlockingConnection(params)
+        ch = conn.channel()
+        ch.queue_declare("invoices", durable=True)
+        ch.basic_publish("", "invoices", b"1", pika.BasicProperties(delivery_mode=2))
+        base = f"http://127.0.0.1:{b.ports['http']}"
+        items = httpx.get(f"{base}/api/v1/connections", params={"protocol": "amqp"}, timeout=10).json()["items"]
+        assert [(c["name"], c["user"], c["lang"]) for c in items] == [("billing-svc", "guest", "amqp")]
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        assert 'robustmq_connections{protocol="amqp"} 1.0' in metrics
+        assert any(line.startswith('robustmq_stream_records{stream="amqp-queue-invoices-') for line in metrics.splitlines())
+        conn.close()
+    finally:
+        b.stop()
