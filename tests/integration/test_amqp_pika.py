@@ -517,3 +517,59 @@ def test_amqp_connections_and_queues_show_on_the_control_plane(tmp_path) -> None
         conn.close()
     finally:
         b.stop()
+
+
+def test_headers_table_field_types_arrive_unchanged(conn) -> None:
+    import datetime
+    import decimal
+
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    headers = {
+        "str": "text", "int": 7, "big": 2**40, "neg": -3, "bool": True, "bytes": b"\x00\xff",
+        "decimal": decimal.Decimal("3.14"), "time": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+        "table": {"nested": "yes", "n": 1}, "array": [1, "two", {"three": 3}], "none": None,
+    }  # fmt: skip
+    props = pika.BasicProperties(headers=headers, timestamp=1_700_000_000, expiration="60000")
+    ch.basic_publish("", q, b"typed", props)
+    _m, got, _b = ch.basic_get(q, auto_ack=True)
+    assert got.headers == headers
+    assert (got.timestamp, got.expiration) == (1_700_000_000, "60000")
+
+
+def test_delete_if_unused_and_exclusive_consumers(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare(_name()).method.queue
+    ex = _name()
+    ch.exchange_declare(ex, "fanout")
+    ch.queue_bind(q, ex)
+    with pytest.raises(ChannelClosedByBroker) as err:
+        ch.exchange_delete(ex, if_unused=True)
+    assert err.value.reply_code == 406
+    ch = conn.channel()
+    ch.basic_consume(q, lambda *a: None, exclusive=True)
+    other = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as err:
+        other.basic_consume(q, lambda *a: None)
+    assert err.value.reply_code == 403
+    other = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as err:
+        other.queue_delete(q, if_unused=True)
+    assert err.value.reply_code == 406
+    conn.channel().queue_delete(q)
+    conn.channel().exchange_delete(ex)
+
+
+def test_global_prefetch_limits_the_whole_channel(conn) -> None:
+    ch = conn.channel()
+    qs = [ch.queue_declare("", exclusive=True).method.queue for _ in range(2)]
+    for q in qs:
+        for i in range(3):
+            ch.basic_publish("", q, str(i).encode())
+    ch.basic_qos(prefetch_count=3, global_qos=True)
+    got = []
+    for q in qs:
+        ch.basic_consume(q, lambda c, m, p, b: got.append(m))
+    _wait(conn, lambda: len(got) >= 3)
+    conn.process_data_events(time_limit=0.3)
+    assert len(got) == 3  # three across both consumers, not three each
