@@ -573,3 +573,12 @@ def test_global_prefetch_limits_the_whole_channel(conn) -> None:
     _wait(conn, lambda: len(got) >= 3)
     conn.process_data_events(time_limit=0.3)
     assert len(got) == 3  # three across both consumers, not three each
+
+
+def test_queue_names_may_hold_any_utf8(conn) -> None:
+    ch = conn.channel()
+    name = "café | 注文 " + _name()
+    assert ch.queue_declare(name, auto_delete=True).method.queue == name
+    ch.basic_publish("", name, b"ok")
+    assert ch.basic_get(name, auto_ack=True)[2] == b"ok"
+    ch.queue_delete(name)

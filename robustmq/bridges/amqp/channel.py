@@ -21,6 +21,7 @@ from robustmq.bridges.amqp.codec import (
     DeliveryWire,
     Message,
     basic_ack_frame,
+    declare_ok_frame,
     deliver_cached,
     get_ok_frames,
     return_frames,
@@ -208,8 +209,7 @@ class Channel:
         if q.exclusive_owner is self.conn:
             self.conn.exclusive_queues.add(q)
         if not m.nowait:
-            self.write_method(C.Queue.DeclareOk(queue=q.name, message_count=q.message_count,
-                                                consumer_count=len(q.consumers)))  # fmt: skip
+            self.conn.write(declare_ok_frame(self.number, q.name, q.message_count, len(q.consumers)))
 
     def _queue_bind(self, m: C.Queue.Bind) -> None:
         name = self._queue_name(m.queue, 50, 20)

@@ -139,6 +139,11 @@ class FrameDecoder:
     def buffered_bytes(self) -> int:
         return len(self._buf)
 
+    @property
+    def header_seen(self) -> bool:
+        """The protocol header has arrived (the server then sends Connection.Start)."""
+        return self._header_seen
+
     def receive(self, data: bytes) -> list[Event]:
         buf = self._buf
         buf += data
@@ -411,6 +416,12 @@ def return_frames(
 ) -> bytes:  # fmt: skip
     args = b"\x00\x3c\x00\x32" + _u16.pack(reply_code) + _short(reply_text) + _short(exchange) + _short(routing_key)
     return _frame(FRAME_METHOD, channel, args) + content_frames(channel, raw_properties, body, frame_max)
+
+
+def declare_ok_frame(channel: int, queue: str, message_count: int, consumer_count: int) -> bytes:
+    """Queue.DeclareOk, encoded here: pamqp refuses queue names RabbitMQ accepts (any UTF-8)."""
+    args = b"\x00\x32\x00\x0b" + _short(queue) + struct.pack(">II", message_count, consumer_count)
+    return _frame(FRAME_METHOD, channel, args)
 
 
 def basic_ack_frame(channel: int, delivery_tag: int, multiple: bool) -> bytes:

@@ -84,7 +84,7 @@ QUEUE_DELETED = "queue '{name}' in vhost '/' deleted"
 STORE_FAILED = "the message could not be stored: {reason}"
 ACCESS_DENIED_PUBLISH = "access to subject '{subject}' refused for user '{user}'"
 ACCESS_DENIED_SUBSCRIBE = "access to subject '{subject}' (a binding on amq.topic) refused for user '{user}'"
-TOO_MANY_CONNECTIONS = "connection limit reached"
+INTERNAL = "internal error ({reason})"
 
 
 def erlang_octets(payload: bytes) -> str:

@@ -152,7 +152,7 @@ class AmqpConnection(asyncio.Protocol):
             self.fail(exc)
             return
         finally:
-            if self.state == "header" and self.decoder._header_seen:
+            if self.state == "header" and self.decoder.header_seen and not self.closing:
                 self._start()
         for event in events:
             try:
@@ -161,6 +161,9 @@ class AmqpConnection(asyncio.Protocol):
                 self._close_channel(exc)
             except AmqpConnectionError as exc:
                 self.fail(exc)
+            except Exception as exc:  # a bug of ours: this connection ends, the others carry on
+                log.exception("AMQP connection %s failed", self.remote)
+                self.fail(AmqpConnectionError(E.INTERNAL_ERROR, E.INTERNAL.format(reason=type(exc).__name__)))
             if self.closing and self.state != "closing":
                 return
         self._busy_s += perf_counter() - started
