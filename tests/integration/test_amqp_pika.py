@@ -582,3 +582,16 @@ def test_queue_names_may_hold_any_utf8(conn) -> None:
     ch.basic_publish("", name, b"ok")
     assert ch.basic_get(name, auto_ack=True)[2] == b"ok"
     ch.queue_delete(name)
+
+
+def test_a_long_backlog_is_delivered_whole_and_in_order(conn) -> None:
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    n = 5000
+    for i in range(n):
+        ch.basic_publish("", q, i.to_bytes(4, "big") + b"x" * 1000)  # 5 MB: over one tick's write cap
+    assert ch.queue_declare(q, passive=True).method.message_count == n
+    got = []
+    ch.basic_consume(q, lambda c, m, p, b: got.append(int.from_bytes(b[:4], "big")), auto_ack=True)
+    _wait(conn, lambda: len(got) == n, timeout=20)
+    assert got == list(range(n))

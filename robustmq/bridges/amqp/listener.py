@@ -41,6 +41,7 @@ from robustmq.bridges.amqp.limits import (
     MIN_FRAME_MAX_BYTES,
     PRODUCT,
     PROTOCOL_HEADER,
+    TICK_OUT_MAX_BYTES,
     UNBLOCK_FRACTION,
     WORK_BUDGET_S,
     WRITE_BUFFER_HIGH_BYTES,
@@ -108,6 +109,8 @@ class AmqpConnection(asyncio.Protocol):
         self.cur_refused = False
         self.cur_pending: list[Any] = []
         self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._tick_paused = False  # paused by this tick's own queued bytes, not by the transport
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._close_callbacks: list[Callable[[], Any]] = []
@@ -233,8 +236,16 @@ class AmqpConnection(asyncio.Protocol):
     # -- writing -----------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue bytes; everything queued in one loop tick goes out in one ``transport.write``."""
+        """Queue bytes; everything queued in one loop tick goes out in one ``transport.write``.
+
+        Past ``TICK_OUT_MAX_BYTES`` queued in the tick the connection counts as paused, so its
+        consumers stop being fed until the flush (a backlog is never encoded all at once).
+        """
         self._out.append(data)
+        self._out_bytes += len(data)
+        if self._out_bytes > TICK_OUT_MAX_BYTES and not self.paused:
+            self.paused = True
+            self._tick_paused = True
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -248,10 +259,15 @@ class AmqpConnection(asyncio.Protocol):
         if not out:
             return
         self._out = []
+        self._out_bytes = 0
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(out[0] if len(out) == 1 else b"".join(out))
             self._last_tx = self.loop.time()
+        if self._tick_paused:
+            self._tick_paused = False
+            if transport is not None and transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH_BYTES:
+                self.resume_writing()  # else the transport's own resume_writing follows
 
     def _shut(self) -> None:
         self.closing = True

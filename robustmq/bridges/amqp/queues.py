@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 from pamqp import commands as C
 
+from robustmq.bridges.amqp.limits import DISPATCH_BATCH_MESSAGES
+
 _seq = itertools.count(1)
 
 
@@ -232,6 +234,7 @@ class AmqpQueue:
         self._dead_letter = dead_letter
         self._turn = 0
         self._dispatching = False
+        self._more_scheduled = False
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._expiry_at = 0
         self.on_idle: Callable[[AmqpQueue], None] | None = None  # x-expires: nobody used it for a while
@@ -363,8 +366,15 @@ class AmqpQueue:
             now = now_ms()
         ready = self.ready
         last_offset = -1
+        budget = DISPATCH_BATCH_MESSAGES
         try:
             while len(ready):
+                budget -= 1
+                if budget < 0:  # a long backlog goes out over several ticks
+                    if not self._more_scheduled:
+                        self._more_scheduled = True
+                        asyncio.get_running_loop().call_soon(self._dispatch_more)
+                    break
                 head = ready.peek()
                 if head is not None and head.expires_at_ms and head.expires_at_ms <= now:
                     self._discard(ready.pop(), "expired")
@@ -381,6 +391,11 @@ class AmqpQueue:
             self._dispatching = False
         if last_offset >= 0 and self.log is not None:
             self.log.note_delivered(last_offset)
+
+    def _dispatch_more(self) -> None:
+        self._more_scheduled = False
+        if not self.deleted:
+            self.dispatch()
 
     def take(self, now: int | None = None) -> QueuedMessage | None:
         """Basic.Get: the next ready message, if any (counted unacked until settled)."""
