@@ -255,9 +255,9 @@ class FrameDecoder:
             if index == _PUBLISH_INDEX:
                 try:
                     publish = decode_publish(payload[4:])
-                except (IndexError, ValueError, UnicodeDecodeError) as exc:
+                except (IndexError, ValueError, UnicodeDecodeError):
                     raise AmqpConnectionError(
-                        E.SYNTAX_ERROR, E.MALFORMED.format(what="basic.publish", reason=exc), class_id, method_id
+                        E.FRAME_ERROR, E.UNDECODABLE.format(octets=E.erlang_binary(payload[4:])), class_id, method_id
                     ) from None
                 self._assembling[channel] = _Assembly(publish)
                 return None
@@ -269,9 +269,9 @@ class FrameDecoder:
             method = cls()
             try:
                 method.unmarshal(payload[4:])
-            except Exception as exc:  # pamqp raises struct.error, ValueError, IndexError, ...
+            except Exception:  # pamqp raises struct.error, ValueError, IndexError, ...
                 raise AmqpConnectionError(
-                    E.SYNTAX_ERROR, E.MALFORMED.format(what=cls.name, reason=exc), class_id, method_id
+                    E.FRAME_ERROR, E.UNDECODABLE.format(octets=E.erlang_binary(payload[4:])), class_id, method_id
                 ) from None
             return Method(channel, method)
         if ftype == FRAME_HEADER:
@@ -286,9 +286,9 @@ class FrameDecoder:
             else:
                 try:
                     props = decode_properties(raw)
-                except Exception as exc:
+                except Exception:
                     raise AmqpConnectionError(
-                        E.SYNTAX_ERROR, E.MALFORMED.format(what="content header", reason=exc)
+                        E.FRAME_ERROR, E.UNDECODABLE.format(octets=E.erlang_binary(payload[:64]))
                     ) from None
                 self._last_raw = raw
                 self._last_props = props

@@ -77,6 +77,7 @@ FRAME_END_BAD = "type {type}, {octets}: {{invalid_frame_end_marker,{marker}}}"
 FRAME_TOO_LARGE = "type {type}, all octets = <<>>: {{frame_too_large,{size},{max}}}"
 FRAME_TYPE_BAD = "type {type}, all octets = <<>>: unknown_frame"
 MALFORMED = "cannot decode {what}: {reason}"
+UNDECODABLE = "cannot decode {octets}"
 HEARTBEAT_MISSED = "missed heartbeats from client, timeout: {seconds}s"
 HANDSHAKE_TIMEOUT = "handshake timeout"
 SHUTDOWN = "broker forced connection closure with reason 'shutdown'"
@@ -85,6 +86,11 @@ STORE_FAILED = "the message could not be stored: {reason}"
 ACCESS_DENIED_PUBLISH = "access to subject '{subject}' refused for user '{user}'"
 ACCESS_DENIED_SUBSCRIBE = "access to subject '{subject}' (a binding on amq.topic) refused for user '{user}'"
 INTERNAL = "internal error ({reason})"
+
+
+def erlang_binary(payload: bytes) -> str:
+    """Bytes written as an Erlang binary, as RabbitMQ quotes them: ``<<0,0,9>>``."""
+    return "<<" + ",".join(map(str, payload)) + ">>"
 
 
 def erlang_octets(payload: bytes) -> str:
