@@ -76,3 +76,44 @@ def test_durable_queues_survive_sigkill_with_persistent_and_unacked_messages(tmp
         conn.close()
     finally:
         b.stop()
+
+
+def test_a_broker_shutdown_closes_connections_with_320_and_keeps_durable_messages(tmp_path) -> None:
+    import socket
+
+    from pamqp import commands as C
+    from pamqp import frame
+
+    data = tmp_path / "data"
+    b = start_broker(data, "--http-port", "off")
+    conn = _connect(b.ports["amqp"])
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("kept", durable=True)
+    ch.basic_publish("", "kept", b"m", pika.BasicProperties(delivery_mode=2))
+    conn.close()
+    s = socket.create_connection(("127.0.0.1", b.ports["amqp"]))
+    s.sendall(b"AMQP\x00\x00\x09\x01")
+    s.sendall(frame.marshal(C.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"), 0))
+    s.sendall(frame.marshal(C.Connection.TuneOk(channel_max=10, frame_max=131072, heartbeat=0), 0))
+    s.sendall(frame.marshal(C.Connection.Open(virtual_host="/"), 0))
+    s.settimeout(5)
+    buf = b""
+    while b"\x00\x0a\x00\x29" not in buf:  # wait for Connection.OpenOk (class 10, method 41)
+        buf += s.recv(4096)
+    assert b.stop() == 0
+    rest = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        rest += chunk
+    _n, _ch, close = frame.unmarshal(rest)
+    assert close.name == "Connection.Close" and close.reply_code == 320
+    b = start_broker(data, "--http-port", "off")
+    try:
+        conn = _connect(b.ports["amqp"])
+        assert conn.channel().basic_get("kept", auto_ack=True)[2] == b"m"
+        conn.close()
+    finally:
+        b.stop()
