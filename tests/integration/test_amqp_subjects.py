@@ -6,17 +6,50 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import uuid
 
 import aio_pika
 import nats
+import paho.mqtt.client as paho
 import pytest
 from brokerproc import start_broker
-from test_mqtt_support import PahoClient, RawClient, unique
-
-from robustmq.bridges.mqtt import packets as P
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 pytestmark = pytest.mark.timeout(60)
+WAIT_S = 5.0
+
+
+class Mqtt5:
+    """A paho MQTT 5 client with its loop in a thread; received messages land in a queue."""
+
+    def __init__(self, port: int) -> None:
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="", protocol=paho.MQTTv5)
+        self.messages: queue.Queue = queue.Queue()
+        connected: queue.Queue = queue.Queue()
+        self.client.on_message = lambda c, u, m: self.messages.put(m)
+        self.client.on_connect = lambda c, u, flags, rc, props: connected.put(rc)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        connected.get(timeout=WAIT_S)
+
+    def subscribe(self, topic: str) -> None:
+        done: queue.Queue = queue.Queue()
+        self.client.on_subscribe = lambda c, u, mid, codes, props: done.put(codes)
+        self.client.subscribe(topic, 1)
+        done.get(timeout=WAIT_S)
+
+    def publish(self, topic: str, payload: bytes, user_properties: list[tuple[str, str]]) -> None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = user_properties
+        info = self.client.publish(topic, payload, 1, properties=props)
+        info.wait_for_publish(WAIT_S)  # QoS 1: PUBACK once stored and routed
+        assert info.is_published()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +87,8 @@ async def test_amq_topic_publish_reaches_nats_and_mqtt_subscribers_with_headers(
     nc = await nats.connect(broker.nats_url)
     sub = await nc.subscribe(f"{root}.>")
     await nc.flush()
-    mqtt = PahoClient(broker.ports["mqtt"], unique("s"), P.MQTT_5)
-    mqtt.subscribe(f"{root}/#", 0)
+    mqtt = Mqtt5(broker.ports["mqtt"])
+    mqtt.subscribe(f"{root}/#")
     conn = await aio_pika.connect(broker.amqp_url)
     ch = await conn.channel()
     topic = await ch.get_exchange("amq.topic")
@@ -63,7 +96,7 @@ async def test_amq_topic_publish_reaches_nats_and_mqtt_subscribers_with_headers(
     msg = await sub.next_msg(timeout=5)
     assert (msg.subject, msg.data) == (f"{root}.b.c", b"hello")
     assert msg.headers["trace"] == "t1" and msg.headers["n"] == "3"
-    m = await asyncio.to_thread(mqtt.get)
+    m = await asyncio.to_thread(mqtt.messages.get, True, WAIT_S)
     assert (m.topic, m.payload) == (f"{root}/b/c", b"hello")
     assert ("trace", "t1") in m.properties.UserProperty
     mqtt.stop()
@@ -98,13 +131,11 @@ async def test_mqtt_publish_reaches_an_amqp_queue(broker) -> None:
     conn = await aio_pika.connect(broker.amqp_url)
     ch = await conn.channel()
     q = await _queue_bound(ch, f"{root}.sensors.#")
-    device = RawClient(broker.ports["mqtt"], P.MQTT_5)
-    device.connect(unique("dev"))
-    ack = device.publish(f"{root}/sensors/t1", b"21.5", 1, properties={P.USER_PROPERTY: [("unit", "C")]})
-    assert ack.reason_code == 0
+    device = Mqtt5(broker.ports["mqtt"])
+    await asyncio.to_thread(device.publish, f"{root}/sensors/t1", b"21.5", [("unit", "C")])
     got = await _get(q)
     assert (got.body, got.routing_key, got.headers["unit"]) == (b"21.5", f"{root}.sensors.t1", "C")
-    device.disconnect()
+    device.stop()
     await conn.close()
 
 
