@@ -118,13 +118,15 @@ def start_nats_server(*extra_args: str, name: str = "nats-server") -> Server:
 
 
 def robustmq_argv(data_dir: str, *flags: str) -> list[str]:
-    return [sys.executable, "-m", "robustmq", "serve", "--host", LOOPBACK, *flags, "--data-dir", data_dir]
+    # AMQP off unless a benchmark asks for it, so its default port never clashes with another broker
+    return [sys.executable, "-m", "robustmq", "serve", "--host", LOOPBACK, "--amqp-port", "off", *flags,
+            "--data-dir", data_dir]  # fmt: skip
 
 
 # the listeners' caps on sockets still before CONNECT, lifted for the load generators
 BENCH_HANDSHAKE_CAPS = {
     f"ROBUSTMQ_{section}_{name}": "100000"
-    for section in ("NATS", "MQTT")
+    for section in ("NATS", "MQTT", "AMQP")
     for name in ("MAX_UNAUTHENTICATED_CONNECTIONS", "MAX_UNAUTHENTICATED_PER_ADDRESS")
 }
 
@@ -136,15 +138,16 @@ def start_robustmq(
     env: dict[str, str] | None = None,
     stderr: int | None = subprocess.DEVNULL,
 ) -> Server:
-    """robustmq with one listener (``nats`` or ``mqtt``) on a free port and the others off.
+    """robustmq with one listener (``nats``, ``mqtt`` or ``amqp``) on a free port and the others off.
 
     The load generators open up to thousands of sockets from one loopback address before they
     send CONNECT, so the caps on such sockets are lifted here (``env`` still wins).
     """
     env = {**BENCH_HANDSHAKE_CAPS, **(env if env is not None else os.environ)}
     port = free_port()
-    ports = {"nats": "off", "mqtt": "off", "http": "off", listener: str(port)}
-    flags = ["--nats-port", ports["nats"], "--http-port", ports["http"], "--mqtt-port", ports["mqtt"]]
+    ports = {"nats": "off", "mqtt": "off", "amqp": "off", "http": "off", listener: str(port)}
+    flags = ["--nats-port", ports["nats"], "--http-port", ports["http"], "--mqtt-port", ports["mqtt"],
+             "--amqp-port", ports["amqp"]]  # fmt: skip
     return Server("robustmq", robustmq_argv(data_dir, *flags, *extra_flags), port, env=env, stderr=stderr)
 
 

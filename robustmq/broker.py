@@ -117,6 +117,10 @@ class Broker:
             self.components.append(mqtt)
             if mqtt.websocket is not None:
                 self.components.append(mqtt.websocket)
+        if s.amqp.port is not None:
+            from robustmq.bridges.amqp.listener import AmqpServer
+
+            self.components.append(AmqpServer(self))
         if s.nats.port is not None:
             from robustmq.nats.server import NatsServer
 

@@ -78,6 +78,24 @@ class MqttSettings(_Section):
     _check_port = field_validator("port", "ws_port", mode="before")(lambda cls, v: _port(v))
 
 
+class AmqpSettings(_Section):
+    port: int | None = 5672
+    frame_max_bytes: int = Field(131072, ge=4096)  # offered in Connection.Tune (RabbitMQ's default)
+    channel_max: int = Field(2047, gt=0, le=65535)
+    heartbeat_s: int = Field(60, ge=0, le=65535)  # offered in Connection.Tune; 0 = none
+    max_message_bytes: int = Field(16 * 1024 * 1024, gt=0)  # larger publishes close the channel (406)
+    # bodies waiting in all queues past which publishers are blocked (Connection.Blocked, reading
+    # paused, as RabbitMQ's memory alarm) until they are back under 80% of it
+    max_ready_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    max_connections: int = Field(65536, gt=0)
+    # a socket must finish the handshake (protocol header to Connection.Open) within this time
+    handshake_timeout_s: float = Field(10.0, gt=0)
+    max_unauthenticated_connections: int = Field(1024, gt=0)
+    max_unauthenticated_per_address: int = Field(256, gt=0)
+
+    _check_port = field_validator("port", mode="before")(lambda cls, v: _port(v))
+
+
 Role = Literal["admin", "user", "reader"]
 
 
@@ -168,6 +186,7 @@ class Settings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     nats: NatsSettings = Field(default_factory=NatsSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
@@ -190,7 +209,7 @@ class Settings(_Section):
         return self
 
 
-_SECTIONS = ("nats", "mqtt", "http", "store", "auth", "mq9")
+_SECTIONS = ("nats", "mqtt", "amqp", "http", "store", "auth", "mq9")
 
 
 def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

@@ -56,6 +56,12 @@ class Ack:
     def add_done_callback(self, fn: Any) -> None:
         self._done.add_done_callback(lambda _f: fn(self))
 
+    @property
+    def future(self) -> asyncio.Future:
+        """The commit's future, shared by every append of the same batch: a front-end waiting for
+        many appends registers one callback per distinct future instead of one per append."""
+        return self._done
+
 
 class BatchAck:
     """What ``append_batch`` returns: one future for many records; awaiting gives their offsets."""

@@ -64,6 +64,9 @@ class Consumer:
         self.cursor = floor
         self.class_cursors = [floor, floor, floor]
         self.deleted = False
+        # offsets below this may have been handed out by the consumer's owner before (journalled,
+        # so a front-end can flag them as redelivered after a restart)
+        self.delivered_below = 0
         self._now_ms = now_ms
         self._journal = journal
         self._dead_letter = dead_letter
@@ -216,6 +219,14 @@ class Consumer:
         if entry is not None:
             entry[1] = self._now_ms() + delay_ms
 
+    def note_delivered(self, offset: int) -> None:
+        """The owner handed ``offset`` (and what lies below it) to a client: journalled lazily
+        with the next commit, so after a restart ``delivered_below`` tells which records a client
+        may have seen already (AMQP's redelivered flag, MQTT's DUP)."""
+        if offset >= self.delivered_below:
+            self.delivered_below = offset + 1
+            self.plog.add_journal({"t": "dlv", "c": self.name, "o": offset + 1})
+
     def _settle(self, offset: int) -> None:
         """A pending or deferred record that can never be delivered again (deleted, expired)."""
         self.pending.pop(offset, None)
@@ -291,6 +302,8 @@ class Consumer:
         ]
         if self.acked:
             out.append({"t": "ack", "c": self.name, "o": sorted(self.acked)})
+        if self.delivered_below:
+            out.append({"t": "dlv", "c": self.name, "o": self.delivered_below})
         return out
 
     def replay(self, entry: dict[str, Any]) -> None:
@@ -303,6 +316,8 @@ class Consumer:
             if entry["o"] > self.floor:
                 self.floor = entry["o"]
                 self.acked = {o for o in self.acked if o >= self.floor}
+        elif t == "dlv":
+            self.delivered_below = max(self.delivered_below, entry["o"])
         elif t == "commit":
             self.floor = entry["o"]
             self.acked = {o for o in self.acked if o >= self.floor}

@@ -768,6 +768,8 @@ class PartitionLog:
         if cfg.max_age_ms:
             cut = self.first_offset_at_or_after(now - cfg.max_age_ms)
             first = max(first, self.end_offset if cut is None else cut)
+        if cfg.drop_consumed and self.consumers:
+            first = max(first, min(self.end_offset, min(c.floor for c in self.consumers.values())))
         if cfg.max_bytes:
             total = self.bytes
             i = 0

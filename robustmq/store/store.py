@@ -664,7 +664,7 @@ class Store:
         now = self.clock.now_ms()
         for s in self._streams.values():
             for plog in s.partitions:
-                if s.config.max_age_ms or s.config.max_bytes or s.config.max_msgs:
+                if s.config.max_age_ms or s.config.max_bytes or s.config.max_msgs or s.config.drop_consumed:
                     plog.apply_retention(now)
                 plog.checkpoint(CHECKPOINT_BYTES, background=True)
                 for c in plog.consumers.values():

@@ -30,6 +30,8 @@ class StreamConfig(BaseModel):
     - ``default_ttl_s``: TTL of records appended without their own.
     - ``compact``: only the newest record per key is visible; a background job reclaims the space.
     - ``storage``: ``file`` (the segment log) or ``memory`` (lost at restart, definition kept).
+    - ``drop_consumed``: records below every consumer's ack floor are dropped, whole segments at a
+      time (a work queue, e.g. an AMQP durable queue); without consumers nothing is dropped by it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -43,6 +45,7 @@ class StreamConfig(BaseModel):
     default_ttl_s: float | None = Field(None, ge=0)
     storage: Literal["file", "memory"] = "file"
     compact: bool = False
+    drop_consumed: bool = False
     description: str = ""
     kind: str = "stream"  # free label for the owner: mailbox, kafka, mqtt_session, amqp_queue, ...
     metadata: dict[str, str] = Field(default_factory=dict)

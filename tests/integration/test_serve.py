@@ -15,16 +15,19 @@ import pytest
 def _serve(tmp_path, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--data-dir", str(tmp_path / "d"),
-         "--http-port", "off", "--mqtt-port", "off", *flags],
+         "--http-port", "off", "--mqtt-port", "off", "--amqp-port", "off", *flags],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
 
 def test_ready_line_names_every_bound_listener(broker_factory):
     b = broker_factory("--http-port", "off", "--mqtt-port", "off")
-    assert set(b.ports) == {"nats"}
+    assert set(b.ports) == {"nats", "amqp"}
     with socket.create_connection(("127.0.0.1", b.ports["nats"]), timeout=5) as s:
         assert s.recv(5) == b"INFO "
+    with socket.create_connection(("127.0.0.1", b.ports["amqp"]), timeout=5) as s:
+        s.sendall(b"AMQP\x00\x00\x09\x01")
+        assert s.recv(11)[:1] == b"\x01"  # a method frame: Connection.Start
 
 
 def test_a_taken_port_is_a_clear_error_and_a_non_zero_exit(tmp_path):

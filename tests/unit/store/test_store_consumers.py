@@ -91,6 +91,41 @@ async def test_consumer_state_survives_a_restart_and_unacked_records_come_back(o
     assert [r.offset for r in c.fetch(10)] == [1, 2, 4]
 
 
+async def test_delivered_mark_survives_a_restart_and_a_journal_rewrite(open_store):
+    st = await open_store()
+    st.create_stream({"name": "s"})
+    await _fill(st, 5)
+    c = st.consumer("s", "g")
+    c.note_delivered(2)
+    c.note_delivered(1)  # never moves back
+    assert c.delivered_below == 3
+    st.commit_now()
+    await st.flush()
+    await st.stop()
+    st = await open_store()
+    c = st.consumer("s", "g", create=False)
+    assert c.delivered_below == 3
+    plog = st.partition_log("s")
+    assert {"t": "dlv", "c": "g", "o": 3} in plog.journal_snapshot()
+
+
+async def test_drop_consumed_drops_whole_segments_below_every_consumers_floor(open_store):
+    st = await open_store(segment_max_bytes=200)
+    st.create_stream({"name": "wq", "drop_consumed": True})
+    await _fill(st, 40, stream="wq")
+    a = st.consumer("wq", "a")
+    b = st.consumer("wq", "b")
+    a.ack_many(list(range(30)))
+    b.ack_many(list(range(10)))
+    st.run_retention()
+    first = st.first_offset("wq")
+    assert 0 < first <= 10  # held back by the slower consumer, cut at a segment edge
+    b.ack_many(list(range(10, 40)))
+    st.run_retention()
+    assert 10 < st.first_offset("wq") <= 30
+    assert [r.offset for r in st.read("wq", 30, 100)] == list(range(30, 40))
+
+
 async def test_commit_sets_the_committed_offset_like_a_kafka_group(open_store):
     st = await open_store()
     st.create_stream({"name": "s"})
