@@ -210,3 +210,33 @@ async def test_without_users_wildcards_see_everything_as_before(broker):
     await wait_until(lambda: any(data == b"open-reply" for _, data in seen))
     for conn in (snoop, asker, answerer):
         await conn.close()
+
+
+async def test_an_amqp_queue_bound_to_everything_receives_no_private_traffic(secured):
+    import aio_pika
+
+    url = f"amqp://bob:bob-pw@127.0.0.1:{secured.ports['amqp']}/"
+    conn = await aio_pika.connect(url)
+    channel = await conn.channel()
+    queue = await channel.declare_queue("", exclusive=True)
+    await queue.bind("amq.topic", routing_key="#")
+    got: list[bytes] = []
+
+    async def keep(message) -> None:
+        got.append(message.body)
+        await message.ack()
+
+    await queue.consume(keep)
+    agent = await Agent(secured.nats_url, "vault", user="alice", password="alice-pw").start()
+    alice = await nats.connect(secured.nats_url, user="alice", password="alice-pw")
+    done = await call(alice, API + "AGENT.INVOKE.vault", {"input": "input-secret"})
+    assert done["output"] == "input-secret"
+    await alice.publish("news.today", b"public-news")
+    await alice.flush()
+    await wait_until(lambda: b"public-news" in got)  # the binding works for public subjects
+    await alice.flush()
+    await asyncio.sleep(QUIET_S)
+    assert [body for body in got if b"input-secret" in body] == []
+    await conn.close()
+    await alice.close()
+    await agent.close()

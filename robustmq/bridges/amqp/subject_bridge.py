@@ -77,7 +77,15 @@ def table_to_headers(table: dict[str, Any] | None) -> bytes | None:
 
 
 class SubjectBridge:
-    """Keeps the router subscriptions of ``amq.topic``'s bindings and routes what arrives on them."""
+    """Keeps the router subscriptions of ``amq.topic``'s bindings and routes what arrives on them.
+
+    Its subscriptions count as a network client's without a user (``protocol``, ``user``): AMQP
+    queues are shared objects with no owner, so a subject isolated to some users (their replies,
+    their mailboxes, requests to the broker's services; robustmq/isolation.py) never enters them.
+    """
+
+    protocol = "amqp"
+    user: str | None = None
 
     def __init__(self, vhost: VirtualHost, router: Router) -> None:
         self.vhost = vhost
