@@ -33,6 +33,10 @@ class BrokerProcess:
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.ports['nats']}"
 
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ports['kafka']}"
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -56,7 +60,7 @@ def start_broker(
     """
     args = [
         sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--data-dir", str(data_dir),
-        "--nats-port", "0", "--mqtt-port", "0", "--http-port", "0", *extra,
+        "--nats-port", "0", "--mqtt-port", "0", "--kafka-port", "0", "--http-port", "0", *extra,
     ]  # fmt: skip
     # later flags win, so callers can still turn a listener off or pin it
     proc = subprocess.Popen(
