@@ -218,7 +218,7 @@ class Group:
             return E.UNKNOWN_MEMBER_ID
         if generation != self.generation:
             return E.ILLEGAL_GENERATION
-        if self.state == PREPARING:
+        if self.state == COMPLETING:  # while preparing, the old generation may still commit (as Kafka)
             return E.REBALANCE_IN_PROGRESS
         return E.NONE
 

@@ -768,10 +768,10 @@ class KafkaService:
                 values = self._topic_configs(self.store.stream_config(res.resource_name))
             elif res.resource_type == 4:  # broker
                 values = {
-                    "message.max.bytes": str(self.store.settings.max_record_bytes),
-                    "socket.request.max.bytes": str(self.settings.max_request_bytes),
-                    "auto.create.topics.enable": str(self.settings.auto_create_topics).lower(),
-                    "num.partitions": str(self.settings.default_partitions),
+                    "message.max.bytes": (str(self.store.settings.max_record_bytes), _STATIC_BROKER_CONFIG),
+                    "socket.request.max.bytes": (str(self.settings.max_request_bytes), _STATIC_BROKER_CONFIG),
+                    "auto.create.topics.enable": (str(self.settings.auto_create_topics).lower(), _STATIC_BROKER_CONFIG),
+                    "num.partitions": (str(self.settings.default_partitions), _STATIC_BROKER_CONFIG),
                 }
             else:
                 out.append(R(error_code=E.INVALID_REQUEST, error_message="unsupported resource type",
@@ -779,21 +779,24 @@ class KafkaService:
                 continue
             keys = res.configuration_keys
             configs = [
-                C(name=k, value=v, read_only=True, config_source=5, is_default=False, is_sensitive=False, synonyms=[])
-                for k, v in values.items()
+                C(name=k, value=v, read_only=source != _DYNAMIC_TOPIC_CONFIG and res.resource_type == 4,
+                  config_source=source, is_default=source == _DEFAULT_CONFIG, is_sensitive=False, synonyms=[])
+                for k, (v, source) in values.items()
                 if keys is None or k in keys
-            ]
+            ]  # fmt: skip
             out.append(R(error_code=0, error_message=None, resource_type=res.resource_type,
                          resource_name=res.resource_name, configs=configs))  # fmt: skip
         return cls(version=version, throttle_time_ms=0, results=out)
 
-    def _topic_configs(self, cfg: Any) -> dict[str, str]:
+    def _topic_configs(self, cfg: Any) -> dict[str, tuple[str, int]]:
+        """A topic's configs from its stream definition: (value, config source)."""
+        set_, default = _DYNAMIC_TOPIC_CONFIG, _DEFAULT_CONFIG
         return {
-            "retention.ms": str(int(cfg.max_age_s * 1000)) if cfg.max_age_s else "-1",
-            "retention.bytes": str(cfg.max_bytes) if cfg.max_bytes else "-1",
-            "cleanup.policy": "compact" if cfg.compact else "delete",
-            "message.timestamp.type": "LogAppendTime",
-            "max.message.bytes": str(self.store.settings.max_record_bytes),
+            "retention.ms": (str(int(cfg.max_age_s * 1000)), set_) if cfg.max_age_s else ("-1", default),
+            "retention.bytes": (str(cfg.max_bytes), set_) if cfg.max_bytes else ("-1", default),
+            "cleanup.policy": ("compact", set_) if cfg.compact else ("delete", default),
+            "message.timestamp.type": ("LogAppendTime", _STATIC_BROKER_CONFIG),
+            "max.message.bytes": (str(self.store.settings.max_record_bytes), _STATIC_BROKER_CONFIG),
         }
 
     async def init_producer_id(self, conn: KafkaConnection, body: Any, version: int) -> Any:
@@ -806,4 +809,5 @@ class KafkaService:
         return self._response(22, version, throttle_time_ms=0, error_code=0, producer_id=pid, producer_epoch=epoch)
 
 
+_DYNAMIC_TOPIC_CONFIG, _STATIC_BROKER_CONFIG, _DEFAULT_CONFIG = 1, 4, 5  # DescribeConfigs config sources
 _TOPIC_CONFIGS = {"retention.ms", "retention.bytes", "cleanup.policy", "message.timestamp.type", "max.message.bytes"}
