@@ -21,7 +21,7 @@ def _serve(tmp_path, *flags: str) -> subprocess.CompletedProcess:
 
 
 def test_ready_line_names_every_bound_listener(broker_factory):
-    b = broker_factory("--http-port", "off", "--mqtt-port", "off")
+    b = broker_factory("--http-port", "off", "--mqtt-port", "off", "--kafka-port", "off")
     assert set(b.ports) == {"nats"}
     with socket.create_connection(("127.0.0.1", b.ports["nats"]), timeout=5) as s:
         assert s.recv(5) == b"INFO "
