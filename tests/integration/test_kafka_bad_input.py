@@ -130,9 +130,10 @@ def _produce_request(topic: str, records: bytes) -> ProduceRequest:
                           topic_data=[T(name=topic, partition_data=[P(index=0, records=records)])])  # fmt: skip
 
 
-def _batch(value: bytes) -> bytearray:
-    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=-1,
-                                  producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)  # fmt: skip
+def _batch(value: bytes, producer_id: int = -1, sequence: int = -1) -> bytearray:
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=producer_id,
+                                  producer_epoch=0 if producer_id >= 0 else -1, base_sequence=sequence,
+                                  batch_size=1 << 20)  # fmt: skip
     b.append(0, None, None, value, [])
     return b.build()
 
@@ -154,6 +155,35 @@ def test_corrupt_batch_crc_gets_corrupt_message_and_nothing_is_stored(kbroker) -
     assert resp.responses[0].partition_responses[0].error_code == 0
     assert resp.responses[0].partition_responses[0].base_offset == 1  # the corrupt batch took no offset
     raw.close()
+
+
+def test_a_retried_idempotent_batch_is_answered_with_its_first_offset_and_stored_once(kbroker) -> None:
+    from kafka.protocol.producer.transaction import InitProducerIdRequest, InitProducerIdResponse
+
+    topic = unique("idem")
+    raw = RawKafka(kbroker.ports["kafka"])
+    raw.send(InitProducerIdRequest(version=4, transactional_id=None, transaction_timeout_ms=60000,
+                                   producer_id=-1, producer_epoch=-1), 4)  # fmt: skip
+    init = InitProducerIdResponse.decode(raw.recv_frame(), version=4, header=True)
+    assert init.error_code == 0 and init.producer_id >= 0
+
+    def produce(value: bytes, sequence: int):
+        raw.send(_produce_request(topic, bytes(_batch(value, init.producer_id, sequence))), 9)
+        return ProduceResponse.decode(raw.recv_frame(), version=9, header=True).responses[0].partition_responses[0]
+
+    first = produce(b"once", 0)
+    again = produce(b"once", 0)  # the client retried: same producer, epoch and sequence
+    assert (first.error_code, again.error_code) == (0, 0)
+    assert again.base_offset == first.base_offset == 0
+    gap = produce(b"skipped-ahead", 5)
+    assert gap.error_code == 45  # OUT_OF_ORDER_SEQUENCE_NUMBER
+    nxt = produce(b"next", 1)
+    assert (nxt.error_code, nxt.base_offset) == (0, 1)
+    raw.close()
+    c = KafkaConsumer(topic, bootstrap_servers=kbroker.kafka_bootstrap, auto_offset_reset="earliest",
+                      consumer_timeout_ms=3000)  # fmt: skip
+    assert [m.value for m in c] == [b"once", b"next"]
+    c.close()
 
 
 def test_magic_v1_message_set_is_refused_with_unsupported_for_message_format(kbroker) -> None:

@@ -176,6 +176,36 @@ def test_fetch_waits_for_new_data_then_returns_it(kbroker) -> None:
         p.close()
 
 
+def test_an_offset_past_the_end_is_out_of_range_and_the_consumer_resets(kbroker) -> None:
+    topic = unique("oor")
+    p = KafkaProducer(bootstrap_servers=kbroker.kafka_bootstrap)
+    p.send(topic, b"only").get(10)
+    p.close()
+    c = KafkaConsumer(bootstrap_servers=kbroker.kafka_bootstrap, auto_offset_reset="earliest")
+    tp = TopicPartition(topic, 0)
+    c.assign([tp])
+    c.seek(tp, 100)  # OFFSET_OUT_OF_RANGE: the client resets to the earliest offset
+    try:
+        deadline = time.monotonic() + 10
+        got: list = []
+        while not got and time.monotonic() < deadline:
+            got = c.poll(timeout_ms=500).get(tp, [])
+        assert [(m.offset, m.value) for m in got] == [(0, b"only")]
+    finally:
+        c.close()
+
+
+def test_records_larger_than_max_partition_fetch_bytes_still_arrive(kbroker) -> None:
+    topic = unique("big")
+    p = KafkaProducer(bootstrap_servers=kbroker.kafka_bootstrap, max_request_size=2 * 1024 * 1024)
+    for i in range(3):
+        p.send(topic, bytes([i]) * 300_000).get(10)
+    p.close()
+    got = consume(kbroker.kafka_bootstrap, topic, 3, max_partition_fetch_bytes=1024, fetch_max_bytes=2048)
+    assert [len(m.value) for m in got] == [300_000] * 3
+    assert [m.value[0] for m in got] == [0, 1, 2]
+
+
 def test_admin_create_describe_delete_topics(kbroker) -> None:
     admin = KafkaAdminClient(bootstrap_servers=kbroker.kafka_bootstrap)
     name = unique("adm")
