@@ -164,3 +164,31 @@ def test_sasl_user_produces_and_consumes_within_its_permissions(sasl_broker, mec
         break
     c.close()
     assert values == [b"42"]
+
+
+async def test_kafka_produce_into_an_mq9_mailbox_keeps_key_priority_and_offsets(kbroker) -> None:
+    import orjson
+
+    nc = await nats.connect(kbroker.nats_url)
+    try:
+        name = f"kbox.{uuid.uuid4().hex[:8]}"
+        msg = await nc.request("$mq9.AI.MAILBOX.CREATE", orjson.dumps({"name": name}), timeout=10)
+        created = orjson.loads(msg.data)
+        assert created["error"] == "", created
+        producer = KafkaProducer(bootstrap_servers=kbroker.kafka_bootstrap, acks="all")
+
+        def produce_two() -> list[int]:
+            normal = producer.send(name, b"routine", key=b"k1").get(10).offset
+            urgent = producer.send(name, b"alarm", key=b"k2", headers=[("mq9-priority", b"critical")]).get(10).offset
+            return [normal, urgent]
+
+        offsets = await asyncio.to_thread(produce_two)
+        producer.close()
+        request = {"deliver": "earliest", "config": {"max_wait_ms": 0, "num_msgs": 10}}
+        reply = await nc.request(f"$mq9.AI.MSG.FETCH.{name}", orjson.dumps(request), timeout=10)
+        messages = orjson.loads(reply.data)["messages"]
+    finally:
+        await nc.close()
+    assert [m["payload"] for m in messages] == ["alarm", "routine"]  # critical first
+    assert [m["msg_id"] for m in messages] == [offsets[1], offsets[0]]  # one copy: msg_id is the offset
+    assert messages[0]["priority"] == "critical"

@@ -36,7 +36,14 @@ from robustmq.bridges.kafka.topics import (
     new_topic_config,
     topic_id,
 )
-from robustmq.store import InvalidStreamConfig, RecordTooLarge, StoreError, StreamExists, StreamNotFound
+from robustmq.store import (
+    PRIORITIES,
+    InvalidStreamConfig,
+    RecordTooLarge,
+    StoreError,
+    StreamExists,
+    StreamNotFound,
+)
 from robustmq.subjects import is_valid_subject
 
 if TYPE_CHECKING:
@@ -46,8 +53,18 @@ log = logging.getLogger("robustmq.kafka")
 
 RECORD_OVERHEAD_BYTES = 64  # the store's per-record header, rounded up
 MAX_KEY_BYTES = 0xFFFF  # the store's key limit
+PRIORITY_HEADER = "mq9-priority"
 KAFKA_STORAGE_ERROR = 56
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+
+
+def _priority(headers: list[tuple[str, bytes | None]]) -> str | None:
+    """The store priority named by an ``mq9-priority`` record header, if any."""
+    for key, value in headers:
+        if key.lower() == PRIORITY_HEADER and value:
+            text = value.decode("utf-8", "replace").strip().lower()
+            return text if text in PRIORITIES else None
+    return None
 
 
 def _literal_subject(name: str) -> bool:
@@ -257,7 +274,11 @@ class KafkaService:
                     len(value) + len(rec.key or b"") + len(stored or b"") > limit
                 ):
                     return E.MESSAGE_TOO_LARGE, -1, []
-                items.append(({"payload": value, "subject": name, "headers": stored, "key": rec.key}, live))
+                item = {"payload": value, "subject": name, "headers": stored, "key": rec.key}
+                priority = _priority(rec.headers)
+                if priority is not None:
+                    item["priority"] = priority  # a record produced into an mq9 mailbox keeps its class
+                items.append((item, live))
             prepared.append((batch, items))
         base_offset = -1
         pending: list[Any] = []
