@@ -294,3 +294,63 @@ def test_describe_and_list_groups(kbroker) -> None:
         assert group not in [g["group_id"] for g in admin.list_groups()]
     finally:
         admin.close()
+
+
+class ConfluentMember(threading.Thread):
+    """A confluent-kafka group member polling in its own thread; ``assigned`` is its assignment."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
+        super().__init__(daemon=True)
+        self.assigned: set = set()
+        self.seen: list[bytes] = []
+        self.consumer = CKConsumer({"bootstrap.servers": bootstrap, "group.id": group,
+                                    "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                                    "heartbeat.interval.ms": 300})  # fmt: skip
+        self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.stopping = threading.Event()
+        self.start()
+
+    def _on_assign(self, _consumer, partitions) -> None:
+        self.assigned = {p.partition for p in partitions}
+
+    def _on_revoke(self, _consumer, _partitions) -> None:
+        self.assigned = set()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            m = self.consumer.poll(0.2)
+            if m is not None and not m.error():
+                self.seen.append(m.value())
+        self.consumer.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(15)
+
+
+def test_three_confluent_members_share_the_partitions_and_read_everything_once(kbroker) -> None:
+    topic, group = unique("ck3"), unique("g")
+    admin = KafkaAdminClient(bootstrap_servers=kbroker.kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])
+    admin.close()
+    members = [ConfluentMember(kbroker.kafka_bootstrap, topic, group)]
+    try:
+        deadline = time.monotonic() + 30
+        while len(members[0].assigned) != 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        members += [ConfluentMember(kbroker.kafka_bootstrap, topic, group) for _ in range(2)]
+        while sorted(len(m.assigned) for m in members) != [2, 2, 2] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sorted(len(m.assigned) for m in members) == [2, 2, 2], [m.assigned for m in members]
+        assert set().union(*(m.assigned for m in members)) == set(range(6))
+        p = CKProducer({"bootstrap.servers": kbroker.kafka_bootstrap})
+        for i in range(60):
+            p.produce(topic, key=f"k{i}", value=f"v{i}")
+        assert p.flush(10) == 0
+        while sum(len(m.seen) for m in members) < 60 and time.monotonic() < deadline + 15:
+            time.sleep(0.1)
+        seen = sorted(v for m in members for v in m.seen)
+        assert seen == sorted(f"v{i}".encode() for i in range(60))
+    finally:
+        for m in members:
+            m.stop()
