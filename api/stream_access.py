@@ -16,8 +16,7 @@ from fastapi import Request
 from api.problems import STREAM_FORBIDDEN, ProblemError
 from api.security import Principal, principal_of
 from robustmq.store import StreamConfig
-
-INTERNAL_PREFIX = "$"
+from robustmq.stream_access import may_read_stream as stream_rule
 
 
 def _agent_api(request: Request) -> Any:
@@ -27,17 +26,10 @@ def _agent_api(request: Request) -> Any:
 
 def may_read_stream(request: Request, config: StreamConfig) -> bool:
     principal = principal_of(request)
-    if principal.is_admin:
-        return True
-    if config.name.startswith(INTERNAL_PREFIX) or not config.subjects:
-        return False
-    api = _agent_api(request)
-    for subject in config.subjects:
-        if not principal.may_subscribe(subject):
-            return False
-        if api is not None and not api.may_subscribe(principal.user, subject):
-            return False
-    return True
+    return stream_rule(
+        config.name, list(config.subjects), principal.user, principal.permissions, principal.is_admin,
+        _agent_api(request),
+    )  # fmt: skip
 
 
 def require_readable(request: Request, store: Any, name: str) -> StreamConfig:

@@ -138,16 +138,16 @@ def start_robustmq(
     env: dict[str, str] | None = None,
     stderr: int | None = subprocess.DEVNULL,
 ) -> Server:
-    """robustmq with one listener (``nats``, ``mqtt`` or ``amqp``) on a free port and the others off.
+    """robustmq with one listener (``nats``, ``mqtt``, ``amqp`` or ``kafka``) on a free port and the others off.
 
     The load generators open up to thousands of sockets from one loopback address before they
     send CONNECT, so the caps on such sockets are lifted here (``env`` still wins).
     """
     env = {**BENCH_HANDSHAKE_CAPS, **(env if env is not None else os.environ)}
     port = free_port()
-    ports = {"nats": "off", "mqtt": "off", "amqp": "off", "http": "off", listener: str(port)}
+    ports = {"nats": "off", "mqtt": "off", "amqp": "off", "kafka": "off", "http": "off", listener: str(port)}
     flags = ["--nats-port", ports["nats"], "--http-port", ports["http"], "--mqtt-port", ports["mqtt"],
-             "--amqp-port", ports["amqp"]]  # fmt: skip
+             "--amqp-port", ports["amqp"], "--kafka-port", ports["kafka"]]  # fmt: skip
     return Server("robustmq", robustmq_argv(data_dir, *flags, *extra_flags), port, env=env, stderr=stderr)
 
 

@@ -125,6 +125,10 @@ class Broker:
             from robustmq.nats.server import NatsServer
 
             self.components.append(NatsServer(self))
+        if s.kafka.port is not None:
+            from robustmq.bridges.kafka.listener import KafkaServer
+
+            self.components.append(KafkaServer(self))
         # keep the control plane last: /readyz answers only once everything before it has started
         if s.http.port is not None:
             from api.server import HttpServer

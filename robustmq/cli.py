@@ -31,6 +31,7 @@ _FLAG_PATHS: dict[str, tuple[str, ...]] = {
     "mqtt_port": ("mqtt", "port"),
     "mqtt_ws_port": ("mqtt", "ws_port"),
     "amqp_port": ("amqp", "port"),
+    "kafka_port": ("kafka", "port"),
     "http_port": ("http", "port"),
 }
 
@@ -45,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="where the store keeps its files (default ./data)")
     serve.add_argument("--fsync", help="fsync policy: always | interval | never")
     serve.add_argument("--log-level", help="debug | info | warning | error")
-    for proto, default in (("nats", 4222), ("mqtt", 1883), ("mqtt-ws", "off"), ("amqp", 5672), ("http", 8080)):
+    for proto, default in (
+        ("nats", 4222), ("mqtt", 1883), ("mqtt-ws", "off"), ("amqp", 5672), ("kafka", 9092), ("http", 8080)
+    ):
         serve.add_argument(
             f"--{proto}-port",
             help=f"{proto} listener port, 0 for any free port, 'off' to disable (default {default})",

@@ -93,6 +93,19 @@ class AmqpSettings(_Section):
     max_unauthenticated_connections: int = Field(1024, gt=0)
     max_unauthenticated_per_address: int = Field(256, gt=0)
 
+
+class KafkaSettings(_Section):
+    port: int | None = 9092
+    # what Metadata and FindCoordinator tell clients to connect to (default: the bound address)
+    advertised_host: str | None = None
+    advertised_port: int | None = Field(None, ge=1, le=65535)
+    max_request_bytes: int = Field(100 * 1024 * 1024, gt=0)  # as Kafka's socket.request.max.bytes
+    max_connections: int = Field(65536, gt=0)
+    auto_create_topics: bool = True
+    default_partitions: int = Field(1, ge=1, le=1024)  # of an auto-created topic
+    # a connection must finish SASL within this time when users are configured
+    auth_timeout_s: float = Field(10.0, gt=0)
+
     _check_port = field_validator("port", mode="before")(lambda cls, v: _port(v))
 
 
@@ -187,6 +200,7 @@ class Settings(_Section):
     nats: NatsSettings = Field(default_factory=NatsSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
@@ -209,7 +223,7 @@ class Settings(_Section):
         return self
 
 
-_SECTIONS = ("nats", "mqtt", "amqp", "http", "store", "auth", "mq9")
+_SECTIONS = ("nats", "mqtt", "amqp", "kafka", "http", "store", "auth", "mq9")
 
 
 def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

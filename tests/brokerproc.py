@@ -37,6 +37,10 @@ class BrokerProcess:
     def amqp_url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.ports['amqp']}/"
 
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ports['kafka']}"
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -60,7 +64,8 @@ def start_broker(
     """
     args = [
         sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--data-dir", str(data_dir),
-        "--nats-port", "0", "--mqtt-port", "0", "--amqp-port", "0", "--http-port", "0", *extra,
+        "--nats-port", "0", "--mqtt-port", "0", "--amqp-port", "0", "--kafka-port", "0", "--http-port", "0",
+        *extra,
     ]  # fmt: skip
     # later flags win, so callers can still turn a listener off or pin it
     proc = subprocess.Popen(

@@ -296,7 +296,10 @@ class Store:
 
     def set_ingest(self, name: str, fn: IngestFn | None) -> None:
         """How router publishes become appends for this stream: ``fn(subject, headers, payload)``
-        returns ``append`` keyword arguments (priority, key, ttl_ms, ...) or None to skip."""
+        returns ``append`` keyword arguments (priority, key, ttl_ms, ...) or None to skip.
+
+        A publish whose origin (``router.current_origin``) has ``stored_in`` equal to the stream's
+        name is not appended: its front-end appended it already and publishes it only to be seen live."""
         self._get(name).ingest = fn
 
     def _get(self, name: str) -> _Stream:
@@ -391,6 +394,9 @@ class Store:
     def _ingest(
         self, s: _Stream, subject: str, reply: str | None, headers: bytes | None, payload: bytes
     ) -> Any:
+        origin = self.router.current_origin if self.router is not None else None
+        if origin is not None and getattr(origin, "stored_in", None) == s.config.name:
+            return None  # the front-end appended this message to the stream itself (e.g. a Kafka produce)
         try:
             kwargs: dict[str, Any] = {}
             if s.ingest is not None:

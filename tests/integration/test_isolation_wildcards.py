@@ -240,3 +240,44 @@ async def test_an_amqp_queue_bound_to_everything_receives_no_private_traffic(sec
     await conn.close()
     await alice.close()
     await agent.close()
+
+
+def _kafka_read(bootstrap: str, user: str, password: str, topic: str) -> list[bytes]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+        sasl_plain_username=user, sasl_plain_password=password, enable_auto_commit=False,
+    )  # fmt: skip
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        got: list[bytes] = []
+        for _ in range(10):
+            for records in consumer.poll(timeout_ms=500).values():
+                got.extend(r.value for r in records)
+            if got:
+                break
+        return got
+    finally:
+        consumer.close()
+
+
+async def test_kafka_does_not_read_another_users_mailbox(secured):
+    from kafka.errors import TopicAuthorizationFailedError
+
+    agent = await Agent(secured.nats_url, "vault", user="alice", password="alice-pw").start(
+        {**card("vault"), "mailbox": "vault.inbox"}
+    )
+    alice = await nats.connect(secured.nats_url, user="alice", password="alice-pw")
+    await wait_for(lambda: call(alice, MQ9 + "MSG.QUERY.vault.inbox"), lambda r: r["error"] == "")
+    assert (await call(alice, MQ9 + "MSG.SEND.vault.inbox", b"mailbox-secret"))["error"] == ""
+    assert (await call(alice, API + "AGENT.INVOKE.vault", {"input": "input-secret"}))["output"] == "input-secret"
+    bootstrap = secured.kafka_bootstrap
+    # (the broker's own "$..." journals are refused the same way; kafka-python cannot name them)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await asyncio.to_thread(_kafka_read, bootstrap, "bob", "bob-pw", "vault.inbox")
+    assert await asyncio.to_thread(_kafka_read, bootstrap, "alice", "alice-pw", "vault.inbox") == [b"mailbox-secret"]
+    await alice.close()
+    await agent.close()

@@ -226,7 +226,7 @@ def test_a_taken_http_port_is_a_clear_start_error(tmp_path):
         port = taken.getsockname()[1]
         proc = subprocess.run(
             [sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--data-dir", str(tmp_path),
-             "--nats-port", "0", "--mqtt-port", "off", "--amqp-port", "off", "--http-port", str(port)],
+             "--nats-port", "0", "--mqtt-port", "off", "--amqp-port", "off", "--kafka-port", "off", "--http-port", str(port)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert proc.returncode != 0

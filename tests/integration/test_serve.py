@@ -15,13 +15,13 @@ import pytest
 def _serve(tmp_path, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--data-dir", str(tmp_path / "d"),
-         "--http-port", "off", "--mqtt-port", "off", "--amqp-port", "off", *flags],
+         "--http-port", "off", "--mqtt-port", "off", "--amqp-port", "off", "--kafka-port", "off", *flags],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
 
 def test_ready_line_names_every_bound_listener(broker_factory):
-    b = broker_factory("--http-port", "off", "--mqtt-port", "off")
+    b = broker_factory("--http-port", "off", "--mqtt-port", "off", "--kafka-port", "off")
     assert set(b.ports) == {"nats", "amqp"}
     with socket.create_connection(("127.0.0.1", b.ports["nats"]), timeout=5) as s:
         assert s.recv(5) == b"INFO "

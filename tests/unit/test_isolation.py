@@ -82,3 +82,19 @@ def test_with_a_shared_token_only_inboxes_are_not_private():
     sub(router, "_INBOX.>", None, got)
     router.publish("_INBOX.tok.1", b"x")
     assert got == [(None, "_INBOX.tok.1", b"x")]
+
+
+def test_streams_are_read_whole_only_by_whom_nats_would_deliver_them_to():
+    from robustmq.stream_access import may_read_stream
+
+    class Owners:
+        @staticmethod
+        def may_subscribe(user, subject):
+            return subject != "vault.inbox" or user == "alice"
+
+    assert may_read_stream("$mq9.AI.API.tasks", ["x"], "bob", None, False, Owners) is False
+    assert may_read_stream("journal", [], "bob", None, False, Owners) is False
+    assert may_read_stream("$mq9.AI.API.tasks", [], "root", None, True, Owners) is True
+    assert may_read_stream("vault.inbox", ["vault.inbox"], "bob", None, False, Owners) is False
+    assert may_read_stream("vault.inbox", ["vault.inbox"], "alice", None, False, Owners) is True
+    assert may_read_stream("metrics", ["metrics.>"], "bob", None, False, None) is True
