@@ -16,18 +16,10 @@ import nats
 import paho.mqtt.client as mqtt
 import pytest
 from helpers.agents import API, Agent, call, card
+from helpers.users import USERS
 from helpers.waits import QUIET_S, wait_for, wait_until
 
 MQ9 = "$mq9.AI."
-USERS = """
-[[auth.users]]
-user = "alice"
-password = "alice-pw"
-
-[[auth.users]]
-user = "bob"
-password = "bob-pw"
-"""
 SECRETS = ("mailbox-secret", "input-secret", "reply-secret", "async-secret")
 
 
