@@ -93,6 +93,8 @@ class AmqpSettings(_Section):
     max_unauthenticated_connections: int = Field(1024, gt=0)
     max_unauthenticated_per_address: int = Field(256, gt=0)
 
+    _check_port = field_validator("port", mode="before")(lambda cls, v: _port(v))
+
 
 class KafkaSettings(_Section):
     port: int | None = 9092
