@@ -147,10 +147,6 @@ class InboxClaims:
         if claim[1] <= 0:
             del self._claims[token]
 
-    def claimed(self, token: str) -> list[Any] | None:
-        """``[user, live subscriptions]`` of the claim on ``token``, if any."""
-        return self._claims.get(token)
-
     def guard_for(self, subject: str) -> Guard | None:
         token = inbox_token(subject)
         if token is None:
@@ -184,16 +180,21 @@ class DeliveryGuards:
     subjects); inbox claims come first, so a reply is private whatever else its subject looks like.
     """
 
-    def __init__(self, inboxes: InboxClaims | None) -> None:
+    def __init__(self, inboxes: InboxClaims | None, on_change: Callable[[], Any] | None = None) -> None:
         self.inboxes = inboxes
         self._sources: list[GuardSource] = [inboxes.guard_for] if inboxes is not None else []
+        self._on_change = on_change  # the router drops every cached guard
 
     def add_source(self, source: GuardSource) -> None:
         self._sources.append(source)
+        if self._on_change is not None:
+            self._on_change()
 
     def remove_source(self, source: GuardSource) -> None:
         if source in self._sources:
             self._sources.remove(source)
+            if self._on_change is not None:
+                self._on_change()
 
     def guard_for(self, subject: str) -> Guard | None:
         for source in self._sources:

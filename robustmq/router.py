@@ -87,11 +87,10 @@ class Router:
         """Turn on per-user delivery isolation: replies (unless ``private_inboxes`` is False, as with
         a shared token only), and whatever services guard, by subject. Idempotent."""
         if self.guards is None:
-            self.guards = DeliveryGuards(
-                InboxClaims(self._inbox_prefix, self._cache) if private_inboxes else None
-            )
-            self.trie.guard_of = self.guards.guard_for
-            self.trie.forget(list(self._cache))
+            inboxes = InboxClaims(self._inbox_prefix, self._cache) if private_inboxes else None
+            # a source added or removed changes the answer for any subject: cached guards go
+            self.guards = DeliveryGuards(inboxes, on_change=self._cache.clear)
+            self.trie.guard_of = self.guards.guard_for  # the trie's setter clears its cache too
         return self.guards
 
     def new_client_id(self) -> int:

@@ -98,3 +98,14 @@ def test_streams_are_read_whole_only_by_whom_nats_would_deliver_them_to():
     assert may_read_stream("vault.inbox", ["vault.inbox"], "bob", None, False, Owners) is False
     assert may_read_stream("vault.inbox", ["vault.inbox"], "alice", None, False, Owners) is True
     assert may_read_stream("metrics", ["metrics.>"], "bob", None, False, None) is True
+
+
+def test_a_source_added_after_a_subject_was_cached_guards_it_from_then_on():
+    router = Router()
+    guards = router.isolate()
+    got: list = []
+    sub(router, ">", "bob", got)
+    router.publish("svc.call", b"before")  # cached without a guard
+    guards.add_source(lambda s: ONLY_IN_PROCESS if s.startswith("svc.") else None)
+    router.publish("svc.call", b"after")
+    assert got == [("bob", "svc.call", b"before")]
