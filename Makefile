@@ -16,11 +16,13 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/robustmq serve $(ARGS)
 
-test: $(STAMP)
+# The suite starts with the linters: code that ruff would change does not land.
+test: lint
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check robustmq api tests bench sdk
+	$(VENV)/bin/ruff format --check robustmq api tests bench sdk
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(ARGS)

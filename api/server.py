@@ -50,7 +50,9 @@ class HttpServer:
         self._socket: socket.socket | None = None
         self._ticker: asyncio.Task[None] | None = None
         http = broker.settings.http
-        self.handshakes = HandshakeGate(http.max_unauthenticated_connections, http.max_unauthenticated_per_address)
+        self.handshakes = HandshakeGate(
+            http.max_unauthenticated_connections, http.max_unauthenticated_per_address
+        )
 
     async def start(self) -> None:
         settings = self.broker.settings

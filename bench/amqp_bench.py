@@ -177,7 +177,9 @@ def _consumer(port: int, queues: list[str], manual_ack: bool, expected: int, rea
     c.close()
 
 
-def _publisher(port: int, exchange: str, key: str, persistent: bool, confirms: bool, duration: float, out: Any) -> None:
+def _publisher(
+    port: int, exchange: str, key: str, persistent: bool, confirms: bool, duration: float, out: Any
+) -> None:
     c = RawClient(port)
     c.channel()
     if confirms:
@@ -247,7 +249,8 @@ def run_scenario(port: int, duration: float, *, persistent: bool, fanout: bool) 
     ready.wait(30)
     pub_out: Any = _CTX.Queue()
     publisher = _CTX.Process(
-        target=_publisher, args=(port, exchange, "" if fanout else queues[0], persistent, persistent, duration, pub_out)
+        target=_publisher,
+        args=(port, exchange, "" if fanout else queues[0], persistent, persistent, duration, pub_out),
     )
     publisher.start()
     sent, acked, pub_s = pub_out.get(timeout=duration + 60)
@@ -317,7 +320,11 @@ class RabbitMQ:
 def bench_server(port: int, pid: int, duration: float, idle: int) -> dict[str, float]:
     out: dict[str, float] = {"rss_idle": rss_kib(pid)}
     out.update(idle_connections(port, pid, idle))  # first, before the scenarios grow the heap
-    for name, persistent, fanout in (("transient", False, False), ("confirms", True, False), ("fanout", False, True)):
+    for name, persistent, fanout in (
+        ("transient", False, False),
+        ("confirms", True, False),
+        ("fanout", False, True),
+    ):
         r = run_scenario(port, duration, persistent=persistent, fanout=fanout)
         print(f"  {name}: {r}", flush=True)
         out[name] = r["rate"]

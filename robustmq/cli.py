@@ -47,7 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--fsync", help="fsync policy: always | interval | never")
     serve.add_argument("--log-level", help="debug | info | warning | error")
     for proto, default in (
-        ("nats", 4222), ("mqtt", 1883), ("mqtt-ws", "off"), ("amqp", 5672), ("kafka", 9092), ("http", 8080)
+        ("nats", 4222),
+        ("mqtt", 1883),
+        ("mqtt-ws", "off"),
+        ("amqp", 5672),
+        ("kafka", 9092),
+        ("http", 8080),
     ):
         serve.add_argument(
             f"--{proto}-port",

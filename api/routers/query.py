@@ -41,7 +41,10 @@ class QueryResult(BaseModel):
     response_model=QueryResult,
     summary="run a read-only SQL query over the message index",
     responses={
-        400: {"model": Problem, "description": "not a single SELECT over the index's views, or the SQL failed"},
+        400: {
+            "model": Problem,
+            "description": "not a single SELECT over the index's views, or the SQL failed",
+        },
         408: {"model": Problem, "description": "the query ran past its time limit"},
         413: {"model": Problem, "description": "the query needed more than its memory limit"},
         429: {"model": Problem, "description": "every query slot is taken; see Retry-After"},

@@ -78,7 +78,7 @@ SELECT stream, partition, off, ts, subject, key, priority,
        nullif(expires_at, 0) AS expires_at, nullif(deliver_after, 0) AS deliver_after, size
 FROM "{catalog}".main.msg_index {where}
 """
-DELETIONS_VIEW = "CREATE OR REPLACE TEMP VIEW deletions AS SELECT * FROM \"{catalog}\".main.deletions {where}"
+DELETIONS_VIEW = 'CREATE OR REPLACE TEMP VIEW deletions AS SELECT * FROM "{catalog}".main.deletions {where}'
 ARCHIVE_VIEW = (
     "CREATE OR REPLACE TEMP VIEW archive AS SELECT * FROM read_parquet('{root}/**/*.parquet',"
     " union_by_name = true) {where}"

@@ -274,11 +274,7 @@ class PartitionLog:
 
         ``background``: the syncs and the write run on a worker thread, not on the event loop."""
         seg = self.segments[-1]
-        if (
-            seg.path is None
-            or seg.size - seg.snapshot_size <= min_new_bytes
-            or not seg.positions
-        ):
+        if seg.path is None or seg.size - seg.snapshot_size <= min_new_bytes or not seg.positions:
             return
         data = seg.snapshot_bytes(self.active_keys, self.active_delayed)
         seg.snapshot_size = seg.size

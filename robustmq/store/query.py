@@ -88,4 +88,3 @@ def build_message_query(q: MessageQuery, now_ms: int, limit: int, skip: int) -> 
     )
     params.extend([limit, skip])
     return sql, params
-

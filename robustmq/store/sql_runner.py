@@ -186,7 +186,12 @@ class SqlRunner:
             finally:
                 _close_result(cur)
         if as_json:
-            return {"columns": columns, "rows_json": encoder.json(), "row_count": len(encoder), "truncated": truncated}
+            return {
+                "columns": columns,
+                "rows_json": encoder.json(),
+                "row_count": len(encoder),
+                "truncated": truncated,
+            }
         return {"columns": columns, "rows": rows, "truncated": truncated}
 
 

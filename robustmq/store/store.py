@@ -154,7 +154,9 @@ class Store:
         if self._use_index:
             from robustmq.store.index import IndexWorker
 
-            self.index = IndexWorker(self.data_dir, self.settings, self._sql_limits)  # opened by its thread, on demand
+            self.index = IndexWorker(
+                self.data_dir, self.settings, self._sql_limits
+            )  # opened by its thread, on demand
         self._running = True
         for cfg in definitions.values():
             self._open_stream(cfg)
@@ -763,7 +765,9 @@ class Store:
 
     # -- index hooks -----------------------------------------------------------------------------
 
-    def _on_commit(self, plog: PartitionLog, rows: list[tuple], path: str | None, start: int, end: int) -> None:
+    def _on_commit(
+        self, plog: PartitionLog, rows: list[tuple], path: str | None, start: int, end: int
+    ) -> None:
         if self.index is not None:
             if path is None:
                 self.index.feed(rows)

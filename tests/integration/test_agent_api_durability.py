@@ -75,7 +75,9 @@ async def test_tasks_survive_a_sigkill_and_in_flight_work_is_dispatched_again(br
     await nc.close()
 
 
-async def test_every_accepted_async_task_id_survives_a_sigkill_right_after_its_reply(broker_factory, tmp_path):
+async def test_every_accepted_async_task_id_survives_a_sigkill_right_after_its_reply(
+    broker_factory, tmp_path
+):
     data_dir = tmp_path / "data"
     first = broker_factory(data_dir=data_dir)
     nc = await nats.connect(first.nats_url)

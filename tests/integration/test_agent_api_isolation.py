@@ -100,14 +100,19 @@ async def test_only_the_owner_may_subscribe_to_an_agents_serve_subject(secured):
     await bob.subscribe(serve)
     await bob.flush()
     await wait_until(lambda: errors)
-    assert errors == [f'nats: permissions violation for subscription to "{serve.lower()}"']  # nats-py lowers it
+    assert errors == [
+        f'nats: permissions violation for subscription to "{serve.lower()}"'
+    ]  # nats-py lowers it
     # on the wire: nats-server's text, then the connection goes on answering
     reader, writer = await asyncio.open_connection("127.0.0.1", secured.ports["nats"])
     await reader.readline()  # INFO
     writer.write(
         b'CONNECT {"verbose":false,"user":"bob","pass":"bob-pw"}\r\nSUB %s 1\r\nPING\r\n' % serve.encode()
     )
-    assert await reader.readline() == b"-ERR 'Permissions Violation for Subscription to \"%s\"'\r\n" % serve.encode()
+    assert (
+        await reader.readline()
+        == b"-ERR 'Permissions Violation for Subscription to \"%s\"'\r\n" % serve.encode()
+    )
     assert await reader.readline() == b"PONG\r\n"
     writer.close()
     # the connection stays open and carries on

@@ -144,7 +144,9 @@ def test_amqplain_login_and_refused_password(broker) -> None:
         s = socket.create_connection(("127.0.0.1", broker.ports["amqp"]))
         s.sendall(HEADER)
         table = encode.field_table({"LOGIN": "guest", "PASSWORD": password})[4:]
-        s.sendall(frame.marshal(C.Connection.StartOk(mechanism="AMQPLAIN", response=table.decode("latin-1")), 0))
+        s.sendall(
+            frame.marshal(C.Connection.StartOk(mechanism="AMQPLAIN", response=table.decode("latin-1")), 0)
+        )
         frames = _read_frames(s, 1.0)
         names = [f.name for _c, f in frames]
         if ok:

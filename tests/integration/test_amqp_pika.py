@@ -85,7 +85,12 @@ def test_default_exchange_routes_by_queue_name_and_get_returns_properties(conn) 
     method, got, body = ch.basic_get(q, auto_ack=True)
     assert body == b'{"x":1}' and method.routing_key == q and method.exchange == ""
     assert got.headers == {"k": "v", "n": 7}
-    assert (got.content_type, got.correlation_id, got.message_id, got.reply_to) == ("application/json", "c1", "m1", "r")
+    assert (got.content_type, got.correlation_id, got.message_id, got.reply_to) == (
+        "application/json",
+        "c1",
+        "m1",
+        "r",
+    )
     assert (got.priority, got.app_id, got.type, got.delivery_mode) == (1, "app", "t", 2)
     assert ch.basic_get(q) == (None, None, None)
 
@@ -309,7 +314,9 @@ def test_max_length_drops_the_head_or_rejects_publishes(conn) -> None:
         ch.basic_publish("", q, str(i).encode())
     assert [ch.basic_get(q, auto_ack=True)[2] for _ in range(2)] == [b"2", b"3"]
     ch.confirm_delivery()
-    q2 = ch.queue_declare("", exclusive=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}).method.queue
+    q2 = ch.queue_declare(
+        "", exclusive=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+    ).method.queue
     ch.basic_publish("", q2, b"fits")
     with pytest.raises(pika.exceptions.NackError):
         ch.basic_publish("", q2, b"refused")
@@ -337,7 +344,9 @@ def test_deleting_a_queue_cancels_its_consumers(broker, conn) -> None:
 def test_wrong_password_and_unknown_vhost_are_refused(broker) -> None:
     with pytest.raises(ProbableAuthenticationError):
         _connect(broker, "guest", "wrong")
-    params = pika.ConnectionParameters("127.0.0.1", broker.ports["amqp"], virtual_host="other", connection_attempts=1)
+    params = pika.ConnectionParameters(
+        "127.0.0.1", broker.ports["amqp"], virtual_host="other", connection_attempts=1
+    )
     with pytest.raises((ConnectionClosedByBroker, pika.exceptions.ProbableAccessDeniedError)) as err:
         pika.BlockingConnection(params)
     assert "530" in str(err.value) or "NOT_ALLOWED" in str(err.value)
@@ -509,11 +518,16 @@ def test_amqp_connections_and_queues_show_on_the_control_plane(tmp_path) -> None
         ch.queue_declare("invoices", durable=True)
         ch.basic_publish("", "invoices", b"1", pika.BasicProperties(delivery_mode=2))
         base = f"http://127.0.0.1:{b.ports['http']}"
-        items = httpx.get(f"{base}/api/v1/connections", params={"protocol": "amqp"}, timeout=10).json()["items"]
+        items = httpx.get(f"{base}/api/v1/connections", params={"protocol": "amqp"}, timeout=10).json()[
+            "items"
+        ]
         assert [(c["name"], c["user"], c["lang"]) for c in items] == [("billing-svc", "guest", "amqp")]
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
         assert 'robustmq_connections{protocol="amqp"} 1.0' in metrics
-        assert any(line.startswith('robustmq_stream_records{stream="amqp-queue-invoices-') for line in metrics.splitlines())
+        assert any(
+            line.startswith('robustmq_stream_records{stream="amqp-queue-invoices-')
+            for line in metrics.splitlines()
+        )
         conn.close()
     finally:
         b.stop()

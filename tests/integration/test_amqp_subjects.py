@@ -92,7 +92,9 @@ async def test_amq_topic_publish_reaches_nats_and_mqtt_subscribers_with_headers(
     conn = await aio_pika.connect(broker.amqp_url)
     ch = await conn.channel()
     topic = await ch.get_exchange("amq.topic")
-    await topic.publish(aio_pika.Message(b"hello", headers={"trace": "t1", "n": 3}), routing_key=f"{root}.b.c")
+    await topic.publish(
+        aio_pika.Message(b"hello", headers={"trace": "t1", "n": 3}), routing_key=f"{root}.b.c"
+    )
     msg = await sub.next_msg(timeout=5)
     assert (msg.subject, msg.data) == (f"{root}.b.c", b"hello")
     assert msg.headers["trace"] == "t1" and msg.headers["n"] == "3"
@@ -117,7 +119,12 @@ async def test_nats_publishes_reach_queues_bound_with_star_and_hash(broker) -> N
     await nc.publish(f"{root}.x.y.z", b"3")
     await nc.flush()
     got = await _get(star)
-    assert (got.body, got.routing_key, got.exchange, got.headers["k"]) == (b"1", f"{root}.b.c", "amq.topic", "v")
+    assert (got.body, got.routing_key, got.exchange, got.headers["k"]) == (
+        b"1",
+        f"{root}.b.c",
+        "amq.topic",
+        "v",
+    )
     assert [(await _get(hash_)).body for _ in range(3)] == [b"1", b"2", b"3"]
     assert [(await _get(both)).body for _ in range(3)] == [b"1", b"2", b"3"]
     assert await both.get(no_ack=True, fail=False) is None
@@ -148,7 +155,9 @@ async def test_amqp_publish_lands_in_an_mq9_mailbox(broker) -> None:
     ch = await conn.channel(publisher_confirms=True)
     topic = await ch.get_exchange("amq.topic")
     await topic.publish(aio_pika.Message(b"from amqp"), routing_key=address)  # confirmed once stored
-    fetched = await nc.request(f"$mq9.AI.MSG.FETCH.{address}", json.dumps({"deliver": "earliest"}).encode(), timeout=5)
+    fetched = await nc.request(
+        f"$mq9.AI.MSG.FETCH.{address}", json.dumps({"deliver": "earliest"}).encode(), timeout=5
+    )
     body = json.loads(fetched.data)
     assert [m["payload"] for m in body["messages"]] == ["from amqp"]
     await conn.close()
@@ -184,6 +193,8 @@ async def test_mandatory_publish_to_amq_topic_returns_only_when_nothing_took_it(
     nc = await nats.connect(broker.nats_url)
     await nc.subscribe(f"{root}.n")
     await nc.flush()
-    await topic.publish(aio_pika.Message(b"y"), routing_key=f"{root}.n", mandatory=True)  # a NATS subscriber took it
+    await topic.publish(
+        aio_pika.Message(b"y"), routing_key=f"{root}.n", mandatory=True
+    )  # a NATS subscriber took it
     await nc.close()
     await conn.close()

@@ -85,7 +85,9 @@ async def _worst_round_trip_during(port: int, mode: str) -> tuple[float, str]:
             await flooder.wait()
         await requester.close()
         await responder.close()
-    print(f"{mode} flood: {out.decode().strip()} (frames, seconds, done); {trips} round trips, worst {worst:.3f} s")
+    print(
+        f"{mode} flood: {out.decode().strip()} (frames, seconds, done); {trips} round trips, worst {worst:.3f} s"
+    )
     return worst, out.decode()
 
 
@@ -182,9 +184,13 @@ def test_half_open_sockets_beyond_the_per_address_cap_are_refused_and_real_clien
     per_address = 64
     crowd = 300  # per listener, from one address
     b = broker_factory(
-        "--mqtt-ws-port", "0",
+        "--mqtt-ws-port",
+        "0",
         env={
-            **{f"ROBUSTMQ_{s}_MAX_UNAUTHENTICATED_PER_ADDRESS": str(per_address) for s in ("NATS", "MQTT", "HTTP")},
+            **{
+                f"ROBUSTMQ_{s}_MAX_UNAUTHENTICATED_PER_ADDRESS": str(per_address)
+                for s in ("NATS", "MQTT", "HTTP")
+            },
             # long deadlines: the crowd that got in stays open for the whole test
             "ROBUSTMQ_NATS_AUTH_TIMEOUT_S": "60",
             "ROBUSTMQ_MQTT_CONNECT_TIMEOUT_S": "60",
@@ -231,7 +237,8 @@ async def _one_round_trip(url: str) -> None:
 @pytest.mark.parametrize("listener", ["nats", "mqtt", "http"])
 def test_a_refused_crowd_frees_its_places_when_it_closes(broker_factory, listener):
     b = broker_factory(
-        "--mqtt-ws-port", "off",
+        "--mqtt-ws-port",
+        "off",
         env={f"ROBUSTMQ_{listener.upper()}_MAX_UNAUTHENTICATED_CONNECTIONS": "4"},
     )
     first = [_half_open(b.ports[listener], PARTIAL[listener]) for _ in range(4)]

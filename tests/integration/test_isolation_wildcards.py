@@ -81,7 +81,9 @@ async def test_wildcards_receive_none_of_another_users_private_traffic(secured):
 
     # the mailbox: a send (its subject is guarded) and a FETCH whose reply carries the message
     assert (await call(alice, MQ9 + "MSG.SEND.vault.inbox", b"mailbox-secret"))["error"] == ""
-    got = await call(alice, MQ9 + "MSG.FETCH.vault.inbox", {"deliver": "earliest", "config": {"max_wait_ms": 0}})
+    got = await call(
+        alice, MQ9 + "MSG.FETCH.vault.inbox", {"deliver": "earliest", "config": {"max_wait_ms": 0}}
+    )
     assert [m["payload"] for m in got["messages"]] == ["mailbox-secret"]
 
     # a sync invoke: the request carries the input, the agent's reply and alice's reply the output
@@ -265,11 +267,15 @@ async def test_kafka_does_not_read_another_users_mailbox(secured):
     alice = await nats.connect(secured.nats_url, user="alice", password="alice-pw")
     await wait_for(lambda: call(alice, MQ9 + "MSG.QUERY.vault.inbox"), lambda r: r["error"] == "")
     assert (await call(alice, MQ9 + "MSG.SEND.vault.inbox", b"mailbox-secret"))["error"] == ""
-    assert (await call(alice, API + "AGENT.INVOKE.vault", {"input": "input-secret"}))["output"] == "input-secret"
+    assert (await call(alice, API + "AGENT.INVOKE.vault", {"input": "input-secret"}))[
+        "output"
+    ] == "input-secret"
     bootstrap = secured.kafka_bootstrap
     # (the broker's own "$..." journals are refused the same way; kafka-python cannot name them)
     with pytest.raises(TopicAuthorizationFailedError):
         await asyncio.to_thread(_kafka_read, bootstrap, "bob", "bob-pw", "vault.inbox")
-    assert await asyncio.to_thread(_kafka_read, bootstrap, "alice", "alice-pw", "vault.inbox") == [b"mailbox-secret"]
+    assert await asyncio.to_thread(_kafka_read, bootstrap, "alice", "alice-pw", "vault.inbox") == [
+        b"mailbox-secret"
+    ]
     await alice.close()
     await agent.close()

@@ -169,7 +169,11 @@ def test_a_retried_idempotent_batch_is_answered_with_its_first_offset_and_stored
 
     def produce(value: bytes, sequence: int):
         raw.send(_produce_request(topic, bytes(_batch(value, init.producer_id, sequence))), 9)
-        return ProduceResponse.decode(raw.recv_frame(), version=9, header=True).responses[0].partition_responses[0]
+        return (
+            ProduceResponse.decode(raw.recv_frame(), version=9, header=True)
+            .responses[0]
+            .partition_responses[0]
+        )
 
     first = produce(b"once", 0)
     again = produce(b"once", 0)  # the client retried: same producer, epoch and sequence

@@ -32,7 +32,9 @@ def kbroker(tmp_path_factory):
     b.stop()
 
 
-def consume(bootstrap: str, topic: str, count: int, group: str | None = None, timeout_s: float = 15, **kw) -> list:
+def consume(
+    bootstrap: str, topic: str, count: int, group: str | None = None, timeout_s: float = 15, **kw
+) -> list:
     c = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
         consumer_timeout_ms=int(timeout_s * 1000), **kw,
@@ -53,9 +55,16 @@ def consume(bootstrap: str, topic: str, count: int, group: str | None = None, ti
 @pytest.mark.parametrize("codec", [None, "gzip", "snappy", "lz4", "zstd"])
 def test_kafka_python_round_trip_with_keys_headers_and_every_codec(kbroker, codec) -> None:
     topic = unique("codec")
-    p = KafkaProducer(bootstrap_servers=kbroker.kafka_bootstrap, acks="all", compression_type=codec, linger_ms=5)
+    p = KafkaProducer(
+        bootstrap_servers=kbroker.kafka_bootstrap, acks="all", compression_type=codec, linger_ms=5
+    )
     futures = [
-        p.send(topic, key=f"k{i}".encode(), value=b"x" * 200 + str(i).encode(), headers=[("h", b"1"), ("h", b"2")])
+        p.send(
+            topic,
+            key=f"k{i}".encode(),
+            value=b"x" * 200 + str(i).encode(),
+            headers=[("h", b"1"), ("h", b"2")],
+        )
         for i in range(20)
     ]
     offsets = [f.get(timeout=10).offset for f in futures]
@@ -85,11 +94,15 @@ async def test_aiokafka_produce_consume_and_commit(kbroker) -> None:
     p = AIOKafkaProducer(bootstrap_servers=kbroker.kafka_bootstrap, acks="all", compression_type="gzip")
     await p.start()
     try:
-        sent = [await p.send_and_wait(topic, f"m{i}".encode(), key=b"k", headers=[("x", b"y")]) for i in range(5)]
+        sent = [
+            await p.send_and_wait(topic, f"m{i}".encode(), key=b"k", headers=[("x", b"y")]) for i in range(5)
+        ]
     finally:
         await p.stop()
     assert [s.offset for s in sent] == list(range(5))
-    c = AIOKafkaConsumer(topic, bootstrap_servers=kbroker.kafka_bootstrap, group_id=group, auto_offset_reset="earliest")
+    c = AIOKafkaConsumer(
+        topic, bootstrap_servers=kbroker.kafka_bootstrap, group_id=group, auto_offset_reset="earliest"
+    )
     await c.start()
     try:
         got = [await asyncio.wait_for(c.getone(), 15) for _ in range(5)]

@@ -18,7 +18,9 @@ TOPIC = "crash-orders"
 PARTITIONS = 2
 
 
-def _produce_until_killed(bootstrap: str, broker, round_no: int, rng: random.Random) -> dict[tuple[int, int], bytes]:
+def _produce_until_killed(
+    bootstrap: str, broker, round_no: int, rng: random.Random
+) -> dict[tuple[int, int], bytes]:
     acked: dict[tuple[int, int], bytes] = {}
 
     def on_delivery(err, msg) -> None:

@@ -179,7 +179,11 @@ async def test_kafka_produce_into_an_mq9_mailbox_keeps_key_priority_and_offsets(
 
         def produce_two() -> list[int]:
             normal = producer.send(name, b"routine", key=b"k1").get(10).offset
-            urgent = producer.send(name, b"alarm", key=b"k2", headers=[("mq9-priority", b"critical")]).get(10).offset
+            urgent = (
+                producer.send(name, b"alarm", key=b"k2", headers=[("mq9-priority", b"critical")])
+                .get(10)
+                .offset
+            )
             return [normal, urgent]
 
         offsets = await asyncio.to_thread(produce_two)

@@ -56,7 +56,9 @@ async def test_register_a_bare_agent_card_and_list_it(nc, cards):
 
 async def test_register_name_and_payload_shape(nc, cards):
     info = json.dumps(dict(cards[1], name="wrapped-billing"))
-    assert await call(nc, "$mq9.AI.AGENT.REGISTER", {"name": "wrapped-billing", "payload": info}) == {"error": ""}
+    assert await call(nc, "$mq9.AI.AGENT.REGISTER", {"name": "wrapped-billing", "payload": info}) == {
+        "error": ""
+    }
     listed = await call(nc, "$mq9.AI.AGENT.DISCOVER", {})
     item = next(a for a in listed["agents"] if a["name"] == "wrapped-billing")
     assert item["agent_info"] == info
@@ -103,7 +105,9 @@ async def test_unregister_and_report(nc, cards):
     assert await call(nc, "$mq9.AI.AGENT.UNREGISTER", {"name": "never-was"}) == {"error": ""}
     names = [a["name"] for a in (await call(nc, "$mq9.AI.AGENT.DISCOVER"))["agents"]]
     assert "leaving" not in names
-    assert await call(nc, "$mq9.AI.AGENT.UNREGISTER", {"name": ""}) == {"error": "agent name must not be empty"}
+    assert await call(nc, "$mq9.AI.AGENT.UNREGISTER", {"name": ""}) == {
+        "error": "agent name must not be empty"
+    }
     assert await call(nc, "$mq9.AI.AGENT.REPORT", {"name": ""}) == {"error": "agent name must not be empty"}
     assert (await call(nc, "$mq9.AI.AGENT.REPORT", {"report_info": 3}))["error"].startswith(
         "invalid AGENT.REPORT payload: "
@@ -121,7 +125,9 @@ async def test_discover_text_and_semantic_over_the_labelled_set(nc, cards):
     semantic = await call(nc, "$mq9.AI.AGENT.DISCOVER", {"semantic": "do I need an umbrella in London today"})
     assert semantic["agents"][0]["name"] == "weather"
     # semantic wins over text
-    both = await call(nc, "$mq9.AI.AGENT.DISCOVER", {"semantic": "translate this letter into Italian", "text": "weather"})
+    both = await call(
+        nc, "$mq9.AI.AGENT.DISCOVER", {"semantic": "translate this letter into Italian", "text": "weather"}
+    )
     assert both["agents"][0]["name"] == "translator"
 
 

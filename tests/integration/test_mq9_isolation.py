@@ -69,7 +69,11 @@ def card(name: str, mailbox: str) -> dict[str, Any]:
 def sender_of(message: dict[str, Any]) -> list[str]:
     """Every ``mq9-sender`` value in a stored message's raw header block."""
     block = bytes(message["header"] or b"").decode()
-    return [line.split(":", 1)[1].strip() for line in block.split("\r\n") if line.lower().startswith("mq9-sender:")]
+    return [
+        line.split(":", 1)[1].strip()
+        for line in block.split("\r\n")
+        if line.lower().startswith("mq9-sender:")
+    ]
 
 
 async def fetch(nc, address: str) -> dict[str, Any]:
@@ -138,7 +142,9 @@ async def test_send_stamps_the_authenticated_user_and_drops_forged_senders(secur
     await call(bob, MQ9 + f"MSG.SEND.{address}", b"forged", forged)
     await call(bob, MQ9 + f"MSG.SEND.{address}", b"later", {"mq9-sender": "alice", "mq9-delay": "1"})
     # the delayed send is released into the mailbox after its second
-    reply = await wait_for(lambda: call(alice, MQ9 + f"MSG.QUERY.{address}"), lambda r: len(r["messages"]) == 3)
+    reply = await wait_for(
+        lambda: call(alice, MQ9 + f"MSG.QUERY.{address}"), lambda r: len(r["messages"]) == 3
+    )
     messages = reply["messages"]
     by_payload = {m["payload"]: m for m in messages}
     assert sorted(by_payload) == ["forged", "later", "plain"]
@@ -155,7 +161,9 @@ async def test_a_plain_nats_publish_on_the_address_is_stamped_too(secured):
     await bob.publish(address, b"raw", headers={"mq9-sender": "alice"})
     await bob.publish(address, b"bare")
     await bob.flush()
-    reply = await wait_for(lambda: call(alice, MQ9 + f"MSG.QUERY.{address}"), lambda r: len(r["messages"]) >= 2)
+    reply = await wait_for(
+        lambda: call(alice, MQ9 + f"MSG.QUERY.{address}"), lambda r: len(r["messages"]) >= 2
+    )
     messages = reply["messages"]
     assert [(m["payload"], sender_of(m)) for m in messages] == [("raw", ["bob"]), ("bare", ["bob"])]
     await alice.close()
@@ -263,7 +271,11 @@ class Watcher:
 
 
 def mailbox_subjects(address: str) -> set[str]:
-    return {address, MQ9 + f"MSG.SEND.{address}", *(MQ9 + f"MAILBOX.MSG.{address}.{p}" for p in ("high", "normal", "low"))}
+    return {
+        address,
+        MQ9 + f"MSG.SEND.{address}",
+        *(MQ9 + f"MAILBOX.MSG.{address}.{p}" for p in ("high", "normal", "low")),
+    }
 
 
 async def test_live_deliveries_on_an_owned_address_reach_only_the_owner_with_the_stamped_sender(secured):
@@ -340,7 +352,9 @@ class MqttWatcher:
 
         self.subacks: queue.Queue = queue.Queue()
         self.messages: list = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}{next(_ids)}", protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}{next(_ids)}", protocol=mqtt.MQTTv5
+        )
         self.client.username_pw_set(user, f"{user}-pw")
         self.client.on_subscribe = lambda c, u, mid, reasons, props: self.subacks.put(reasons[0].value)
         self.client.on_message = lambda c, u, msg: self.messages.append(msg)
@@ -478,6 +492,8 @@ async def test_restored_mqtt_subscriptions_are_checked_against_agent_owners_agai
     await alice.close()
     first.stop()
     second = broker_factory("--config", str(config), data_dir=data)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{second.ports['http']}", auth=("ops", "ops-pw")) as http:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{second.ports['http']}", auth=("ops", "ops-pw")
+    ) as http:
         listed = (await http.get("/api/v1/subscriptions", params={"protocol": "mqtt"})).json()
     assert sorted(item["subject"] for item in listed["items"]) == ["free.topic"]

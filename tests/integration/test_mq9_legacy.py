@@ -64,7 +64,9 @@ async def test_legacy_connection_gets_legacy_replies(legacy):
 
 
 async def test_public_create_marks_a_connection_legacy(current):
-    reply = await call(current, "$mq9.AI.MAILBOX.CREATE", {"ttl": 60, "public": True, "name": "legacy.public.one"})
+    reply = await call(
+        current, "$mq9.AI.MAILBOX.CREATE", {"ttl": 60, "public": True, "name": "legacy.public.one"}
+    )
     assert reply == {"mail_id": "legacy.public.one", "is_new": True}
     # the connection stays legacy-shaped from now on
     again = await call(current, "$mq9.AI.MAILBOX.CREATE", {"ttl": 60})
@@ -83,7 +85,11 @@ async def test_send_subscribe_list_delete(legacy, current):
     await legacy.flush()
     listed = await call(legacy, f"$mq9.AI.MAILBOX.LIST.{mail_id}")
     assert "error" not in listed
-    assert [(m["msg_id"], m["priority"]) for m in listed["messages"]] == [(0, "low"), (1, "normal"), (2, "high")]
+    assert [(m["msg_id"], m["priority"]) for m in listed["messages"]] == [
+        (0, "low"),
+        (1, "normal"),
+        (2, "high"),
+    ]
     assert all(isinstance(m["ts"], int) and m["ts"] > 0 for m in listed["messages"])
 
     received: asyncio.Queue = asyncio.Queue()
@@ -126,6 +132,7 @@ async def test_queue_group_members_share_the_stored_messages(legacy, mq9_broker)
     other = await nats.connect(mq9_broker.nats_url, name=LEGACY_NAME)
     got: list[bytes] = []
     try:
+
         async def on_msg(msg):
             got.append(decode_push(msg)[1])
 

@@ -86,7 +86,9 @@ async def test_create_without_body_generates_an_address(nc):
 
 async def test_create_is_not_idempotent(nc):
     name = await create(nc, name=unique())
-    assert await call(nc, "$mq9.AI.MAILBOX.CREATE", {"name": name}) == {"error": f"mailbox {name} already exists"}
+    assert await call(nc, "$mq9.AI.MAILBOX.CREATE", {"name": name}) == {
+        "error": f"mailbox {name} already exists"
+    }
 
 
 @pytest.mark.parametrize(
@@ -120,7 +122,9 @@ async def test_expired_mailbox_disappears_with_its_messages(nc):
 
 
 async def test_send_to_a_missing_mailbox(nc):
-    assert await call(nc, "$mq9.AI.MSG.SEND.nobody.here", b"x") == {"error": "mailbox nobody.here does not exist"}
+    assert await call(nc, "$mq9.AI.MSG.SEND.nobody.here", b"x") == {
+        "error": "mailbox nobody.here does not exist"
+    }
 
 
 async def test_msg_ids_are_offsets_and_fetch_orders_by_priority(nc):
@@ -136,7 +140,14 @@ async def test_msg_ids_are_offsets_and_fetch_orders_by_priority(nc):
     assert ids == [0, 1, 2, 3, 4, 5]
     messages = await fetch(nc, box, deliver="earliest")
     assert payloads(messages) == ["c2", "c4", "u1", "n0", "n3", "x5"]
-    assert [m["priority"] for m in messages] == ["critical", "critical", "urgent", "normal", "normal", "normal"]
+    assert [m["priority"] for m in messages] == [
+        "critical",
+        "critical",
+        "urgent",
+        "normal",
+        "normal",
+        "normal",
+    ]
     first = messages[0]
     assert first["msg_id"] == 2 and isinstance(first["create_time"], int)
     assert bytes(first["header"]).startswith(b"NATS/1.0\r\n")
@@ -245,7 +256,9 @@ async def test_force_deliver_resets_and_commits_the_group(nc):
 
 async def test_ack_takes_the_address_from_the_body(nc):
     box = await create(nc, name=unique())
-    reply = await call(nc, f"$mq9.AI.MSG.ACK.{box}", {"group_name": "g", "mail_address": "no.such", "msg_id": 0})
+    reply = await call(
+        nc, f"$mq9.AI.MSG.ACK.{box}", {"group_name": "g", "mail_address": "no.such", "msg_id": 0}
+    )
     assert reply == {"error": "mailbox not found: no.such"}
 
 
@@ -282,7 +295,10 @@ async def test_message_ttl_hides_expired_messages(nc):
         lambda got: payloads(got) == ["lasting", "bad-ttl-ignored"],
         interval=0.05,
     )
-    assert payloads((await call(nc, f"$mq9.AI.MSG.QUERY.{box}"))["messages"]) == ["lasting", "bad-ttl-ignored"]
+    assert payloads((await call(nc, f"$mq9.AI.MSG.QUERY.{box}"))["messages"]) == [
+        "lasting",
+        "bad-ttl-ignored",
+    ]
 
 
 async def test_delayed_send_replies_minus_one_and_appears_later_with_its_offset(nc):
@@ -416,7 +432,9 @@ async def test_unknown_subjects_get_a_json_error_not_a_protocol_error(nc, subjec
 async def test_oversize_bodies_are_refused(nc):
     box = await create(nc, name=unique())
     reply = await call(nc, f"$mq9.AI.MSG.SEND.{box}", b"x" * (MAX_BODY_BYTES + 1))
-    assert reply == {"error": f"message body too large: {MAX_BODY_BYTES + 1} bytes (max {MAX_BODY_BYTES} bytes)"}
+    assert reply == {
+        "error": f"message body too large: {MAX_BODY_BYTES + 1} bytes (max {MAX_BODY_BYTES} bytes)"
+    }
     assert await fetch(nc, box, deliver="earliest") == []
 
 

@@ -46,7 +46,9 @@ async def check(url: str) -> None:
     try:
         # the delayed message is released (after the restart, or just before it) with the next offset
         released = await call(
-            nc, "$mq9.AI.MSG.FETCH.keep.me", {"deliver": "from_id", "from_id": 4, "config": {"max_wait_ms": 8000}}
+            nc,
+            "$mq9.AI.MSG.FETCH.keep.me",
+            {"deliver": "from_id", "from_id": 4, "config": {"max_wait_ms": 8000}},
         )
         assert [(m["payload"], m["msg_id"]) for m in released["messages"]] == [("held", 4)]
         everything = await call(nc, "$mq9.AI.MSG.QUERY.keep.me")

@@ -122,7 +122,11 @@ def test_published_sdk_create_send_subscribe_list_delete(sdk_python, mq9_broker,
     assert out["duplicate_error"] == "mailbox sdk.public.box already exists"
     assert out["listed"] == [[0, "low", True], [1, "normal", True], [2, "high", True]]
     # stored messages are pushed on subscribe (high first, with their msg_id), then the live one
-    assert out["received"][:3] == [[2, "high", '{"kind": "dict"}'], [1, "normal", "normal-text"], [0, "low", "low-bytes"]]
+    assert out["received"][:3] == [
+        [2, "high", '{"kind": "dict"}'],
+        [1, "normal", "normal-text"],
+        [0, "low", "low-bytes"],
+    ]
     live_id, live_priority, live_payload = out["received"][3]
     assert (live_priority, live_payload) == ("high", "live")
     assert out["after_delete"] == [1, 2, 3]

@@ -25,7 +25,9 @@ CARD = {
     "name": "translator",
     "description": "translates documents between English and French",
     "version": "1.0.0",
-    "skills": [{"id": "translate", "name": "translate", "description": "translate text", "tags": ["language"]}],
+    "skills": [
+        {"id": "translate", "name": "translate", "description": "translate text", "tags": ["language"]}
+    ],
 }
 
 

@@ -66,7 +66,13 @@ def test_wildcards_plus_and_hash(port: int, version: int) -> None:
     sub.subscribe(f"{root}/+/temp", 0)
     sub.subscribe(f"{root}/house/#", 0)
     pub = PahoClient(port, unique("pub"), version)
-    for t in (f"{root}/kitchen/temp", f"{root}/house", f"{root}/house/a/b", f"{root}/kitchen/hum", f"{root}//temp"):
+    for t in (
+        f"{root}/kitchen/temp",
+        f"{root}/house",
+        f"{root}/house/a/b",
+        f"{root}/kitchen/hum",
+        f"{root}//temp",
+    ):
         pub.publish(t, t.encode(), 1)
     got = sorted(m.topic for m in sub.get_n(4))
     assert got == sorted([f"{root}/kitchen/temp", f"{root}/house", f"{root}/house/a/b", f"{root}//temp"])

@@ -32,7 +32,11 @@ def raw(port: int, **connect) -> RawClient:
 def test_connack_announces_the_server_limits(port: int) -> None:
     c = RawClient(port, V5)
     props = c.connect(unique("c")).properties
-    assert props[P.RECEIVE_MAXIMUM] >= 1 and props[P.TOPIC_ALIAS_MAXIMUM] >= 1 and props[P.MAXIMUM_PACKET_SIZE] > 0
+    assert (
+        props[P.RECEIVE_MAXIMUM] >= 1
+        and props[P.TOPIC_ALIAS_MAXIMUM] >= 1
+        and props[P.MAXIMUM_PACKET_SIZE] > 0
+    )
     c.disconnect()
 
 

@@ -103,7 +103,12 @@ def test_credentials_resolve_to_their_role(header, role):
 def test_a_token_bound_to_a_user_carries_that_user_and_its_permissions():
     perms = {"subscribe": {"deny": [">"]}}
     table = access(
-        http={"tokens": [{"token": "s-t", "user": "sensor"}, {"token": "r-t", "user": "sensor", "role": "reader"}]},
+        http={
+            "tokens": [
+                {"token": "s-t", "user": "sensor"},
+                {"token": "r-t", "user": "sensor", "role": "reader"},
+            ]
+        },
         auth={"users": [{"user": "sensor", "password": "pw", "permissions": perms}]},
     )
     for header, role in (("Bearer s-t", "user"), ("Bearer r-t", "reader")):

@@ -35,9 +35,9 @@ def _decoder() -> FrameDecoder:
 
 def _publish(body: bytes, props: C.Basic.Properties | None = None, channel: int = 1) -> bytes:
     props = props or C.Basic.Properties()
-    return frame.marshal(C.Basic.Publish(exchange="ex", routing_key="a.b", mandatory=True), channel) + content_frames(
-        channel, props.marshal(), body, FRAME_MAX
-    )
+    return frame.marshal(
+        C.Basic.Publish(exchange="ex", routing_key="a.b", mandatory=True), channel
+    ) + content_frames(channel, props.marshal(), body, FRAME_MAX)
 
 
 def test_method_frames_decode_to_pamqp_methods() -> None:
@@ -49,7 +49,9 @@ def test_method_frames_decode_to_pamqp_methods() -> None:
 
 def test_publish_header_and_bodies_become_one_message_with_properties_kept() -> None:
     d = _decoder()
-    props = C.Basic.Properties(content_type="text/plain", headers={"k": "v", "n": 5}, delivery_mode=2, priority=3)
+    props = C.Basic.Properties(
+        content_type="text/plain", headers={"k": "v", "n": 5}, delivery_mode=2, priority=3
+    )
     body = bytes(range(256)) * 40  # several body frames at frame_max 4096
     (msg,) = d.receive(_publish(body, props))
     assert isinstance(msg, Message)
@@ -65,7 +67,11 @@ def test_empty_body_completes_at_the_header() -> None:
 
 
 def test_bytes_split_anywhere_give_the_same_events() -> None:
-    data = _publish(b"x" * 5000) + frame.marshal(C.Basic.Ack(delivery_tag=9), 1) + b"\x08\x00\x00\x00\x00\x00\x00\xce"
+    data = (
+        _publish(b"x" * 5000)
+        + frame.marshal(C.Basic.Ack(delivery_tag=9), 1)
+        + b"\x08\x00\x00\x00\x00\x00\x00\xce"
+    )
     whole = _decoder().receive(data)
     for cut in (1, 7, 8, 100, len(data) - 1):
         d = _decoder()
@@ -109,7 +115,9 @@ def test_unknown_method_and_content_out_of_order_are_connection_errors() -> None
 
 def test_deliver_fast_path_decodes_with_pamqp() -> None:
     props = C.Basic.Properties(headers={"a": "b"}, message_id="m1")
-    data = deliver_frames(2, short_string("ctag"), 42, True, "amq.topic", "a.b", props.marshal(), b"body", FRAME_MAX)
+    data = deliver_frames(
+        2, short_string("ctag"), 42, True, "amq.topic", "a.b", props.marshal(), b"body", FRAME_MAX
+    )
     n, channel, method = frame.unmarshal(data)
     assert channel == 2 and method.name == "Basic.Deliver"
     assert (method.consumer_tag, method.delivery_tag, method.redelivered) == ("ctag", 42, True)
@@ -134,7 +142,9 @@ def test_any_bytes_give_events_or_a_protocol_error_never_a_crash(data: bytes, cu
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(st.binary(max_size=9000), min_size=1, max_size=4),
-    st.dictionaries(st.text(min_size=1, max_size=8), st.one_of(st.text(max_size=20), st.integers(-1000, 1000)), max_size=4),
+    st.dictionaries(
+        st.text(min_size=1, max_size=8), st.one_of(st.text(max_size=20), st.integers(-1000, 1000)), max_size=4
+    ),
     st.integers(min_value=1, max_value=64),
 )
 def test_published_messages_come_out_whole_however_the_bytes_are_chunked(
@@ -152,11 +162,13 @@ def test_published_messages_come_out_whole_however_the_bytes_are_chunked(
 
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=5000), st.text(max_size=30), st.booleans())
-def test_the_one_step_publish_path_equals_the_frame_by_frame_path(body: bytes, key: str, mandatory: bool) -> None:
+def test_the_one_step_publish_path_equals_the_frame_by_frame_path(
+    body: bytes, key: str, mandatory: bool
+) -> None:
     props = C.Basic.Properties(message_id="m", headers={"k": key})
-    data = frame.marshal(C.Basic.Publish(exchange="x", routing_key=key, mandatory=mandatory), 1) + content_frames(
-        1, props.marshal(), body, FRAME_MAX
-    )
+    data = frame.marshal(
+        C.Basic.Publish(exchange="x", routing_key=key, mandatory=mandatory), 1
+    ) + content_frames(1, props.marshal(), body, FRAME_MAX)
     (fast,) = _decoder().receive(data)
     slow_decoder = _decoder()
     slow = [e for i in range(len(data)) for e in slow_decoder.receive(data[i : i + 1])]
@@ -172,6 +184,6 @@ def test_cached_delivery_frames_equal_freshly_built_ones() -> None:
     body = b"z" * 10_000
     wire = DeliveryWire("ex", "a.b")
     for channel, tag in ((1, 1), (1, 2), (3, 1)):  # reused, then rebuilt for another channel
-        assert deliver_cached(wire, channel, short_string("t"), tag, tag == 2, raw, body, FRAME_MAX) == deliver_frames(
-            channel, short_string("t"), tag, tag == 2, "ex", "a.b", raw, body, FRAME_MAX
-        )
+        assert deliver_cached(
+            wire, channel, short_string("t"), tag, tag == 2, raw, body, FRAME_MAX
+        ) == deliver_frames(channel, short_string("t"), tag, tag == 2, "ex", "a.b", raw, body, FRAME_MAX)

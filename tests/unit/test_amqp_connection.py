@@ -57,7 +57,9 @@ def _methods(data: bytes) -> list:
     return out
 
 
-async def _handshake(peer: str, user: str = "guest", password: str = "guest") -> tuple[AmqpConnection, FakeTransport]:
+async def _handshake(
+    peer: str, user: str = "guest", password: str = "guest"
+) -> tuple[AmqpConnection, FakeTransport]:
     import asyncio
 
     broker = SimpleNamespace(settings=load_settings(environ={}), router=Router())

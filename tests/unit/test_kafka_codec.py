@@ -41,7 +41,10 @@ def test_requests_arriving_byte_by_byte_decode_in_order() -> None:
         dec.feed(data[i : i + 1])
         while (req := dec.next_request()) is not None:
             got.append(req)
-    assert [(r.api_key, r.api_version, r.correlation_id, r.client_id) for r in got] == [(3, 11, 1, "t"), (3, 1, 2, "t")]
+    assert [(r.api_key, r.api_version, r.correlation_id, r.client_id) for r in got] == [
+        (3, 11, 1, "t"),
+        (3, 1, 2, "t"),
+    ]
     assert got[0].body.allow_auto_topic_creation is True
 
 
@@ -49,7 +52,9 @@ def test_response_is_framed_with_the_request_correlation_id() -> None:
     dec = KafkaDecoder(1 << 20, API_VERSIONS)
     dec.feed(framed(MetadataRequest(version=9, topics=None), 9, 42))
     req = dec.next_request()
-    out = encode_response(req, MetadataResponse(version=9, brokers=[], cluster_id="c", controller_id=0, topics=[]))
+    out = encode_response(
+        req, MetadataResponse(version=9, brokers=[], cluster_id="c", controller_id=0, topics=[])
+    )
     assert struct.unpack(">i", out[:4])[0] == len(out) - 4
     assert MetadataResponse.decode(out, version=9, header=True, framed=True).header.correlation_id == 42
 
@@ -98,8 +103,12 @@ def test_arbitrary_bytes_raise_only_codec_errors(data: bytes) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(min_value=0, max_value=60), st.integers(min_value=0, max_value=13), st.binary(max_size=200))
-def test_valid_headers_with_garbage_bodies_raise_only_codec_errors(key: int, version: int, body: bytes) -> None:
+@given(
+    st.integers(min_value=0, max_value=60), st.integers(min_value=0, max_value=13), st.binary(max_size=200)
+)
+def test_valid_headers_with_garbage_bodies_raise_only_codec_errors(
+    key: int, version: int, body: bytes
+) -> None:
     frame = struct.pack(">hhi", key, version, 1) + b"\x00\x01t" + body
     dec = KafkaDecoder(1 << 16, API_VERSIONS)
     dec.feed(struct.pack(">i", len(frame)) + frame)
@@ -121,7 +130,10 @@ def test_arbitrary_record_bytes_raise_only_corrupt_batch(data: bytes) -> None:
 def test_built_batches_read_back_with_gaps_keys_and_headers() -> None:
     raw = build_batch([(10, 1000, b"k", b"v", [("h", b"1")]), (12, 1001, None, b"w", [])])
     (batch,) = read_batches(raw)
-    assert [(r.key, r.value, r.headers) for r in batch.records] == [(b"k", b"v", [("h", b"1")]), (None, b"w", [])]
+    assert [(r.key, r.value, r.headers) for r in batch.records] == [
+        (b"k", b"v", [("h", b"1")]),
+        (None, b"w", []),
+    ]
     corrupt = bytearray(raw)
     corrupt[-1] ^= 1
     with pytest.raises(CorruptBatch) as info:
@@ -161,7 +173,9 @@ async def test_group_of_two_rebalances_on_join_and_on_session_timeout() -> None:
     group = coord.group("g")
     sync = group.sync(first.member_id, 1, {first.member_id: b"all"})
     assert await sync == (0, b"all")
-    second_join = asyncio.ensure_future(coord.join("g", "", None, "consumer", protocols, 1000, 1000, "c2", "h"))
+    second_join = asyncio.ensure_future(
+        coord.join("g", "", None, "consumer", protocols, 1000, 1000, "c2", "h")
+    )
     await asyncio.sleep(0.01)
     assert group.heartbeat(first.member_id, 1) == E.REBALANCE_IN_PROGRESS
     rejoin = await coord.join("g", first.member_id, None, "consumer", protocols, 1000, 1000, "c1", "h")

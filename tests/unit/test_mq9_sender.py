@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 from robustmq.agents.mq9.sender import stamp_sender
 from robustmq.headers import decode_headers, encode_headers
 
-_text = st.text(st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":"), min_size=1, max_size=12)
+_text = st.text(
+    st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":"), min_size=1, max_size=12
+)
 _names = st.one_of(_text, st.sampled_from(["mq9-sender", "MQ9-SENDER", "Mq9-Sender", "mq9-priority"]))
 _items = st.lists(st.tuples(_names, _text), max_size=6)
 

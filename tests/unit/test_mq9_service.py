@@ -72,18 +72,27 @@ async def test_foreign_subjects_get_no_reply_from_mq9(service):
     seen: list[bytes] = []
     inbox = router.new_inbox()
     router.subscribe(inbox, lambda s, r, h, p: seen.append(p))
-    for subject in ("$mq9.AI.API.AGENT.LIST", "$mq9.AI.INVOKE.a.b", "$mq9.AI.TOOL.t.1", "$mq9.AI.TASK.EVENT.1"):
+    for subject in (
+        "$mq9.AI.API.AGENT.LIST",
+        "$mq9.AI.INVOKE.a.b",
+        "$mq9.AI.TOOL.t.1",
+        "$mq9.AI.TASK.EVENT.1",
+    ):
         router.publish(subject, b"{}", inbox)
     await service.store.flush()
     assert seen == []
 
 
 async def test_unknown_subject_gets_a_json_error(service):
-    assert await request(service, "$mq9.AI.NOPE", b"{}") == {"error": "unrecognized mq9 subject: $mq9.AI.NOPE"}
+    assert await request(service, "$mq9.AI.NOPE", b"{}") == {
+        "error": "unrecognized mq9 subject: $mq9.AI.NOPE"
+    }
 
 
 async def test_legacy_shape_is_chosen_by_the_client_name(service):
-    legacy = await request(service, "$mq9.AI.MAILBOX.CREATE", b'{"ttl": 5}', origin=Client(LEGACY_CLIENT_NAME))
+    legacy = await request(
+        service, "$mq9.AI.MAILBOX.CREATE", b'{"ttl": 5}', origin=Client(LEGACY_CLIENT_NAME)
+    )
     assert set(legacy) == {"mail_id", "is_new"}
     current = await request(service, "$mq9.AI.MAILBOX.CREATE", b'{"ttl": 5}', origin=Client("someone"))
     assert set(current) == {"error", "mail_address"}
@@ -91,7 +100,9 @@ async def test_legacy_shape_is_chosen_by_the_client_name(service):
 
 async def test_a_public_create_makes_the_client_legacy(service):
     client = Client()
-    first = await request(service, "$mq9.AI.MAILBOX.CREATE", b'{"ttl": 5, "public": true, "name": "p.one"}', origin=client)
+    first = await request(
+        service, "$mq9.AI.MAILBOX.CREATE", b'{"ttl": 5, "public": true, "name": "p.one"}', origin=client
+    )
     assert first == {"mail_id": "p.one", "is_new": True}
     later = await request(service, "$mq9.AI.AGENT.DISCOVER", b"", origin=client)
     assert later == {"agents": []}
@@ -101,10 +112,22 @@ async def test_a_public_create_makes_the_client_legacy(service):
 
 def test_send_options_parse_every_header():
     block = encode_headers(
-        [("MQ9-Priority", " urgent "), ("mq9-key", " k "), ("mq9-ttl", "30"), ("mq9-delay", "x"), ("mq9-tags", "a, ,b")]
+        [
+            ("MQ9-Priority", " urgent "),
+            ("mq9-key", " k "),
+            ("mq9-ttl", "30"),
+            ("mq9-delay", "x"),
+            ("mq9-tags", "a, ,b"),
+        ]
     )
     options = SendOptions(block)
-    assert (options.priority, options.key, options.ttl, options.delay, options.tags) == ("urgent", "k", 30, None, ("a", "b"))
+    assert (options.priority, options.key, options.ttl, options.delay, options.tags) == (
+        "urgent",
+        "k",
+        30,
+        None,
+        ("a", "b"),
+    )
     assert SendOptions(encode_headers([("mq9-priority", "loud")])).priority == "normal"
     assert SendOptions(None).priority == "normal"
 

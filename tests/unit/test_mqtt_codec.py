@@ -135,7 +135,9 @@ def test_mqtt_3_1_connect_is_understood() -> None:
 
 def test_connect_switches_the_decoder_to_5_within_one_chunk() -> None:
     props = {P.USER_PROPERTY: [("a", "1")]}
-    wire = encode(P.Connect("c", P.MQTT_5), P.MQTT_5) + encode(P.Publish("t", b"x", properties=props), P.MQTT_5)
+    wire = encode(P.Connect("c", P.MQTT_5), P.MQTT_5) + encode(
+        P.Publish("t", b"x", properties=props), P.MQTT_5
+    )
     out = MqttDecoder().receive(wire)
     assert out[1] == P.Publish("t", b"x", properties=props)
 

@@ -262,8 +262,12 @@ def test_a_guarded_subject_reaches_admitted_subscribers_only_with_stamped_header
         router.subscribe("box.>", lambda s, r, h, p, n=name: got.append((n, h)), owner=owner)
     queue_members = [_Client("bob"), _Client("alice")]
     for client in queue_members:
-        router.subscribe("box.inbox", lambda s, r, h, p, c=client: got.append(("q-" + c.user, h)), "g", client)
-    count = router.publish("box.inbox", b"x", headers=b"NATS/1.0\r\nx-by: forged\r\n\r\n", origin=_Client("carol"))
+        router.subscribe(
+            "box.inbox", lambda s, r, h, p, c=client: got.append(("q-" + c.user, h)), "g", client
+        )
+    count = router.publish(
+        "box.inbox", b"x", headers=b"NATS/1.0\r\nx-by: forged\r\n\r\n", origin=_Client("carol")
+    )
     stamped = b"NATS/1.0\r\nx-by: carol\r\n\r\n"
     assert count == 3
     assert sorted(got) == [("alice", stamped), ("q-alice", stamped), ("service", stamped)]
@@ -301,6 +305,8 @@ class _NotConn2:
     @staticmethod
     def admits(sub) -> bool:
         return sub.owner != "conn-2"
+
+
 _op = st.one_of(
     st.tuples(
         st.just("insert"),
@@ -319,7 +325,9 @@ _op = st.one_of(
 def test_every_cached_result_equals_a_fresh_match_after_any_changes(ops, cache_max):
     trie = SubjectTrie(cache_max_entries=cache_max)
     guards: dict[str, _NotConn2] = {}
-    trie.guard_of = lambda subject: guards.setdefault(subject, _NotConn2()) if subject.startswith("a") else None
+    trie.guard_of = lambda subject: (
+        guards.setdefault(subject, _NotConn2()) if subject.startswith("a") else None
+    )
     subs: list[Subscription] = []
     for op in ops:
         if op[0] == "insert":

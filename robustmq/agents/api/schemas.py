@@ -284,7 +284,9 @@ def parse_request(model: type[M], body: bytes, empty_ok: bool = True) -> M:
 def check_nesting(body: bytes) -> None:
     """``ApiError(400)`` when ``body`` nests too deeply to be parsed (every API family calls this)."""
     if inputs.too_deep(body):
-        raise errors.ApiError(errors.BAD_REQUEST, errors.NESTED_TOO_DEEPLY.format(max=inputs.MAX_NESTING_DEPTH))
+        raise errors.ApiError(
+            errors.BAD_REQUEST, errors.NESTED_TOO_DEEPLY.format(max=inputs.MAX_NESTING_DEPTH)
+        )
 
 
 def oversized_int_at(value: Any, path: str = "") -> str | None:

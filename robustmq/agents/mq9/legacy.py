@@ -126,12 +126,17 @@ class LegacyMailboxes:
         return MailboxGuard(address, self.service.mailbox_owner(address)).admits
 
     def _replay(self, watch: MailboxWatch) -> None:
-        if watch not in self.watches.get(watch.address, ()) or self.service.mailboxes.get(watch.address) is None:
+        if (
+            watch not in self.watches.get(watch.address, ())
+            or self.service.mailboxes.get(watch.address) is None
+        ):
             return
         if not self._admitted(watch.address)(watch.sub):
             return
         stored = [
-            r for r in self.service.mailboxes.in_order(watch.address) if watch.priority in ("*", legacy_priority(r))
+            r
+            for r in self.service.mailboxes.in_order(watch.address)
+            if watch.priority in ("*", legacy_priority(r))
         ]
         stored.sort(key=lambda r: (LEGACY_ORDER[legacy_priority(r)], r.offset))
         for rec in stored:
@@ -139,7 +144,9 @@ class LegacyMailboxes:
 
     @staticmethod
     def _deliver(watch: MailboxWatch, rec: Record) -> None:
-        watch.sub.deliver(legacy_delivery_subject(watch.address, legacy_priority(rec)), None, None, envelope(rec))
+        watch.sub.deliver(
+            legacy_delivery_subject(watch.address, legacy_priority(rec)), None, None, envelope(rec)
+        )
 
     def on_stored(self, address: str, ack: Any) -> None:
         """Push a message stored through the current layout, once committed, to the mailbox's

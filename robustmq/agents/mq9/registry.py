@@ -132,7 +132,9 @@ class AgentRegistry:
         if entry is not None:
             entry.report_info = report_info
             entry.report_time = now
-        return self.journal.append({"op": "report", "name": name, "report_info": report_info, "report_time": now})
+        return self.journal.append(
+            {"op": "report", "name": name, "report_info": report_info, "report_time": now}
+        )
 
     def listing(self) -> list[AgentEntry]:
         return list(self.agents.values())

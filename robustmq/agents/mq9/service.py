@@ -53,7 +53,9 @@ INLINE_EMBED_MAX = 64
 
 _OK = b'{"error":""}'
 _LEGACY_ONLY = frozenset({Kind.LEGACY_SEND, Kind.LEGACY_LIST, Kind.LEGACY_DELETE})
-_READS_AFTER_SENDS = frozenset({Kind.MSG_FETCH, Kind.MSG_QUERY, Kind.MSG_DELETE, Kind.LEGACY_LIST, Kind.LEGACY_DELETE})
+_READS_AFTER_SENDS = frozenset(
+    {Kind.MSG_FETCH, Kind.MSG_QUERY, Kind.MSG_DELETE, Kind.LEGACY_LIST, Kind.LEGACY_DELETE}
+)
 _EMPTY_MESSAGES = b'{"error":"","messages":[]}'
 
 
@@ -469,7 +471,10 @@ class Mq9Service:
         if legacy and not request.get("public"):
             name = None  # the legacy SDK names only public mailboxes
         box = self.mailboxes.create(
-            name, self.default_ttl_s if ttl is None else ttl, request.get("desc") or "", bool(request.get("public"))
+            name,
+            self.default_ttl_s if ttl is None else ttl,
+            request.get("desc") or "",
+            bool(request.get("public")),
         )
         self.store.set_ingest(box.address, self._ingest)
         self._mailbox_changed(box.address)
@@ -546,7 +551,9 @@ class Mq9Service:
         if self.legacy.watching:
             self.legacy.on_stored(address, ack)
 
-    def _legacy_send(self, address: str, priority: str, subject: str, headers: bytes | None, payload: bytes) -> None:
+    def _legacy_send(
+        self, address: str, priority: str, subject: str, headers: bytes | None, payload: bytes
+    ) -> None:
         """A legacy publish: stored when the mailbox exists, silently dropped otherwise."""
         if self.mailboxes.get(address) is None:
             return
@@ -713,7 +720,11 @@ class Mq9Service:
             return _agents_reply(agents, legacy)
         if semantic:
             embedding = self._refresher is not None and not self._refresher.done()
-            if embedding or self.registry.index.vectors.pending_count() > INLINE_EMBED_MAX or not self._model_ready():
+            if (
+                embedding
+                or self.registry.index.vectors.pending_count() > INLINE_EMBED_MAX
+                or not self._model_ready()
+            ):
                 if reply is not None:
                     self._spawn(self._discover_later(semantic, limit, page, reply, legacy))
                 return None
@@ -819,5 +830,3 @@ def _messages_reply(records: list[Record]) -> bytes:
     if not records:
         return _EMPTY_MESSAGES
     return orjson.dumps({"error": "", "messages": [record_json(r) for r in records]})
-
-

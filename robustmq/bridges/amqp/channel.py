@@ -389,7 +389,9 @@ class Channel:
         subject = publish_subject(msg.routing_key) if msg.exchange == TOPIC_EXCHANGE else None
         perms = conn.permissions
         if subject is not None and perms is not None and not perms.may_publish(subject):
-            raise ChannelError(E.ACCESS_REFUSED, E.ACCESS_DENIED_PUBLISH.format(subject=subject, user=conn.user), 60, 40)
+            raise ChannelError(
+                E.ACCESS_REFUSED, E.ACCESS_DENIED_PUBLISH.format(subject=subject, user=conn.user), 60, 40
+            )
         if self.transactional:
             self._tx_publishes.append((msg, content))
             return

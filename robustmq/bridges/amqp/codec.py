@@ -172,7 +172,8 @@ class FrameDecoder:
                         continue
                 if size + FRAME_OVERHEAD_BYTES > frame_max:
                     raise AmqpConnectionError(
-                        E.FRAME_ERROR, E.FRAME_TOO_LARGE.format(type=ftype, size=size, max=frame_max - FRAME_OVERHEAD_BYTES)
+                        E.FRAME_ERROR,
+                        E.FRAME_TOO_LARGE.format(type=ftype, size=size, max=frame_max - FRAME_OVERHEAD_BYTES),
                     )
                 end = pos + FRAME_HEADER_BYTES + size
                 if end >= n:
@@ -192,7 +193,9 @@ class FrameDecoder:
                 del buf[:pos]
         return out
 
-    def _whole_publish(self, buf: bytearray, pos: int, n: int, channel: int, size: int) -> tuple[Message, int] | None:
+    def _whole_publish(
+        self, buf: bytearray, pos: int, n: int, channel: int, size: int
+    ) -> tuple[Message, int] | None:
         """The common case in one step: Basic.Publish, its header and at most one body frame, all
         well-formed and already in the buffer. Anything else returns None for the frame-by-frame
         path, which also reports every error."""
@@ -216,7 +219,13 @@ class FrameDecoder:
                 return None
             ftype3, ch3, size3 = _frame_head.unpack_from(buf, b)
             end3 = b + 7 + size3
-            if ftype3 != FRAME_BODY or ch3 != channel or size3 != body_size or end3 >= n or buf[end3] != FRAME_END:
+            if (
+                ftype3 != FRAME_BODY
+                or ch3 != channel
+                or size3 != body_size
+                or end3 >= n
+                or buf[end3] != FRAME_END
+            ):
                 return None
             if size3 + FRAME_OVERHEAD_BYTES > frame_max:
                 return None
@@ -246,10 +255,15 @@ class FrameDecoder:
         if ftype == FRAME_METHOD:
             if pending is not None:
                 raise AmqpConnectionError(
-                    E.UNEXPECTED_FRAME, E.EXPECTED_HEADER if pending.size < 0 else E.EXPECTED_BODY, BASIC_CLASS, PUBLISH_METHOD
+                    E.UNEXPECTED_FRAME,
+                    E.EXPECTED_HEADER if pending.size < 0 else E.EXPECTED_BODY,
+                    BASIC_CLASS,
+                    PUBLISH_METHOD,
                 )
             if len(payload) < 4:
-                raise AmqpConnectionError(E.FRAME_ERROR, E.MALFORMED.format(what="method frame", reason="too short"))
+                raise AmqpConnectionError(
+                    E.FRAME_ERROR, E.MALFORMED.format(what="method frame", reason="too short")
+                )
             class_id, method_id = _u16u16.unpack_from(payload, 0)
             index = (class_id << 16) | method_id
             if index == _PUBLISH_INDEX:
@@ -257,28 +271,41 @@ class FrameDecoder:
                     publish = decode_publish(payload[4:])
                 except (IndexError, ValueError, UnicodeDecodeError):
                     raise AmqpConnectionError(
-                        E.FRAME_ERROR, E.UNDECODABLE.format(octets=E.erlang_binary(payload[4:])), class_id, method_id
+                        E.FRAME_ERROR,
+                        E.UNDECODABLE.format(octets=E.erlang_binary(payload[4:])),
+                        class_id,
+                        method_id,
                     ) from None
                 self._assembling[channel] = _Assembly(publish)
                 return None
             cls = C.INDEX_MAPPING.get(index)
             if cls is None:
                 raise AmqpConnectionError(
-                    E.NOT_IMPLEMENTED, E.UNKNOWN_METHOD.format(class_id=class_id, method_id=method_id), class_id, method_id
+                    E.NOT_IMPLEMENTED,
+                    E.UNKNOWN_METHOD.format(class_id=class_id, method_id=method_id),
+                    class_id,
+                    method_id,
                 )
             method = cls()
             try:
                 method.unmarshal(payload[4:])
             except Exception:  # pamqp raises struct.error, ValueError, IndexError, ...
                 raise AmqpConnectionError(
-                    E.FRAME_ERROR, E.UNDECODABLE.format(octets=E.erlang_binary(payload[4:])), class_id, method_id
+                    E.FRAME_ERROR,
+                    E.UNDECODABLE.format(octets=E.erlang_binary(payload[4:])),
+                    class_id,
+                    method_id,
                 ) from None
             return Method(channel, method)
         if ftype == FRAME_HEADER:
             if pending is None or pending.size >= 0:
-                raise AmqpConnectionError(E.UNEXPECTED_FRAME, E.EXPECTED_METHOD if pending is None else E.EXPECTED_BODY)
+                raise AmqpConnectionError(
+                    E.UNEXPECTED_FRAME, E.EXPECTED_METHOD if pending is None else E.EXPECTED_BODY
+                )
             if len(payload) < 14:
-                raise AmqpConnectionError(E.FRAME_ERROR, E.MALFORMED.format(what="content header", reason="too short"))
+                raise AmqpConnectionError(
+                    E.FRAME_ERROR, E.MALFORMED.format(what="content header", reason="too short")
+                )
             _class_id, _weight, size = _content_head.unpack_from(payload, 0)
             raw = payload[12:]
             if raw == self._last_raw:
@@ -304,7 +331,9 @@ class FrameDecoder:
             return None
         if ftype == FRAME_BODY:
             if pending is None or pending.size < 0:
-                raise AmqpConnectionError(E.UNEXPECTED_FRAME, E.EXPECTED_METHOD if pending is None else E.EXPECTED_HEADER)
+                raise AmqpConnectionError(
+                    E.UNEXPECTED_FRAME, E.EXPECTED_METHOD if pending is None else E.EXPECTED_HEADER
+                )
             pending.have += len(payload)
             if pending.have > pending.size:
                 raise AmqpConnectionError(E.FRAME_ERROR, E.BODY_TOO_LONG.format(size=pending.size))
@@ -322,7 +351,9 @@ class FrameDecoder:
         parts = pending.parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         exchange, routing_key, mandatory, immediate = pending.publish
-        msg = Message(channel, exchange, routing_key, mandatory, immediate, pending.properties, pending.raw, body)
+        msg = Message(
+            channel, exchange, routing_key, mandatory, immediate, pending.properties, pending.raw, body
+        )
         if pending.size > self.max_message_bytes:
             msg.refused_size = pending.size
         return msg
@@ -395,7 +426,12 @@ def deliver_cached(
         wire.content = content_frames(channel, raw_properties, body, frame_max)
         wire.channel = channel
         wire.frame_max = frame_max
-    args = b"\x00\x3c\x00\x3c" + consumer_tag_short + _deliver_tail.pack(delivery_tag, 1 if redelivered else 0) + wire.names
+    args = (
+        b"\x00\x3c\x00\x3c"
+        + consumer_tag_short
+        + _deliver_tail.pack(delivery_tag, 1 if redelivered else 0)
+        + wire.names
+    )
     return _frame_head.pack(FRAME_METHOD, channel, len(args)) + args + b"\xce" + wire.content
 
 
@@ -414,7 +450,13 @@ def return_frames(
     channel: int, reply_code: int, reply_text: str, exchange: str, routing_key: str,
     raw_properties: bytes, body: bytes, frame_max: int,
 ) -> bytes:  # fmt: skip
-    args = b"\x00\x3c\x00\x32" + _u16.pack(reply_code) + _short(reply_text) + _short(exchange) + _short(routing_key)
+    args = (
+        b"\x00\x3c\x00\x32"
+        + _u16.pack(reply_code)
+        + _short(reply_text)
+        + _short(exchange)
+        + _short(routing_key)
+    )
     return _frame(FRAME_METHOD, channel, args) + content_frames(channel, raw_properties, body, frame_max)
 
 
@@ -426,7 +468,9 @@ def declare_ok_frame(channel: int, queue: str, message_count: int, consumer_coun
 
 def basic_ack_frame(channel: int, delivery_tag: int, multiple: bool) -> bytes:
     """Basic.Ack from the server (publisher confirms), without pamqp: one per confirmed batch."""
-    return _frame(FRAME_METHOD, channel, b"\x00\x3c\x00\x50" + _deliver_tail.pack(delivery_tag, 1 if multiple else 0))
+    return _frame(
+        FRAME_METHOD, channel, b"\x00\x3c\x00\x50" + _deliver_tail.pack(delivery_tag, 1 if multiple else 0)
+    )
 
 
 def encode_properties(props: C.Basic.Properties) -> bytes:

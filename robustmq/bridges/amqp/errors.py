@@ -39,8 +39,12 @@ CODE_NAMES = {
 # texts (the code name is prefixed when the error is built)
 NO_EXCHANGE = "no exchange '{name}' in vhost '/'"
 NO_QUEUE = "no queue '{name}' in vhost '/'"
-EXCHANGE_INEQUIVALENT = "inequivalent arg '{arg}' for exchange '{name}' in vhost '/': received '{got}' but current is '{have}'"
-QUEUE_INEQUIVALENT = "inequivalent arg '{arg}' for queue '{name}' in vhost '/': received '{got}' but current is '{have}'"
+EXCHANGE_INEQUIVALENT = (
+    "inequivalent arg '{arg}' for exchange '{name}' in vhost '/': received '{got}' but current is '{have}'"
+)
+QUEUE_INEQUIVALENT = (
+    "inequivalent arg '{arg}' for queue '{name}' in vhost '/': received '{got}' but current is '{have}'"
+)
 QUEUE_ARG_INEQUIVALENT = "inequivalent arg '{arg}' for queue '{name}' in vhost '/': received the value '{got}' but current is {have}"
 EXCHANGE_TYPE_INVALID = "unknown exchange type '{type}'"
 RESERVED_NAME = "{kind} name '{name}' contains reserved prefix 'amq.*'"
@@ -64,7 +68,9 @@ SECOND_CHANNEL_OPEN = "second 'channel.open' seen"
 EXPECTED_CHANNEL_OPEN = "expected 'channel.open'"
 CHANNEL_MAX = "channel number {channel} exceeds channel_max {max}"
 VHOST_NOT_FOUND = "vhost {vhost} not found"
-LOGIN_REFUSED = "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+LOGIN_REFUSED = (
+    "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+)
 UNKNOWN_MECHANISM = "unknown authentication mechanism '{mechanism}'"
 BAD_LOGIN_RESPONSE = "{mechanism} login refused: malformed response"
 UNKNOWN_METHOD = "unknown method class {class_id} method {method_id}"

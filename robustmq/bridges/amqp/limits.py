@@ -15,7 +15,9 @@ WRITE_BUFFER_LOW_BYTES = 256 * 1024
 CLOSE_OK_WAIT_S = 1.0  # after sending Connection.Close, wait this long for CloseOk
 HEARTBEAT_MISSES = 2  # a peer silent for this many heartbeat intervals is closed
 DISPATCH_BATCH_MESSAGES = 2048  # a queue hands out at most this many messages per turn
-TICK_OUT_MAX_BYTES = 4 * 1024 * 1024  # queued in one tick past this, a connection's consumers wait for the flush
+TICK_OUT_MAX_BYTES = (
+    4 * 1024 * 1024
+)  # queued in one tick past this, a connection's consumers wait for the flush
 DEFAULT_VHOST = "/"
 PRODUCT = "robustmq"
 NEVER_MS = 2**62  # an ack wait that never runs out (AMQP has no per-message ack deadline)

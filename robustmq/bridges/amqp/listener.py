@@ -311,7 +311,9 @@ class AmqpConnection(asyncio.Protocol):
             "product": PRODUCT, "version": __version__, "platform": f"Python {platform.python_version()}",
             "capabilities": CAPABILITIES, "information": "robustmq AMQP 0-9-1",
         }  # fmt: skip
-        self.write_method(0, C.Connection.Start(server_properties=props, mechanisms="PLAIN AMQPLAIN", locales="en_US"))
+        self.write_method(
+            0, C.Connection.Start(server_properties=props, mechanisms="PLAIN AMQPLAIN", locales="en_US")
+        )
 
     def _handshake_timeout(self) -> None:
         self._timer = None
@@ -325,13 +327,17 @@ class AmqpConnection(asyncio.Protocol):
         if mechanism == "PLAIN":
             parts = raw.split(b"\x00")
             if len(parts) != 3:
-                raise AmqpConnectionError(E.ACCESS_REFUSED, E.LOGIN_REFUSED.format(mechanism=mechanism), 10, 11)
+                raise AmqpConnectionError(
+                    E.ACCESS_REFUSED, E.LOGIN_REFUSED.format(mechanism=mechanism), 10, 11
+                )
             return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
         if mechanism == "AMQPLAIN":
             try:
                 _n, table = pamqp_decode.field_table(len(raw).to_bytes(4, "big") + raw)
             except Exception:
-                raise AmqpConnectionError(E.ACCESS_REFUSED, E.LOGIN_REFUSED.format(mechanism=mechanism), 10, 11) from None
+                raise AmqpConnectionError(
+                    E.ACCESS_REFUSED, E.LOGIN_REFUSED.format(mechanism=mechanism), 10, 11
+                ) from None
             user, password = table.get("LOGIN", b""), table.get("PASSWORD", b"")
             if isinstance(user, bytes):
                 user = user.decode("utf-8", "replace")
@@ -365,7 +371,12 @@ class AmqpConnection(asyncio.Protocol):
         self.name = name.decode() if isinstance(name, bytes) else (str(name) if name else None)
         self.state = "tune"
         s = self.server.settings
-        self.write_method(0, C.Connection.Tune(channel_max=s.channel_max, frame_max=s.frame_max_bytes, heartbeat=s.heartbeat_s))
+        self.write_method(
+            0,
+            C.Connection.Tune(
+                channel_max=s.channel_max, frame_max=s.frame_max_bytes, heartbeat=s.heartbeat_s
+            ),
+        )
 
     def _on_tune_ok(self, m: C.Connection.TuneOk) -> None:
         s = self.server.settings
@@ -433,12 +444,16 @@ class AmqpConnection(asyncio.Protocol):
             if ch is not None:
                 raise AmqpConnectionError(E.CHANNEL_ERROR, E.SECOND_CHANNEL_OPEN, 20, 10)
             if number > self.channel_max:
-                raise AmqpConnectionError(E.CHANNEL_ERROR, E.CHANNEL_MAX.format(channel=number, max=self.channel_max), 20, 10)
+                raise AmqpConnectionError(
+                    E.CHANNEL_ERROR, E.CHANNEL_MAX.format(channel=number, max=self.channel_max), 20, 10
+                )
             self.channels[number] = Channel(self, number)
             self.write_method(number, C.Channel.OpenOk())
             return
         if ch is None:
-            raise AmqpConnectionError(E.CHANNEL_ERROR, E.EXPECTED_CHANNEL_OPEN, method.index >> 16, method.index & 0xFFFF)
+            raise AmqpConnectionError(
+                E.CHANNEL_ERROR, E.EXPECTED_CHANNEL_OPEN, method.index >> 16, method.index & 0xFFFF
+            )
         if ch.closing:
             if kind is C.Channel.CloseOk:
                 del self.channels[number]
@@ -475,7 +490,11 @@ class AmqpConnection(asyncio.Protocol):
             self._shut()
         elif kind is C.Connection.CloseOk:
             self._shut()
-        elif self.state == "open" and kind in (C.Connection.Blocked, C.Connection.Unblocked, C.Connection.UpdateSecret):
+        elif self.state == "open" and kind in (
+            C.Connection.Blocked,
+            C.Connection.Unblocked,
+            C.Connection.UpdateSecret,
+        ):
             if kind is C.Connection.UpdateSecret:
                 self.write_method(0, C.Connection.UpdateSecretOk())
         else:
@@ -535,7 +554,11 @@ class AmqpServer(ClientCounters):
         self.vhost.bridge.bindings_changed()
         if self.settings.port is not None:
             self._server = await self.loop.create_server(
-                lambda: AmqpConnection(self), self.host, self.settings.port, reuse_address=True, backlog=LISTEN_BACKLOG
+                lambda: AmqpConnection(self),
+                self.host,
+                self.settings.port,
+                reuse_address=True,
+                backlog=LISTEN_BACKLOG,
             )
 
     async def _load(self) -> None:

@@ -101,7 +101,9 @@ class QueueLog:
         ttl_ms = None
         if message.expires_at_ms:
             ttl_ms = max(1, message.expires_at_ms - now_ms())
-        ack = self.store.append(self.stream, message.content.body, headers=_envelope(message.content), ttl_ms=ttl_ms)
+        ack = self.store.append(
+            self.stream, message.content.body, headers=_envelope(message.content), ttl_ms=ttl_ms
+        )
         message.offset = ack.offset
         return ack
 
@@ -136,7 +138,9 @@ class AmqpPersistence:
     async def load(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         """The saved exchanges, queues and bindings (each a JSON dict), creating the stream first."""
         store = self.store
-        store.create_stream({"name": DEFINITIONS_STREAM, "compact": True, "kind": "amqp_definitions"}, exist_ok=True)
+        store.create_stream(
+            {"name": DEFINITIONS_STREAM, "compact": True, "kind": "amqp_definitions"}, exist_ok=True
+        )
         exchanges, queues, bindings = [], [], []
         for key in store.keys(DEFINITIONS_STREAM):
             rec = store.latest_by_key(DEFINITIONS_STREAM, key)
@@ -202,7 +206,12 @@ class AmqpPersistence:
         """The stream and consumer of a durable queue (created on first use)."""
         stream = queue_stream_name(q.name)
         self.store.create_stream(
-            {"name": stream, "kind": "amqp_queue", "drop_consumed": True, "metadata": {"queue": q.name[:200]}},
+            {
+                "name": stream,
+                "kind": "amqp_queue",
+                "drop_consumed": True,
+                "metadata": {"queue": q.name[:200]},
+            },
             exist_ok=True,
         )
         consumer = self.store.consumer(stream, CONSUMER_NAME, config={"ack_wait_ms": NEVER_MS})

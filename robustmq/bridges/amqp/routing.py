@@ -138,7 +138,9 @@ class Exchange:
         if kind == "topic":
             hit = self._topic_cache.get(routing_key)
             if hit is None:
-                hit = frozenset(b.destination for b in self.bindings.values() if topic_matches(b.key, routing_key))
+                hit = frozenset(
+                    b.destination for b in self.bindings.values() if topic_matches(b.key, routing_key)
+                )
                 if len(self._topic_cache) >= TOPIC_CACHE_MAX_KEYS:
                     self._topic_cache.clear()
                 self._topic_cache[routing_key] = hit
@@ -154,7 +156,9 @@ class Exchanges:
 
     def __init__(self, queue_exists: Callable[[str], bool]) -> None:
         self._queue_exists = queue_exists
-        self.by_name: dict[str, Exchange] = {DEFAULT_EXCHANGE: Exchange(DEFAULT_EXCHANGE, "direct", durable=True)}
+        self.by_name: dict[str, Exchange] = {
+            DEFAULT_EXCHANGE: Exchange(DEFAULT_EXCHANGE, "direct", durable=True)
+        }
         for name, kind in PREDECLARED.items():
             self.by_name[name] = Exchange(name, kind, durable=True)
 
@@ -174,7 +178,9 @@ class Exchanges:
         return ex
 
     def bindings_to(self, destination: Destination) -> list[Binding]:
-        return [b for ex in self.by_name.values() for b in ex.bindings.values() if b.destination == destination]
+        return [
+            b for ex in self.by_name.values() for b in ex.bindings.values() if b.destination == destination
+        ]
 
     def unbind_all(self, destination: Destination) -> list[Binding]:
         """Drop every binding that points at ``destination`` (a queue being deleted)."""
@@ -200,7 +206,9 @@ class Exchanges:
         self._walk(exchange, routing_key, headers, queues, set())
         return queues
 
-    def _walk(self, name: str, key: str, headers: Mapping[str, Any] | None, queues: set[str], seen: set[str]) -> bool:
+    def _walk(
+        self, name: str, key: str, headers: Mapping[str, Any] | None, queues: set[str], seen: set[str]
+    ) -> bool:
         if name in seen:
             return False
         seen.add(name)

@@ -140,7 +140,9 @@ class SubjectBridge:
             props = C.Basic.Properties(headers=table, delivery_mode=2, reply_to=reply)
             content = Content(TOPIC_EXCHANGE, subject, props, encode_properties(props), payload)
             origin = None
-        names = self.vhost.exchanges.route(TOPIC_EXCHANGE, subject, content.properties.headers, skip_first=True)
+        names = self.vhost.exchanges.route(
+            TOPIC_EXCHANGE, subject, content.properties.headers, skip_first=True
+        )
         taken, pending, refused = self.vhost.enqueue(names, content)
         if origin is not None:  # an AMQP publisher: it waits for these writes itself
             origin.cur_routed += taken

@@ -72,7 +72,9 @@ class VirtualHost:
                 raise ChannelError(E.NOT_FOUND, E.NO_EXCHANGE.format(name=name), cid, mid)
             return existing
         if m.exchange_type not in EXCHANGE_TYPES:
-            raise AmqpConnectionError(E.COMMAND_INVALID, E.EXCHANGE_TYPE_INVALID.format(type=m.exchange_type), cid, mid)
+            raise AmqpConnectionError(
+                E.COMMAND_INVALID, E.EXCHANGE_TYPE_INVALID.format(type=m.exchange_type), cid, mid
+            )
         args = dict(m.arguments or {})
         if existing is not None:
             for arg, got, have in (
@@ -266,7 +268,12 @@ class VirtualHost:
                 raise ChannelError(E.ACCESS_REFUSED, E.DEFAULT_EXCHANGE_ACCESS, cid, mid)
             self.exchange_or_404(destination[1], cid, mid)
         binding = Binding(source, destination, key, dict(args))
-        if src.add(binding) and not restoring and self.persistence is not None and self._binding_durable(binding):
+        if (
+            src.add(binding)
+            and not restoring
+            and self.persistence is not None
+            and self._binding_durable(binding)
+        ):
             self.persistence.binding_saved(binding)
         if source == "amq.topic" and self.bridge is not None:
             self.bridge.bindings_changed()
@@ -293,7 +300,9 @@ class VirtualHost:
 
     # -- publishing --------------------------------------------------------------------------------
 
-    def enqueue(self, names: set[str], content: Content, now: int | None = None) -> tuple[int, list[Any], bool]:
+    def enqueue(
+        self, names: set[str], content: Content, now: int | None = None
+    ) -> tuple[int, list[Any], bool]:
         """Put ``content`` into each named queue: (queues that took it, store acks, any refused)."""
         if now is None:
             now = now_ms()

@@ -134,7 +134,9 @@ def unsupported_api_versions(correlation_id: int, supported: dict[int, tuple[int
     body = cls(
         version=0,
         error_code=UNSUPPORTED_VERSION,
-        api_keys=[cls.ApiVersion(api_key=k, min_version=lo, max_version=hi) for k, (lo, hi) in supported.items()],
+        api_keys=[
+            cls.ApiVersion(api_key=k, min_version=lo, max_version=hi) for k, (lo, hi) in supported.items()
+        ],
     )
     body.with_header(correlation_id=correlation_id)
     return bytes(body.encode(header=True, framed=True))

@@ -107,7 +107,9 @@ class Group:
         timeout_ms = max((m.rebalance_timeout_ms for m in self.members.values()), default=0)
         loop = asyncio.get_running_loop()
         if initial:
-            self._rebalance_timer = loop.call_later(GROUP_INITIAL_REBALANCE_DELAY_MS / 1000, self._complete_join)
+            self._rebalance_timer = loop.call_later(
+                GROUP_INITIAL_REBALANCE_DELAY_MS / 1000, self._complete_join
+            )
         else:
             self._rebalance_timer = loop.call_later(timeout_ms / 1000, self._complete_join)
             self._maybe_complete_join()
@@ -146,7 +148,9 @@ class Group:
         if self.leader not in self.members:
             self.leader = next(iter(self.members))
         self.state = COMPLETING
-        everyone = [(m.member_id, m.instance_id, m.metadata_for(self.protocol)) for m in self.members.values()]
+        everyone = [
+            (m.member_id, m.instance_id, m.metadata_for(self.protocol)) for m in self.members.values()
+        ]
         for m in self.members.values():
             fut, m.join_future = m.join_future, None
             result = JoinResult(
@@ -242,7 +246,11 @@ class Group:
             del self.static[member.instance_id]
         for fut in (member.join_future, member.sync_future):
             if fut is not None and not fut.done():
-                fut.set_result(JoinResult(E.UNKNOWN_MEMBER_ID) if fut is member.join_future else (E.UNKNOWN_MEMBER_ID, b""))
+                fut.set_result(
+                    JoinResult(E.UNKNOWN_MEMBER_ID)
+                    if fut is member.join_future
+                    else (E.UNKNOWN_MEMBER_ID, b"")
+                )
         if self.leader == member.member_id:
             self.leader = None
 

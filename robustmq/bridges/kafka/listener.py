@@ -251,7 +251,13 @@ class KafkaConnection(asyncio.Protocol):
             self._sasl = None
             if self._auth_timer is not None:
                 self._auth_timer.cancel()
-        return cls(version=request.api_version, error_code=0, error_message=None, auth_bytes=reply, session_lifetime_ms=0)
+        return cls(
+            version=request.api_version,
+            error_code=0,
+            error_message=None,
+            auth_bytes=reply,
+            session_lifetime_ms=0,
+        )
 
 
 class KafkaServer(ClientCounters):
@@ -291,7 +297,11 @@ class KafkaServer(ClientCounters):
         self.service.start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: KafkaConnection(self), self.host, self.settings.port, reuse_address=True, backlog=LISTEN_BACKLOG
+            lambda: KafkaConnection(self),
+            self.host,
+            self.settings.port,
+            reuse_address=True,
+            backlog=LISTEN_BACKLOG,
         )
 
     async def stop(self) -> None:

@@ -52,7 +52,9 @@ class ProducerRegistry:
                 del self._partitions[k]
         return pid, 0
 
-    def check(self, pid: int, epoch: int, topic: str, partition: int, first: int, last: int) -> tuple[int, int | None]:
+    def check(
+        self, pid: int, epoch: int, topic: str, partition: int, first: int, last: int
+    ) -> tuple[int, int | None]:
         """``(error code, base offset of the duplicate)`` for a batch about to be stored."""
         known_epoch = self._epochs.get(pid)
         if known_epoch is not None and epoch < known_epoch:
@@ -67,7 +69,9 @@ class ProducerRegistry:
             return OUT_OF_ORDER_SEQUENCE_NUMBER, None
         return NONE, None
 
-    def stored(self, pid: int, epoch: int, topic: str, partition: int, first: int, last: int, base: int) -> None:
+    def stored(
+        self, pid: int, epoch: int, topic: str, partition: int, first: int, last: int, base: int
+    ) -> None:
         key = (pid, topic, partition)
         state = self._partitions.get(key)
         if state is None or epoch > state.epoch:

@@ -70,7 +70,13 @@ class SaslExchange:
             server_nonce = nonce + base64.b64encode(os.urandom(18)).decode()
             first = f"r={server_nonce},s={base64.b64encode(salt).decode()},i={SCRAM_ITERATIONS}"
             salted = hashlib.pbkdf2_hmac(algo, password.encode(), salt, SCRAM_ITERATIONS)
-            self._scram = {"user": user, "bare": bare, "first": first, "nonce": server_nonce, "salted": salted}
+            self._scram = {
+                "user": user,
+                "bare": bare,
+                "first": first,
+                "nonce": server_nonce,
+                "salted": salted,
+            }
             return first.encode()
         attrs = dict(a.split("=", 1) for a in text.split(",") if "=" in a)
         if attrs.get("r") != self._scram["nonce"] or "p" not in attrs:

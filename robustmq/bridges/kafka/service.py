@@ -146,7 +146,10 @@ class KafkaService:
         return cls(
             version=version,
             error_code=E.NONE,
-            api_keys=[cls.ApiVersion(api_key=k, min_version=lo, max_version=hi) for k, (lo, hi) in API_VERSIONS.items()],
+            api_keys=[
+                cls.ApiVersion(api_key=k, min_version=lo, max_version=hi)
+                for k, (lo, hi) in API_VERSIONS.items()
+            ],
             throttle_time_ms=0,
         )
 
@@ -164,7 +167,9 @@ class KafkaService:
             for t in requested:
                 name = t.name
                 if name is None and getattr(t, "topic_id", None) is not None:
-                    name = next((c.name for c in self.store.list_streams() if topic_id(c) == t.topic_id), None)
+                    name = next(
+                        (c.name for c in self.store.list_streams() if topic_id(c) == t.topic_id), None
+                    )
                 names.append(name)
         topics = []
         T = cls.MetadataResponseTopic
@@ -179,7 +184,15 @@ class KafkaService:
                   replica_nodes=[NODE_ID], isr_nodes=[NODE_ID], offline_replicas=[])
                 for p in range(cfg.partitions)
             ]  # fmt: skip
-            topics.append(T(error_code=0, name=cfg.name, topic_id=topic_id(cfg), is_internal=False, partitions=partitions))
+            topics.append(
+                T(
+                    error_code=0,
+                    name=cfg.name,
+                    topic_id=topic_id(cfg),
+                    is_internal=False,
+                    partitions=partitions,
+                )
+            )
         return cls(
             version=version, throttle_time_ms=0, brokers=[broker], cluster_id=CLUSTER_ID,
             controller_id=NODE_ID, topics=topics,
@@ -199,7 +212,9 @@ class KafkaService:
         host, port = self.advertised()
         if version >= 4:
             coordinators = [
-                cls.Coordinator(key=k, node_id=NODE_ID, host=host, port=port, error_code=0, error_message=None)
+                cls.Coordinator(
+                    key=k, node_id=NODE_ID, host=host, port=port, error_code=0, error_message=None
+                )
                 for k in body.coordinator_keys or []
             ]
             return cls(version=version, throttle_time_ms=0, coordinators=coordinators)
@@ -257,7 +272,9 @@ class KafkaService:
             responses.append(T(name=name, partition_responses=out))
         return cls(version=version, responses=responses, throttle_time_ms=0)
 
-    def _append(self, conn: KafkaConnection, name: str, partition: int, data: Any) -> tuple[int, int, list[Any]]:
+    def _append(
+        self, conn: KafkaConnection, name: str, partition: int, data: Any
+    ) -> tuple[int, int, list[Any]]:
         """Store every batch of one partition's records; (error, base offset, acks to await)."""
         try:
             batches = read_batches(data)
@@ -289,7 +306,12 @@ class KafkaService:
             idempotent = batch.producer_id >= 0 and batch.base_sequence >= 0
             if idempotent:
                 err, dup_base = self.producers.check(
-                    batch.producer_id, batch.producer_epoch, name, partition, batch.base_sequence, batch.last_sequence
+                    batch.producer_id,
+                    batch.producer_epoch,
+                    name,
+                    partition,
+                    batch.base_sequence,
+                    batch.last_sequence,
                 )
                 if err == E.DUPLICATE_SEQUENCE_NUMBER:
                     base_offset = dup_base if base_offset < 0 else base_offset
@@ -318,7 +340,9 @@ class KafkaService:
                 self._publish_live(conn, name, items)
         return E.NONE, base_offset, pending
 
-    def _publish_live(self, conn: KafkaConnection, name: str, items: list[tuple[dict[str, Any], bytes | None]]) -> None:
+    def _publish_live(
+        self, conn: KafkaConnection, name: str, items: list[tuple[dict[str, Any], bytes | None]]
+    ) -> None:
         """Deliver the records to live subscribers of subject ``name`` on every protocol (and to the
         other streams bound to it); stream ``name`` itself is skipped, it has them already."""
         router = self.router
@@ -350,7 +374,9 @@ class KafkaService:
                 break
         return cls(version=version, throttle_time_ms=0, error_code=0, session_id=0, responses=responses)
 
-    def _fill_fetch(self, conn: KafkaConnection, body: Any, max_bytes: int) -> tuple[list[Any], int, list[tuple[str, int, int]]]:
+    def _fill_fetch(
+        self, conn: KafkaConnection, body: Any, max_bytes: int
+    ) -> tuple[list[Any], int, list[tuple[str, int, int]]]:
         cls = response_class(1)
         T = cls.FetchableTopicResponse
         P = T.PartitionData
@@ -365,7 +391,11 @@ class KafkaService:
             for p in t.partitions:
                 index = p.partition
                 if cfg is None or not allowed or not 0 <= index < cfg.partitions:
-                    code = E.TOPIC_AUTHORIZATION_FAILED if cfg is not None and not allowed else E.UNKNOWN_TOPIC_OR_PARTITION
+                    code = (
+                        E.TOPIC_AUTHORIZATION_FAILED
+                        if cfg is not None and not allowed
+                        else E.UNKNOWN_TOPIC_OR_PARTITION
+                    )
                     parts.append(P(partition_index=index, error_code=code, high_watermark=-1, last_stable_offset=-1,
                                    log_start_offset=-1, aborted_transactions=None, preferred_read_replica=-1,
                                    records=b""))  # fmt: skip
@@ -391,7 +421,15 @@ class KafkaService:
             responses.append(T(topic=name, partitions=parts))
         return responses, total, watch
 
-    def _read(self, conn: KafkaConnection, name: str, partition: int, offset: int, budget: int, first_in_response: bool) -> bytes | None:
+    def _read(
+        self,
+        conn: KafkaConnection,
+        name: str,
+        partition: int,
+        offset: int,
+        budget: int,
+        first_in_response: bool,
+    ) -> bytes | None:
         """One batch of the records from ``offset`` within ``budget`` bytes (at least one record when
         it is the first data of the response, so a record larger than max_bytes still goes out)."""
         out = []
@@ -464,7 +502,9 @@ class KafkaService:
             return end, -1
         if timestamp == -2:  # earliest
             return first, -1
-        if timestamp == -3:  # the record with the largest timestamp: the last one (timestamps are the store's)
+        if (
+            timestamp == -3
+        ):  # the record with the largest timestamp: the last one (timestamps are the store's)
             rec = self._last_record(name, partition, first, end)
             return (rec.offset, rec.timestamp_ms) if rec is not None else (end, -1)
         off = self.store.first_offset_at_or_after(name, timestamp, partition)
@@ -516,7 +556,9 @@ class KafkaService:
                     elif not conn.may_subscribe(name):
                         code = E.TOPIC_AUTHORIZATION_FAILED
                     else:
-                        consumer = self.store.consumer(name, self._offsets_consumer(group_id), p.partition_index)
+                        consumer = self.store.consumer(
+                            name, self._offsets_consumer(group_id), p.partition_index
+                        )
                         writes.append(consumer.commit(max(p.committed_offset, 0)))
                 parts.append(P(partition_index=p.partition_index, error_code=code))
             topics.append(T(name=name, partitions=parts))
@@ -550,7 +592,9 @@ class KafkaService:
         ]  # fmt: skip
         return cls(version=version, throttle_time_ms=0, topics=topics, error_code=0)
 
-    def _committed(self, conn: KafkaConnection, group_id: str, wanted: list[tuple[str, list[int]]] | None) -> list[tuple[str, list[tuple[int, int, int]]]]:
+    def _committed(
+        self, conn: KafkaConnection, group_id: str, wanted: list[tuple[str, list[int]]] | None
+    ) -> list[tuple[str, list[tuple[int, int, int]]]]:
         """The committed offsets of a group: for the topics asked, or every one it committed to."""
         name_of = self._offsets_consumer(group_id)
         out = []
@@ -593,7 +637,8 @@ class KafkaService:
             body.session_timeout_ms, rebalance_ms, conn.kafka_client_id or "", conn.remote_host,
         )  # fmt: skip
         members = [
-            cls.JoinGroupResponseMember(member_id=m, group_instance_id=i, metadata=md) for m, i, md in result.members
+            cls.JoinGroupResponseMember(member_id=m, group_instance_id=i, metadata=md)
+            for m, i, md in result.members
         ]
         return cls(
             version=version, throttle_time_ms=0, error_code=result.error, generation_id=result.generation,
@@ -607,7 +652,11 @@ class KafkaService:
         if group is None:
             got: Any = E.UNKNOWN_MEMBER_ID
         else:
-            got = group.sync(body.member_id, body.generation_id, {a.member_id: bytes(a.assignment) for a in body.assignments})
+            got = group.sync(
+                body.member_id,
+                body.generation_id,
+                {a.member_id: bytes(a.assignment) for a in body.assignments},
+            )
         if isinstance(got, int):
             code, assignment = got, b""
         else:
@@ -634,7 +683,11 @@ class KafkaService:
             if not member_id and m.group_instance_id is not None and group is not None:
                 member_id = group.static.get(m.group_instance_id, "")
             code = E.UNKNOWN_MEMBER_ID if group is None else group.leave(member_id)
-            members.append(cls.MemberResponse(member_id=m.member_id, group_instance_id=m.group_instance_id, error_code=code))
+            members.append(
+                cls.MemberResponse(
+                    member_id=m.member_id, group_instance_id=m.group_instance_id, error_code=code
+                )
+            )
         return cls(version=version, throttle_time_ms=0, error_code=0, members=members)
 
     def _known_groups(self) -> dict[str, Any]:
@@ -645,7 +698,7 @@ class KafkaService:
             for p in range(cfg.partitions):
                 for c in self.store.consumers(cfg.name, p):
                     if c.startswith(prefix):
-                        found.setdefault(c[len(prefix):], None)
+                        found.setdefault(c[len(prefix) :], None)
         return found
 
     async def list_groups(self, conn: KafkaConnection, body: Any, version: int) -> Any:
@@ -670,7 +723,16 @@ class KafkaService:
             g = known.get(gid)
             if g is None:
                 state = "Empty" if gid in known else "Dead"
-                out.append(D(error_code=0, group_id=gid, group_state=state, protocol_type="", protocol_data="", members=[]))
+                out.append(
+                    D(
+                        error_code=0,
+                        group_id=gid,
+                        group_state=state,
+                        protocol_type="",
+                        protocol_data="",
+                        members=[],
+                    )
+                )
                 continue
             members = [
                 M(member_id=m.member_id, group_instance_id=m.instance_id, client_id=m.client_id, client_host=m.client_host,
@@ -713,7 +775,10 @@ class KafkaService:
             configs = {c.name: c.value for c in t.configs or [] if c.value is not None}
             code, message = E.NONE, None
             if not is_valid_topic_name(name):
-                code, message = E.INVALID_TOPIC_EXCEPTION, "topic names are [A-Za-z0-9._-], at most 249 characters"
+                code, message = (
+                    E.INVALID_TOPIC_EXCEPTION,
+                    "topic names are [A-Za-z0-9._-], at most 249 characters",
+                )
             elif not conn.may_publish(name):
                 code = E.TOPIC_AUTHORIZATION_FAILED
             elif self.store.has_stream(name):
@@ -791,7 +856,10 @@ class KafkaService:
                 values = {
                     "message.max.bytes": (str(self.store.settings.max_record_bytes), _STATIC_BROKER_CONFIG),
                     "socket.request.max.bytes": (str(self.settings.max_request_bytes), _STATIC_BROKER_CONFIG),
-                    "auto.create.topics.enable": (str(self.settings.auto_create_topics).lower(), _STATIC_BROKER_CONFIG),
+                    "auto.create.topics.enable": (
+                        str(self.settings.auto_create_topics).lower(),
+                        _STATIC_BROKER_CONFIG,
+                    ),
                     "num.partitions": (str(self.settings.default_partitions), _STATIC_BROKER_CONFIG),
                 }
             else:
@@ -827,8 +895,16 @@ class KafkaService:
         pid, epoch = self.producers.init_producer(
             body.producer_id if version >= 3 else -1, body.producer_epoch if version >= 3 else -1
         )
-        return self._response(22, version, throttle_time_ms=0, error_code=0, producer_id=pid, producer_epoch=epoch)
+        return self._response(
+            22, version, throttle_time_ms=0, error_code=0, producer_id=pid, producer_epoch=epoch
+        )
 
 
 _DYNAMIC_TOPIC_CONFIG, _STATIC_BROKER_CONFIG, _DEFAULT_CONFIG = 1, 4, 5  # DescribeConfigs config sources
-_TOPIC_CONFIGS = {"retention.ms", "retention.bytes", "cleanup.policy", "message.timestamp.type", "max.message.bytes"}
+_TOPIC_CONFIGS = {
+    "retention.ms",
+    "retention.bytes",
+    "cleanup.policy",
+    "message.timestamp.type",
+    "max.message.bytes",
+}

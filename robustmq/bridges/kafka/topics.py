@@ -31,7 +31,9 @@ _ID_NAMESPACE = uuid.UUID("6f1d4c4e-8a57-4e55-9f0c-7a3f0d1c2b10")
 
 def is_valid_topic_name(name: str) -> bool:
     """Kafka's rule for names of topics created over Kafka (streams made elsewhere are not checked)."""
-    return 0 < len(name) <= MAX_TOPIC_NAME_CHARS and name not in (".", "..") and bool(_VALID_TOPIC.match(name))
+    return (
+        0 < len(name) <= MAX_TOPIC_NAME_CHARS and name not in (".", "..") and bool(_VALID_TOPIC.match(name))
+    )
 
 
 def topic_id(config: StreamConfig) -> uuid.UUID:
@@ -74,7 +76,9 @@ def default_partition(key: bytes | None, partitions: int, counter: itertools.cou
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def kafka_headers_to_block(headers: list[tuple[str, bytes | None]], key: bytes | None) -> tuple[bytes | None, bytes | None]:
+def kafka_headers_to_block(
+    headers: list[tuple[str, bytes | None]], key: bytes | None
+) -> tuple[bytes | None, bytes | None]:
     """Record headers as (stored block, live block): the live one also carries ``kafka-key``.
 
     Values become text (UTF-8, undecodable bytes replaced; line breaks become spaces), the form

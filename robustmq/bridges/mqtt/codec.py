@@ -359,7 +359,9 @@ class MqttDecoder:
             if v5:
                 if opts & 0xC0 or (opts >> 4) & 3 == 3:
                     raise MalformedPacket(E.BAD_SUBSCRIPTION_OPTIONS)
-                subs.append(P.SubscriptionRequest(topic_filter, qos, bool(opts & 4), bool(opts & 8), (opts >> 4) & 3))
+                subs.append(
+                    P.SubscriptionRequest(topic_filter, qos, bool(opts & 4), bool(opts & 8), (opts >> 4) & 3)
+                )
             else:
                 if opts & 0xFC:
                     raise MalformedPacket(E.BAD_SUBSCRIPTION_OPTIONS)

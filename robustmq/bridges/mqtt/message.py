@@ -19,15 +19,31 @@ EXPIRY_AT_HEADER = "mqtt-message-expiry-at"  # unix time in ms
 _EXPIRY_AT_BYTES = EXPIRY_AT_HEADER.encode()
 _RESERVED = frozenset((CONTENT_TYPE_HEADER, PAYLOAD_FORMAT_HEADER, CORRELATION_DATA_HEADER, EXPIRY_AT_HEADER))
 # PUBLISH properties forwarded to subscribers unchanged
-FORWARDED = (P.PAYLOAD_FORMAT_INDICATOR, P.CONTENT_TYPE, P.CORRELATION_DATA, P.USER_PROPERTY, P.RESPONSE_TOPIC)
+FORWARDED = (
+    P.PAYLOAD_FORMAT_INDICATOR,
+    P.CONTENT_TYPE,
+    P.CORRELATION_DATA,
+    P.USER_PROPERTY,
+    P.RESPONSE_TOPIC,
+)
 
 
 class OutMessage:
     """One message queued or in flight towards one session. ``properties`` excludes the
     subscription identifiers and topic alias, which are per delivery."""
 
-    __slots__ = ("topic", "payload", "qos", "retain", "properties", "expiry_at", "sub_ids", "packet_id", "released",
-                 "store_offset")
+    __slots__ = (
+        "topic",
+        "payload",
+        "qos",
+        "retain",
+        "properties",
+        "expiry_at",
+        "sub_ids",
+        "packet_id",
+        "released",
+        "store_offset",
+    )
 
     def __init__(
         self, topic: str, payload: bytes, qos: int, retain: bool,

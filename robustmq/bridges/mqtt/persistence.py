@@ -35,7 +35,9 @@ RETAIN_HEADER = "mqtt-retain"
 READ_BATCH_RECORDS = 1000
 
 
-def _meta_headers(meta: list[tuple[str, str]], props: P.Properties | None, expiry_at: float | None) -> bytes | None:
+def _meta_headers(
+    meta: list[tuple[str, str]], props: P.Properties | None, expiry_at: float | None
+) -> bytes | None:
     items = list(meta)
     if props or expiry_at is not None:
         merged = dict(props) if props else {}
@@ -49,7 +51,9 @@ def _meta_headers(meta: list[tuple[str, str]], props: P.Properties | None, expir
     return encode_headers(items)
 
 
-def _split_meta(headers: bytes | None, names: tuple[str, ...]) -> tuple[dict[str, str], P.Properties | None, float | None]:
+def _split_meta(
+    headers: bytes | None, names: tuple[str, ...]
+) -> tuple[dict[str, str], P.Properties | None, float | None]:
     meta: dict[str, str] = {}
     rest: list[tuple[str, str]] = []
     response_topic = None
@@ -99,7 +103,9 @@ class MqttPersistence:
                 continue
             meta, props, expiry_at = _split_meta(rec.headers, (QOS_HEADER,))
             topic = key.decode()
-            self.server.retained.set(RetainedMessage(topic, rec.payload, int(meta.get(QOS_HEADER, "0")), props, expiry_at))
+            self.server.retained.set(
+                RetainedMessage(topic, rec.payload, int(meta.get(QOS_HEADER, "0")), props, expiry_at)
+            )
 
     def retained_changed(self, message: RetainedMessage) -> None:
         ttl_ms = None
@@ -180,8 +186,16 @@ class MqttPersistence:
                     continue  # an agent of another user claimed the subject since: gone too
                 rule = perms.delivery_filter(subjects[0]) if perms is not None else None
                 subs = [
-                    MqttSubscription(sub, session, s["f"], request, queue, s.get("id"), rule,
-                                     starts_with_wildcard(topic_filter))  # fmt: skip
+                    MqttSubscription(
+                        sub,
+                        session,
+                        s["f"],
+                        request,
+                        queue,
+                        s.get("id"),
+                        rule,
+                        starts_with_wildcard(topic_filter),
+                    )  # fmt: skip
                     for sub in subjects
                 ]
                 session.add_subscription(s["f"], subs)

@@ -127,4 +127,3 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
         if f != "+" and f != tlv[i]:
             return False
     return len(flv) == len(tlv)
-

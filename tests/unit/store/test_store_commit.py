@@ -154,7 +154,7 @@ async def test_a_torn_definition_entry_is_ignored_and_earlier_ones_survive(open_
     await st.stop()
     # a crash in the middle of the next entry: half of it on disk
     with open(data_dir / STREAMS_JOURNAL_FILE, "ab") as f:
-        f.write(b"\x40\x00\x00\x00\x01\x02\x03\x04{\"op\":\"put\"")
+        f.write(b'\x40\x00\x00\x00\x01\x02\x03\x04{"op":"put"')
     st2 = await open_store()
     assert [c.name for c in st2.list_streams()] == ["kept"]
 
